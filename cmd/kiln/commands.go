@@ -1,0 +1,341 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/kiln-edge/kiln/daemon/api"
+	"github.com/kiln-edge/kiln/daemon/config"
+)
+
+type statusCmd struct{}
+
+func (statusCmd) Run(e *cmdEnv) error {
+	s, err := e.client().Status(e.ctx)
+	if err != nil {
+		return err
+	}
+	if e.json() {
+		return writeJSON(e.out, s)
+	}
+	tw := table(e.out)
+	row(tw, "state", s.State)
+	row(tw, "status", s.Message)
+	row(tw, "version", s.Version)
+	row(tw, "uptime", fmt.Sprintf("%s (pid %d, since %s)", s.Uptime, s.PID, s.Started.Format("2006-01-02 15:04:05Z07:00")))
+	row(tw, "state dir", s.StateDir)
+	row(tw, "api socket", s.APISocket)
+	row(tw, "containerd", okText(s.Containerd))
+	row(tw, "gpu", okText(s.GPU))
+	row(tw, "pipelines", fmt.Sprint(s.Pipelines))
+	row(tw, "events", fmt.Sprintf("%d (chain head %.16s)", s.Store.EventSeq, s.Store.EventHead))
+	row(tw, "systemd", fmt.Sprint(s.Systemd))
+	return tw.Flush()
+}
+
+func okText(c api.ComponentStatus) string {
+	if c.OK {
+		return c.Detail
+	}
+	return "unavailable: " + c.Detail
+}
+
+type versionCmd struct{}
+
+func (versionCmd) Run(e *cmdEnv) error {
+	cb := clientBuild()
+	cb.GoVersion = runtime.Version()
+	v, err := e.client().Version(e.ctx)
+	if e.json() {
+		out := map[string]any{"client": cb}
+		if err == nil {
+			out["daemon"] = v.Daemon
+			out["api_version"] = v.APIVersion
+		}
+		if werr := writeJSON(e.out, out); werr != nil {
+			return werr
+		}
+		return err
+	}
+	fmt.Fprintf(e.out, "kiln   %s (commit %s, built %s, %s)\n", cb.Version, orNone(cb.Commit), orNone(cb.BuildDate), cb.GoVersion)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.out, "kilnd  %s (commit %s, built %s, %s), API %s\n", v.Daemon.Version, orNone(v.Daemon.Commit),
+		orNone(v.Daemon.BuildDate), v.Daemon.GoVersion, v.APIVersion)
+	return nil
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	return s
+}
+
+type doctorCmd struct{}
+
+// Run prints one line per check; it fails when any check failed, so scripts
+// and install.sh can rely on the exit status.
+func (doctorCmd) Run(e *cmdEnv) error {
+	d, err := e.client().Doctor(e.ctx)
+	if err != nil {
+		return err
+	}
+	failed := 0
+	for _, c := range d.Checks {
+		if c.Result == api.CheckFail {
+			failed++
+		}
+	}
+	if e.json() {
+		if err := writeJSON(e.out, d); err != nil {
+			return err
+		}
+	} else {
+		tw := table(e.out)
+		for _, c := range d.Checks {
+			line := fmt.Sprintf("%s\t%s\t%s", strings.ToUpper(c.Result), c.Name, c.Detail)
+			if c.Fix != "" {
+				line += "\tfix: " + c.Fix
+			}
+			fmt.Fprintln(tw, line)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d of %d checks failed", failed, len(d.Checks))
+	}
+	return nil
+}
+
+type pipelinesCmd struct {
+	List     pipelinesListCmd     `cmd:"" default:"1" help:"List loaded pipelines (the default)."`
+	Show     pipelinesShowCmd     `cmd:"" help:"Show one loaded pipeline with its defaults applied."`
+	Validate pipelinesValidateCmd `cmd:"" help:"Check a spec file without a daemon."`
+	Reload   pipelinesReloadCmd   `cmd:"" help:"Load the pipelines folder again; a bad spec leaves the old set running."`
+}
+
+type pipelinesListCmd struct{}
+
+func (pipelinesListCmd) Run(e *cmdEnv) error {
+	ps, err := e.client().Pipelines(e.ctx)
+	if err != nil {
+		return err
+	}
+	if e.json() {
+		return writeJSON(e.out, ps)
+	}
+	tw := table(e.out)
+	fmt.Fprintln(tw, "PIPELINE\tSTATE\tLOADED\tDIGEST\tFILE")
+	for _, p := range ps {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%.12s\t%s\n", p.Pipeline, p.State, p.Created.Format("2006-01-02 15:04:05"), p.Digest, p.File)
+	}
+	return tw.Flush()
+}
+
+type pipelinesShowCmd struct {
+	Name string `arg:"" help:"Pipeline name."`
+}
+
+func (c pipelinesShowCmd) Run(e *cmdEnv) error {
+	p, err := e.client().Pipeline(e.ctx, c.Name)
+	if err != nil {
+		return err
+	}
+	if e.json() {
+		return writeJSON(e.out, p)
+	}
+	fmt.Fprintf(e.out, "pipeline %s (%s)\nfile     %s\ndigest   %s\n", p.Pipeline, p.State, p.File, p.Digest)
+	return writeJSON(e.out, p.Spec)
+}
+
+type pipelinesValidateCmd struct {
+	Files []string `arg:"" type:"path" help:"Spec files to check."`
+}
+
+// Run validates locally with the daemon's own decoder, so the answer is the
+// same one kilnd would give on reload.
+func (c pipelinesValidateCmd) Run(e *cmdEnv) error {
+	var errs []error
+	for _, f := range c.Files {
+		p, err := config.LoadPipelineFile(f)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if !e.json() {
+			fmt.Fprintf(e.out, "%s: ok (pipeline %s)\n", filepath.Base(f), p.Name)
+		}
+	}
+	if len(errs) > 0 {
+		for _, err := range errs[1:] {
+			fmt.Fprintln(os.Stderr, "kiln: "+err.Error())
+		}
+		return errs[0]
+	}
+	return nil
+}
+
+type pipelinesReloadCmd struct{}
+
+func (pipelinesReloadCmd) Run(e *cmdEnv) error {
+	r, err := e.client().ReloadPipelines(e.ctx)
+	if err != nil {
+		return err
+	}
+	if e.json() {
+		return writeJSON(e.out, r)
+	}
+	fmt.Fprintf(e.out, "reloaded: added %s, changed %s, removed %s, unchanged %s\n",
+		list(r.Added), list(r.Changed), list(r.Removed), list(r.Unchanged))
+	return nil
+}
+
+func list(s []string) string {
+	if len(s) == 0 {
+		return "none"
+	}
+	return strings.Join(s, ",")
+}
+
+type gpuCmd struct{}
+
+func (gpuCmd) Run(e *cmdEnv) error {
+	r, err := e.client().GPU(e.ctx)
+	if err != nil {
+		return err
+	}
+	if e.json() {
+		return writeJSON(e.out, r)
+	}
+	return printGPUTable(e.out, r)
+}
+
+type eventsCmd struct {
+	Follow bool   `short:"f" help:"Keep printing new events as they happen."`
+	Since  uint64 `help:"Start after this sequence number." default:"0"`
+	Limit  int    `help:"Most events to list (without -f)." default:"1000"`
+}
+
+func (c eventsCmd) Run(e *cmdEnv) error {
+	print := func(ev api.Event) error {
+		if e.json() {
+			b, err := json.Marshal(ev)
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintln(e.out, string(b))
+			return err
+		}
+		_, err := fmt.Fprintf(e.out, "%d\t%s\t%s\t%s\t%s\t%s\n", ev.Seq, ev.Time.Format("2006-01-02 15:04:05.000"),
+			ev.Actor, ev.Kind, ev.Pipeline, details(ev))
+		return err
+	}
+	if c.Follow {
+		err := e.client().FollowEvents(e.ctx, c.Since, print)
+		if e.ctx.Err() != nil {
+			return nil // interrupted by the user
+		}
+		if err == nil {
+			return errors.New("kilnd closed the event stream (stopping?)")
+		}
+		return err
+	}
+	evs, err := e.client().Events(e.ctx, c.Since, c.Limit)
+	if err != nil {
+		return err
+	}
+	if e.json() {
+		return writeJSON(e.out, evs)
+	}
+	for _, ev := range evs {
+		if err := print(ev); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func details(ev api.Event) string {
+	var b strings.Builder
+	for _, r := range ev.Refs {
+		b.WriteString(r + " ")
+	}
+	keys := make([]string, 0, len(ev.Details))
+	for k := range ev.Details {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		fmt.Fprintf(&b, "%s=%s ", k, ev.Details[k])
+	}
+	return strings.TrimSpace(b.String())
+}
+
+type backupCmd struct {
+	File string `arg:"" type:"path" help:"Where to write the copy (it is replaced atomically)."`
+}
+
+// Run writes the stream to a temp file beside FILE, fsyncs and renames, so a
+// cut stream never leaves a half backup under the final name.
+func (c backupCmd) Run(e *cmdEnv) error {
+	dir := filepath.Dir(c.File)
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(c.File)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("backup to %s: %w", c.File, err)
+	}
+	defer os.Remove(tmp.Name()) // no-op after the rename
+	n, err := e.client().Backup(e.ctx, tmp)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), c.File)
+	}
+	if err == nil {
+		err = syncDir(dir)
+	}
+	if err != nil {
+		return fmt.Errorf("backup to %s: %w", c.File, err)
+	}
+	fmt.Fprintf(e.out, "wrote %s (%d bytes); back up the blobs folder too: it holds the data the database points at\n", c.File, n)
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+func table(w io.Writer) *tabwriter.Writer { return tabwriter.NewWriter(w, 0, 0, 2, ' ', 0) }
+
+func row(tw *tabwriter.Writer, k, v string) { fmt.Fprintf(tw, "%s\t%s\n", k, v) }
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
+}

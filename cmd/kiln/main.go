@@ -1,0 +1,76 @@
+// Command kiln is the operator's CLI for kilnd. It talks to kilnd over its
+// unix socket (--socket, else $KILN_API_SOCKET, else /run/kiln/kiln.sock),
+// prints tables for people and -o json for scripts, and exits non-zero with a
+// one-line reason. It links none of containerd, NVML or bbolt (a test checks).
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/alecthomas/kong"
+
+	"github.com/kiln-edge/kiln/daemon/api"
+	"github.com/kiln-edge/kiln/daemon/apiclient"
+)
+
+// Set at link time by the Makefile.
+var (
+	version   = "dev"
+	commit    = ""
+	buildDate = ""
+)
+
+// globals are the flags every command sees, bound into each Run.
+type globals struct {
+	Socket string `help:"kilnd API socket (default $$KILN_API_SOCKET, else ${default_socket})." placeholder:"PATH"`
+	Output string `short:"o" enum:"table,json" default:"table" help:"Output format: table or json."`
+}
+
+type cli struct {
+	globals
+
+	Status    statusCmd    `cmd:"" help:"Show what kilnd is doing."`
+	Version   versionCmd   `cmd:"" help:"Show the versions of kiln and kilnd."`
+	Doctor    doctorCmd    `cmd:"" help:"Check containerd, state dir, disk, NVML and the socket; print a fix for each problem."`
+	Pipelines pipelinesCmd `cmd:"" help:"List, show, validate and reload pipeline specs."`
+	GPU       gpuCmd       `cmd:"" name:"gpu" help:"Show GPUs, their health, leases and cordons."`
+	Events    eventsCmd    `cmd:"" help:"List the audit events, or follow them with -f."`
+	Backup    backupCmd    `cmd:"" help:"Write a consistent copy of kilnd's database to FILE."`
+}
+
+func main() {
+	var c cli
+	kctx := kong.Parse(&c,
+		kong.Name("kiln"),
+		kong.Description("kiln drives kilnd, the self-driving ML appliance daemon, over its local socket."),
+		kong.UsageOnError(),
+		kong.Vars{"default_socket": apiclient.DefaultSocket},
+	)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	env := &cmdEnv{ctx: ctx, g: c.globals, out: os.Stdout}
+	if err := kctx.Run(env); err != nil {
+		fmt.Fprintln(os.Stderr, "kiln: "+firstLine(err.Error()))
+		stop()
+		os.Exit(1)
+	}
+}
+
+// cmdEnv is what every command's Run receives.
+type cmdEnv struct {
+	ctx context.Context
+	g   globals
+	out *os.File
+}
+
+func (e *cmdEnv) client() *apiclient.Client { return apiclient.New(e.g.Socket) }
+
+func (e *cmdEnv) json() bool { return e.g.Output == "json" }
+
+func clientBuild() api.BuildInfo {
+	return api.BuildInfo{Version: version, Commit: commit, BuildDate: buildDate}
+}

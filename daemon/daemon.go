@@ -1,0 +1,328 @@
+// Package daemon is kilnd's composition root: New builds every part (store,
+// GPU inventory, containerd runtime, pipeline set, local API) and Run drives
+// the lifecycle
+//
+//	restore (open store, reconcile) -> serve the API -> READY=1 -> wait
+//	  -> STOPPING=1 -> drain the API -> close parts
+//
+// Nothing else constructs those parts. Shutting kilnd down never stops a
+// container it started: the runtime is only disconnected, and the next kilnd
+// re-adopts what runs (Nomad's "agent exiting" versus "stop this task").
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/kiln-edge/kiln/daemon/api"
+	"github.com/kiln-edge/kiln/daemon/config"
+	"github.com/kiln-edge/kiln/daemon/localapi"
+	"github.com/kiln-edge/kiln/gpu"
+	"github.com/kiln-edge/kiln/runtime"
+	"github.com/kiln-edge/kiln/storage"
+	"github.com/kiln-edge/kiln/systemd"
+)
+
+// Options are what the main hands the daemon.
+type Options struct {
+	Config *config.Daemon
+	Build  api.BuildInfo
+	Log    *slog.Logger
+}
+
+// Daemon is one running kilnd.
+type Daemon struct {
+	cfg     *config.Daemon
+	build   api.BuildInfo
+	log     *slog.Logger
+	started time.Time
+	notify  *systemd.Notifier
+
+	store   *storage.Store
+	gpus    *gpu.Manager
+	rt      *runtime.Runtime
+	metrics *metrics
+
+	state     atomic.Value // string: starting | ready | reloading | stopping
+	pipelines atomic.Pointer[pipelineSet]
+
+	reloadMu   sync.Mutex // one reload at a time
+	lastReload atomic.Pointer[api.ReloadResult]
+}
+
+// Daemon states reported by `kiln status`.
+const (
+	stateStarting  = "starting"
+	stateReady     = "ready"
+	stateReloading = "reloading"
+	stateStopping  = "stopping"
+)
+
+// New builds kilnd's parts in dependency order. It fails, with one line
+// naming the path and the cause, when the state is unusable (a directory not
+// writable, another kilnd holding the store); it never overwrites or deletes
+// anything on the way.
+func New(opt Options) (*Daemon, error) {
+	cfg := opt.Config
+	if err := cfg.Paths.Check(); err != nil {
+		return nil, err
+	}
+	d := &Daemon{
+		cfg:     cfg,
+		build:   opt.Build,
+		log:     opt.Log,
+		started: time.Now(),
+		notify:  systemd.NewNotifier(),
+	}
+	d.state.Store(stateStarting)
+	d.setStatus("opening state in " + cfg.Paths.StateDir)
+
+	if err := makeDirs(cfg.Paths); err != nil {
+		return nil, err
+	}
+	store, err := storage.Open(cfg.Paths.StateDir, storage.Options{
+		LockTimeout: cfg.StoreLockTimeout.Duration,
+		Logger:      d.log.With("part", "storage"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	d.store = store
+
+	rt, err := runtime.New(cfg.Containerd.Address, cfg.Containerd.Namespace, d.log.With("part", "runtime"))
+	if err != nil {
+		_ = store.Close()
+		return nil, err
+	}
+	d.rt = rt
+	d.gpus = gpu.Open(d.log.With("part", "gpu"), gpu.Options{
+		SampleInterval: cfg.GPU.SampleInterval.Duration,
+		CDIDirs:        cfg.GPU.CDIDirs,
+	})
+	d.metrics = newMetrics(d)
+
+	// A bad pipeline folder at start must not keep kilnd down: it starts with
+	// no pipelines, reports why, and the next reload tries again.
+	d.pipelines.Store(&pipelineSet{})
+	if _, err := d.reload(context.Background(), "start"); err != nil {
+		d.log.Error("pipelines not loaded; fix the spec and run `kiln pipelines reload`", "err", err)
+	}
+	return d, nil
+}
+
+// makeDirs creates kiln's folders (never changing an existing one) and proves
+// the state dir writable, so a read-only or foreign-owned root fails at start
+// with its path rather than at the first write.
+func makeDirs(p config.Paths) error {
+	for _, dir := range []string{p.ConfigDir, p.PipelinesDir, p.StateDir, p.DropDir, p.FeedbackDir,
+		p.QuarantineDir, p.RunsDir, p.ModelsDir, p.RunDir, p.ServeDir} {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("create %s: %w", dir, err)
+		}
+	}
+	return probeWritable(p.StateDir)
+}
+
+func probeWritable(dir string) error {
+	f, err := os.CreateTemp(dir, ".kiln-probe-*")
+	if err != nil {
+		return fmt.Errorf("state dir %s is not writable: %w", dir, errors.Unwrap(err))
+	}
+	name := f.Name()
+	_ = f.Close()
+	return os.Remove(name)
+}
+
+// Run serves until ctx ends, then drains. The caller cancels ctx on the first
+// SIGTERM/SIGINT; a second one, with the default disposition restored by the
+// caller, kills the process, and a drain longer than shutdown_timeout is cut.
+func (d *Daemon) Run(ctx context.Context) error {
+	defer d.closeParts()
+	// systemd's watchdog clock runs from exec, not from READY: pet it from
+	// the start so a slow restore is not mistaken for a hang.
+	if interval, ok := systemd.WatchdogInterval(); ok {
+		go d.notify.RunWatchdog(ctx, interval, d.healthy, d.log)
+	}
+
+	d.setStatus("reconciling state")
+	rep, err := d.store.Reconcile(ctx)
+	if err != nil {
+		return fmt.Errorf("reconcile state in %s: %w", d.cfg.Paths.StateDir, err)
+	}
+	if len(rep.MissingBlobs) > 0 {
+		d.log.Warn("blobs missing for records; see `kiln doctor`", "count", len(rep.MissingBlobs))
+	}
+
+	ln, err := d.apiListener()
+	if err != nil {
+		return err
+	}
+	handler, err := d.handler()
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
+	// Streams (events -f) hang off this context so the drain can end them.
+	serveCtx, stopStreams := context.WithCancel(context.Background())
+	defer stopStreams()
+	srv := &http.Server{
+		Handler:           handler,
+		ConnContext:       localapi.ConnContext,
+		BaseContext:       func(net.Listener) context.Context { return serveCtx },
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(d.log.Handler(), slog.LevelWarn),
+	}
+	serveErr := make(chan error, 2)
+	go func() { serveErr <- srv.Serve(ln) }()
+
+	var metricsSrv *http.Server
+	if addr := d.cfg.Metrics.Listen; addr != "" {
+		if metricsSrv, err = d.serveMetricsTCP(addr, serveErr); err != nil {
+			_ = srv.Close()
+			return err
+		}
+	}
+
+	if err := d.gpus.Start(ctx); err != nil {
+		d.log.Warn("gpu monitoring not started", "err", err)
+	}
+	go d.consumeGPUHealth(ctx)
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go d.watchPipelines(ctx)
+
+	if _, err := d.store.Append(ctx, storage.Event{Actor: actorKilnd, Kind: "kilnd.started",
+		Details: map[string]string{"version": d.build.Version, "pid": fmt.Sprint(os.Getpid())}}); err != nil {
+		d.log.Error("record start event", "err", err)
+	}
+	seq, head := d.store.Head()
+	d.state.Store(stateReady)
+	if err := d.notify.Ready(); err != nil {
+		d.log.Warn("sd_notify READY", "err", err)
+	}
+	d.setStatus(d.readyStatus())
+	d.log.Info("kilnd ready", "socket", ln.Addr().String(), "events", seq, "chain_head", head,
+		"pipelines", len(d.pipelines.Load().specs), "gpu", d.gpus.Reason())
+
+	for running := true; running; {
+		select {
+		case <-ctx.Done():
+			running = false
+		case <-hup:
+			if _, err := d.reload(ctx, "sighup"); err != nil {
+				d.log.Error("reload on SIGHUP rejected; old pipelines keep running", "err", err)
+			}
+		case err := <-serveErr:
+			return fmt.Errorf("api server: %w", err)
+		}
+	}
+
+	d.state.Store(stateStopping)
+	_ = d.notify.Stopping()
+	d.setStatus("stopping: draining API requests")
+	d.log.Info("kilnd stopping; containers keep running", "timeout", d.cfg.ShutdownTimeout.Duration)
+	stopStreams()
+	drainCtx, cancel := context.WithTimeout(context.Background(), d.cfg.ShutdownTimeout.Duration)
+	defer cancel()
+	err = srv.Shutdown(drainCtx)
+	if metricsSrv != nil {
+		_ = metricsSrv.Shutdown(drainCtx)
+	}
+	if err != nil {
+		_ = srv.Close()
+		return fmt.Errorf("drain cut after %s: %w", d.cfg.ShutdownTimeout.Duration, err)
+	}
+	return nil
+}
+
+// apiListener takes the socket systemd handed over (kilnd.socket) when there
+// is one, else creates it.
+func (d *Daemon) apiListener() (net.Listener, error) {
+	ls, err := systemd.Listeners()
+	if err != nil {
+		return nil, fmt.Errorf("socket activation: %w", err)
+	}
+	if l := ls["api"]; len(l) > 0 {
+		d.log.Info("using socket-activated API listener", "addr", l[0].Addr().String())
+		return l[0], nil
+	}
+	return localapi.Listen(d.cfg.Paths.APISocket, 0o666)
+}
+
+func (d *Daemon) serveMetricsTCP(addr string, serveErr chan<- error) (*http.Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics listen %s (kiln.yaml metrics.listen): %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle(api.PathMetrics, d.metrics.handler())
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			serveErr <- err
+		}
+	}()
+	return srv, nil
+}
+
+// healthy gates the watchdog: a kilnd whose store no longer answers stops
+// petting it, so systemd restarts it.
+func (d *Daemon) healthy() error {
+	_, _, err := d.store.DiskFree()
+	return err
+}
+
+func (d *Daemon) consumeGPUHealth(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev, ok := <-d.gpus.Health():
+			if !ok {
+				return
+			}
+			d.log.Error("gpu unhealthy", "gpu_uuid", ev.UUID, "reason", ev.Reason)
+			if _, err := d.store.Append(ctx, storage.Event{Actor: actorKilnd, Kind: "gpu.unhealthy",
+				Refs: []string{ev.UUID}, Details: map[string]string{"reason": ev.Reason}}); err != nil {
+				d.log.Error("record gpu event", "err", err)
+			}
+		}
+	}
+}
+
+func (d *Daemon) closeParts() {
+	if err := d.gpus.Close(); err != nil {
+		d.log.Warn("close gpu", "err", err)
+	}
+	if err := d.rt.Close(); err != nil {
+		d.log.Warn("close containerd client", "err", err)
+	}
+	if err := d.store.Close(); err != nil {
+		d.log.Error("close store", "err", err)
+	}
+}
+
+// actorKilnd is the actor of events kilnd raises on its own.
+const actorKilnd = "kilnd"
+
+func (d *Daemon) setStatus(msg string) {
+	if err := d.notify.Status(msg); err != nil {
+		d.log.Debug("sd_notify STATUS", "err", err)
+	}
+}
+
+func (d *Daemon) readyStatus() string {
+	return fmt.Sprintf("ready: %d pipelines, %s", len(d.pipelines.Load().specs), d.gpus.Reason())
+}

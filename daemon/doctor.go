@@ -1,0 +1,161 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/kiln-edge/kiln/daemon/api"
+	"github.com/kiln-edge/kiln/gpu"
+)
+
+// doctor runs every check `kiln doctor` prints, each with a fix a person can
+// follow on a box nobody else can log in to.
+func (d *Daemon) doctor(ctx context.Context) []api.Check {
+	checks := []api.Check{
+		d.checkContainerd(ctx),
+		d.checkStateDir(),
+		d.checkDisk(),
+		d.checkSocket(),
+		d.checkNVML(),
+	}
+	if c, ok := d.checkCDI(); ok {
+		checks = append(checks, c)
+	}
+	checks = append(checks, d.checkPipelines(), d.checkStore())
+	return checks
+}
+
+func (d *Daemon) checkContainerd(ctx context.Context) api.Check {
+	c := api.Check{Name: "containerd"}
+	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	v, err := d.rt.Version(cctx)
+	if err != nil {
+		c.Result, c.Detail = api.CheckFail, fmt.Sprintf("cannot reach containerd at %s", d.rt.Address())
+		c.Fix = "start it (systemctl start containerd) or set containerd.address in " + d.cfg.Paths.ConfigFile
+		return c
+	}
+	c.Result, c.Detail = api.CheckOK, fmt.Sprintf("containerd %s at %s, namespace %q", v, d.rt.Address(), d.rt.Namespace())
+	return c
+}
+
+func (d *Daemon) checkStateDir() api.Check {
+	c := api.Check{Name: "state-dir"}
+	if err := probeWritable(d.cfg.Paths.StateDir); err != nil {
+		c.Result, c.Detail = api.CheckFail, err.Error()
+		c.Fix = "make " + d.cfg.Paths.StateDir + " writable by kilnd (owner root, mode 0755)"
+		return c
+	}
+	c.Result, c.Detail = api.CheckOK, d.cfg.Paths.StateDir+" is writable"
+	return c
+}
+
+func (d *Daemon) checkDisk() api.Check {
+	c := api.Check{Name: "disk"}
+	free, total, err := d.store.DiskFree()
+	if err != nil {
+		c.Result, c.Detail = api.CheckFail, err.Error()
+		return c
+	}
+	c.Detail = fmt.Sprintf("%s free of %s on %s", human(free), human(total), d.cfg.Paths.StateDir)
+	if minFree := uint64(d.cfg.Disk.MinFree); free < minFree {
+		c.Result = api.CheckWarn
+		c.Detail += fmt.Sprintf(", below disk.min_free %s: ingest pauses", human(minFree))
+		c.Fix = "free space (kiln prunes by retention.models) or lower disk.min_free in " + d.cfg.Paths.ConfigFile
+		return c
+	}
+	c.Result = api.CheckOK
+	return c
+}
+
+func (d *Daemon) checkSocket() api.Check {
+	c := api.Check{Name: "api-socket"}
+	p := d.cfg.Paths.APISocket
+	fi, err := os.Stat(p)
+	switch {
+	case err != nil:
+		// Socket activation may hand kilnd a socket at another path.
+		c.Result, c.Detail = api.CheckWarn, fmt.Sprintf("%s: %v (socket-activated elsewhere?)", p, err)
+		c.Fix = "check kilnd.socket's ListenStream= matches " + p
+	case fi.Mode().Type() != os.ModeSocket:
+		c.Result, c.Detail = api.CheckFail, p+" is not a socket"
+	case fi.Mode().Perm() != 0o666:
+		c.Result, c.Detail = api.CheckWarn, fmt.Sprintf("%s has mode %o; want 0666 (access is decided per request)", p, fi.Mode().Perm())
+		c.Fix = "chmod 0666 " + p
+	default:
+		c.Result, c.Detail = api.CheckOK, p+" (mode 0666, access by peer credentials)"
+	}
+	return c
+}
+
+func (d *Daemon) checkNVML() api.Check {
+	c := api.Check{Name: "nvml", Detail: d.gpus.Reason()}
+	if !d.gpus.Available() {
+		c.Result = api.CheckWarn
+		c.Fix = "install the NVIDIA driver to train on GPUs; pipelines with gpus: 0 run on the CPU"
+		return c
+	}
+	c.Result = api.CheckOK
+	return c
+}
+
+// checkCDI only applies when GPUs exist: containers get them through CDI.
+func (d *Daemon) checkCDI() (api.Check, bool) {
+	if !d.gpus.Available() {
+		return api.Check{}, false
+	}
+	c := api.Check{Name: "cdi"}
+	missing, err := gpu.CheckCDI(d.gpus.Snapshot(), d.cfg.GPU.CDIDirs)
+	switch {
+	case err != nil:
+		c.Result, c.Detail = api.CheckFail, err.Error()
+	case len(missing) > 0:
+		c.Result, c.Detail = api.CheckFail, fmt.Sprintf("no CDI spec in %v names %v", d.cfg.GPU.CDIDirs, missing)
+		c.Fix = "run: nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml"
+	default:
+		c.Result, c.Detail = api.CheckOK, "every GPU has a CDI device"
+	}
+	return c, true
+}
+
+func (d *Daemon) checkPipelines() api.Check {
+	c := api.Check{Name: "pipelines"}
+	n := len(d.pipelines.Load().specs)
+	if r := d.lastReload.Load(); r != nil && !r.OK {
+		c.Result, c.Detail = api.CheckFail, fmt.Sprintf("%d loaded; last reload rejected: %s", n, firstLine(r.Error))
+		c.Fix = "fix the spec (kiln pipelines validate FILE), then kiln pipelines reload"
+		return c
+	}
+	c.Result, c.Detail = api.CheckOK, fmt.Sprintf("%d loaded from %s", n, d.cfg.Paths.PipelinesDir)
+	return c
+}
+
+func (d *Daemon) checkStore() api.Check {
+	c := api.Check{Name: "store"}
+	rep := d.store.LastReconcile()
+	seq, head := d.store.Head()
+	c.Detail = fmt.Sprintf("%s, %d events, chain head %.12s", d.store.Path(), seq, head)
+	if n := len(rep.MissingBlobs); n > 0 {
+		c.Result = api.CheckWarn
+		c.Detail += fmt.Sprintf("; %d blobs missing at start: %v", n, rep.MissingBlobs)
+		c.Fix = "restore the blob folder from backup (it is the other half of `kiln backup`)"
+		return c
+	}
+	c.Result = api.CheckOK
+	return c
+}
+
+func human(b uint64) string {
+	const unit = 1024
+	if b < unit {
+		return fmt.Sprintf("%d B", b)
+	}
+	div, exp := uint64(unit), 0
+	for n := b / unit; n >= unit; n /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(b)/float64(div), "KMGTPE"[exp])
+}

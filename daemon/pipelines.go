@@ -1,0 +1,146 @@
+package daemon
+
+import (
+	"context"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+
+	"github.com/kiln-edge/kiln/daemon/api"
+	"github.com/kiln-edge/kiln/daemon/config"
+	"github.com/kiln-edge/kiln/storage"
+)
+
+// pipelineSet is one complete, validated generation of pipeline specs. It is
+// immutable once published: a reload builds a new set and swaps the pointer,
+// so readers never see a half-applied change (Caddy's reload discipline).
+type pipelineSet struct {
+	specs  map[string]*config.Pipeline
+	loaded time.Time
+}
+
+// reload builds the new set from the pipelines folder and swaps it in. When
+// any spec is bad, the whole new set is rejected and the old one keeps
+// running; the error names the file, line and field.
+func (d *Daemon) reload(ctx context.Context, trigger string) (api.ReloadResult, error) {
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
+
+	prevState, _ := d.state.Load().(string)
+	if prevState == stateReady {
+		d.state.Store(stateReloading)
+		_ = d.notify.Reloading()
+		defer func() {
+			d.state.Store(stateReady)
+			_ = d.notify.Ready()
+			d.setStatus(d.readyStatus())
+		}()
+	}
+
+	res := api.ReloadResult{Time: time.Now().UTC(), Trigger: trigger}
+	specs, err := config.LoadPipelines(d.cfg.Paths.PipelinesDir)
+	if err != nil {
+		res.Error = err.Error()
+		d.lastReload.Store(&res)
+		d.metrics.reloads.WithLabelValues("rejected").Inc()
+		d.recordEvent(ctx, "pipelines.reload_rejected", "", nil, map[string]string{"trigger": trigger, "error": firstLine(res.Error)})
+		return res, err
+	}
+	old := d.pipelines.Load()
+	for name, p := range specs {
+		switch prev, ok := old.specs[name]; {
+		case !ok:
+			res.Added = append(res.Added, name)
+		case prev.Digest != p.Digest:
+			res.Changed = append(res.Changed, name)
+		default:
+			res.Unchanged = append(res.Unchanged, name)
+		}
+	}
+	for name := range old.specs {
+		if _, ok := specs[name]; !ok {
+			res.Removed = append(res.Removed, name)
+		}
+	}
+	for _, s := range []*[]string{&res.Added, &res.Changed, &res.Unchanged, &res.Removed} {
+		slices.Sort(*s)
+	}
+	res.OK = true
+	d.pipelines.Store(&pipelineSet{specs: specs, loaded: res.Time})
+	d.lastReload.Store(&res)
+	d.metrics.reloads.WithLabelValues("applied").Inc()
+	if len(res.Added)+len(res.Changed)+len(res.Removed) > 0 {
+		d.log.Info("pipelines reloaded", "trigger", trigger, "added", res.Added, "changed", res.Changed, "removed", res.Removed)
+		d.recordEvent(ctx, "pipelines.reloaded", "", slices.Sorted(maps.Keys(specs)), map[string]string{
+			"trigger": trigger, "added": strings.Join(res.Added, ","), "changed": strings.Join(res.Changed, ","),
+			"removed": strings.Join(res.Removed, ",")})
+	}
+	return res, nil
+}
+
+func (d *Daemon) recordEvent(ctx context.Context, kind, pipeline string, refs []string, details map[string]string) {
+	if _, err := d.store.Append(ctx, storage.Event{Actor: actorFrom(ctx), Kind: kind, Pipeline: pipeline,
+		Refs: refs, Details: details}); err != nil {
+		d.log.Error("record event", "kind", kind, "err", err)
+	}
+}
+
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
+}
+
+// watchPipelines reloads when the pipelines folder changes. Editors and
+// config management write a temp file and rename it, often several times in
+// a row, so changes are debounced.
+func (d *Daemon) watchPipelines(ctx context.Context) {
+	const debounce = 250 * time.Millisecond
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		d.log.Error("cannot watch pipelines folder; use `kiln pipelines reload` or SIGHUP", "err", err)
+		return
+	}
+	defer w.Close()
+	if err := w.Add(d.cfg.Paths.PipelinesDir); err != nil {
+		d.log.Error("cannot watch pipelines folder; use `kiln pipelines reload` or SIGHUP", "dir", d.cfg.Paths.PipelinesDir, "err", err)
+		return
+	}
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev, ok := <-w.Events:
+			if !ok {
+				return
+			}
+			if isSpecName(ev.Name) {
+				timer.Reset(debounce)
+			}
+		case err, ok := <-w.Errors:
+			if !ok {
+				return
+			}
+			// An overflow loses events; a reload reads the whole folder anyway.
+			d.log.Warn("pipelines folder watch", "err", err)
+			timer.Reset(debounce)
+		case <-timer.C:
+			if _, err := d.reload(ctx, "folder"); err != nil {
+				d.log.Error("pipelines folder changed but the new set is rejected; old pipelines keep running", "err", err)
+			}
+		}
+	}
+}
+
+func isSpecName(path string) bool {
+	base := path[strings.LastIndexByte(path, '/')+1:]
+	if strings.HasPrefix(base, ".") {
+		return false
+	}
+	return strings.HasSuffix(base, ".yaml") || strings.HasSuffix(base, ".yml")
+}

@@ -1,0 +1,35 @@
+package daemon
+
+import (
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kiln-edge/kiln/daemon/api"
+)
+
+// TestRouteAccess enumerates every route with the access it needs. A new
+// route must be added here too, which forces a decision about who may call it.
+func TestRouteAccess(t *testing.T) {
+	d := &Daemon{metrics: &metrics{reg: prometheus.NewRegistry()}}
+	got := map[string]api.Access{}
+	for _, r := range d.routes() {
+		got[r.Method+" "+r.Path] = r.Access
+	}
+	want := map[string]api.Access{
+		"GET /v1/status":            api.Read,
+		"GET /v1/version":           api.Read,
+		"GET /v1/doctor":            api.Read,
+		"GET /v1/pipelines":         api.Read,
+		"GET /v1/pipelines/{name}":  api.Read,
+		"POST /v1/pipelines/reload": api.Write,
+		"GET /v1/gpu":               api.Read,
+		"GET /v1/events":            api.Read,
+		"GET /v1/backup":            api.Write,
+		"GET /metrics":              api.Read,
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("routes (-want +got):\n%s", diff)
+	}
+}
