@@ -52,11 +52,7 @@ func run(ctx context.Context, root, runDir string, build api.BuildInfo) error {
 	if err != nil {
 		return err
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
-		return fmt.Errorf("%s: log_level: %w", cfg.Paths.ConfigFile, err)
-	}
-	log := slog.New(systemd.NewLogHandler(os.Stderr, level))
+	log := slog.New(systemd.NewLogHandler(os.Stderr, cfg.SlogLevel()))
 	d, err := daemon.New(daemon.Options{Config: cfg, Build: build, Log: log})
 	if err != nil {
 		return err

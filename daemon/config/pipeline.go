@@ -1,0 +1,677 @@
+package config
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"net"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/distribution/reference"
+	"go.yaml.in/yaml/v3"
+)
+
+// NameRE is what a pipeline name may be. Names become folder names (drop/<p>/), socket names
+// (serve/<p>.sock) and ID prefixes (p/m7), hence the short, plain alphabet.
+var NameRE = regexp.MustCompile(`^[a-z0-9-]{1,32}$`)
+
+// MaxNameLen is the longest pipeline name; Paths.Check sizes socket paths for it.
+const MaxNameLen = 32
+
+// Pipeline is one pipeline spec, /etc/kiln/pipelines/<name>.yaml. The comment on each field is
+// the documentation of its key; the default is what a spec gets when the key is left out.
+type Pipeline struct {
+	// name: the pipeline's name; default the file's base name, and when set it must equal it.
+	Name      string    `yaml:"name" json:"name"`
+	Data      Data      `yaml:"data" json:"data"`
+	Window    Window    `yaml:"window" json:"window"`
+	Train     Train     `yaml:"train" json:"train"`
+	Serve     Serve     `yaml:"serve" json:"serve"`
+	Evaluate  Evaluate  `yaml:"evaluate" json:"evaluate"`
+	Triggers  Triggers  `yaml:"triggers" json:"triggers"`
+	Monitor   Monitor   `yaml:"monitor" json:"monitor"`
+	Retention Retention `yaml:"retention" json:"retention"`
+
+	// File is where the spec was read from and Digest the sha256 of its bytes ("sha256:<hex>"),
+	// so a reload can tell which pipelines changed and lineage can record the spec a run used.
+	File   string `yaml:"-" json:"file,omitempty"`
+	Digest string `yaml:"-" json:"digest,omitempty"`
+}
+
+// Data is what lands in drop/<name>/ and how a batch is checked before it becomes a version.
+type Data struct {
+	// format: csv | jsonl | files (opaque files, checked by extension, size and count). Default csv.
+	Format string `yaml:"format" json:"format"`
+	// label: the label column (csv) or key (jsonl). Required for csv and jsonl.
+	Label string `yaml:"label,omitempty" json:"label,omitempty"`
+	// settle: how long a file must be unchanged before it is complete. Default 2s; 0 for
+	// writers that rename finished files into place.
+	Settle Duration `yaml:"settle" json:"settle"`
+	// validate: the checks a batch must pass; a failing batch is quarantined.
+	Validate Validation `yaml:"validate" json:"validate"`
+	// max_file_size: a file bigger than this is rejected before it is read. Default 1Gi.
+	MaxFileSize Bytes `yaml:"max_file_size" json:"max_file_size"`
+}
+
+// Validation rules. An unset rule is not checked.
+type Validation struct {
+	// rows: {min, max} rows per batch (csv, jsonl). Default min 1, max 0 = no limit.
+	Rows RowBounds `yaml:"rows" json:"rows"`
+	// max_null_fraction: the largest fraction of empty, null, NaN or inf cells (csv, jsonl).
+	MaxNullFraction *float64 `yaml:"max_null_fraction,omitempty" json:"max_null_fraction,omitempty"`
+	// max_duplicate_fraction: the largest fraction of rows that repeat another row (csv, jsonl).
+	MaxDuplicateFraction *float64 `yaml:"max_duplicate_fraction,omitempty" json:"max_duplicate_fraction,omitempty"`
+	// labels: the allowed label values; any other label quarantines the batch (csv, jsonl).
+	Labels []string `yaml:"labels,omitempty" json:"labels,omitempty"`
+	// ranges: per column, the allowed {min, max} of its values (csv, jsonl).
+	Ranges map[string]Range `yaml:"ranges,omitempty" json:"ranges,omitempty"`
+	// drift: {psi_max}, the largest population stability index of any feature against the
+	// live model's data window (csv, jsonl).
+	Drift *Drift `yaml:"drift,omitempty" json:"drift,omitempty"`
+	// files: {extensions, max_size, max_count}, rules for format files.
+	Files *FileRules `yaml:"files,omitempty" json:"files,omitempty"`
+}
+
+// RowBounds bounds the rows of one batch.
+type RowBounds struct {
+	Min int `yaml:"min" json:"min"`
+	Max int `yaml:"max,omitempty" json:"max,omitempty"` // 0: no limit
+}
+
+// Range bounds the values of one column; either end may be left open.
+type Range struct {
+	Min *float64 `yaml:"min,omitempty" json:"min,omitempty"`
+	Max *float64 `yaml:"max,omitempty" json:"max,omitempty"`
+}
+
+// Drift bounds distribution shift.
+type Drift struct {
+	PSIMax float64 `yaml:"psi_max" json:"psi_max"`
+}
+
+// FileRules check opaque files (format files).
+type FileRules struct {
+	// extensions: allowed extensions with the dot (.jpg); empty allows any.
+	Extensions []string `yaml:"extensions,omitempty" json:"extensions,omitempty"`
+	// max_size: the largest file; 0 leaves only data.max_file_size.
+	MaxSize Bytes `yaml:"max_size,omitempty" json:"max_size,omitempty"`
+	// max_count: the most files in one batch; 0 is no limit.
+	MaxCount int `yaml:"max_count,omitempty" json:"max_count,omitempty"`
+}
+
+// Window is which dataset versions a run trains on; exactly one key is set.
+type Window struct {
+	// versions: all (the default window).
+	Versions string `yaml:"versions,omitempty" json:"versions,omitempty"`
+	// last: the newest N versions.
+	Last int `yaml:"last,omitempty" json:"last,omitempty"`
+	// days: the versions accepted in the last D days.
+	Days int `yaml:"days,omitempty" json:"days,omitempty"`
+}
+
+// Train is how a training run is started (SageMaker bring-your-own-container contract).
+type Train struct {
+	// image: the trainer, as a reference (kiln.local/trainer:1) or a digest (sha256:...). Required.
+	Image string `yaml:"image" json:"image"`
+	// hyperparameters: written to hyperparameters.json; every value becomes a string, as in
+	// SageMaker, exactly as written in the spec (1e-3 stays "1e-3").
+	Hyperparameters map[string]string `yaml:"hyperparameters,omitempty" json:"hyperparameters,omitempty"`
+	// channels: the folders under /opt/ml/input/data/: train (the train parts of the window) and
+	// optionally validation (the holdout parts, for early stopping; kilnd still scores every
+	// candidate on the holdout itself). Default [train].
+	Channels []string `yaml:"channels" json:"channels"`
+	// resources: container limits.
+	Resources Resources `yaml:"resources" json:"resources"`
+	// gpus: 0, N, or {count: N, min_free: 8Gi}. Default 0.
+	GPUs GPUs `yaml:"gpus" json:"gpus"`
+	// timeout: a run still going after this is stopped and failed. Default 1h.
+	Timeout Duration `yaml:"timeout" json:"timeout"`
+	// retries: how often a failed run is retried. Default 0.
+	Retries int `yaml:"retries" json:"retries"`
+}
+
+// Resources are a container's limits.
+type Resources struct {
+	// memory: the memory limit; 0 is no limit. Default 0.
+	Memory Bytes `yaml:"memory,omitempty" json:"memory,omitempty"`
+	// cpus: CPU quota in CPUs (1.5); 0 is no limit. Default 0.
+	CPUs float64 `yaml:"cpus,omitempty" json:"cpus,omitempty"`
+	// pids: the process limit; hardening keeps one by default. Default 1024.
+	PIDs int `yaml:"pids" json:"pids"`
+}
+
+// GPUs is how many GPUs a container needs and how much free memory each must have.
+type GPUs struct {
+	Count   int   `yaml:"count" json:"count"`
+	MinFree Bytes `yaml:"min_free,omitempty" json:"min_free,omitempty"`
+}
+
+func (g *GPUs) unmarshalShorthand(n *yaml.Node) error {
+	var i int
+	if n.ShortTag() != "!!int" || n.Decode(&i) != nil {
+		return fmt.Errorf("want a GPU count or {count: N, min_free: SIZE}, got %s", describe(n))
+	}
+	*g = GPUs{Count: i}
+	return nil
+}
+
+// UnmarshalYAML serves callers that use yaml.Unmarshal directly; the spec loader decodes the
+// mapping form itself for its field errors.
+func (g *GPUs) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		return g.unmarshalShorthand(n)
+	}
+	type plain GPUs
+	return n.Decode((*plain)(g))
+}
+
+// MarshalYAML writes the short form when it says everything.
+func (g GPUs) MarshalYAML() (any, error) {
+	if g.MinFree == 0 {
+		return g.Count, nil
+	}
+	type plain GPUs
+	return plain(g), nil
+}
+
+// UnmarshalJSON accepts both forms, like the YAML.
+func (g *GPUs) UnmarshalJSON(b []byte) error {
+	var i int
+	if err := json.Unmarshal(b, &i); err == nil {
+		*g = GPUs{Count: i}
+		return nil
+	}
+	type plain GPUs
+	return json.Unmarshal(b, (*plain)(g))
+}
+
+// Serve is the model server behind the pipeline's endpoint, /run/kiln/serve/<name>.sock.
+type Serve struct {
+	// image: the server, a reference or a digest. Required.
+	Image string `yaml:"image" json:"image"`
+	// protocol: sagemaker (GET /ping, POST /invocations, text/csv) or v2 (Open Inference
+	// Protocol). Default sagemaker.
+	Protocol string `yaml:"protocol" json:"protocol"`
+	// listen: an optional TCP host:port for the endpoint besides its unix socket.
+	Listen string `yaml:"listen,omitempty" json:"listen,omitempty"`
+	// resources: container limits, as for train.
+	Resources Resources `yaml:"resources" json:"resources"`
+	// gpus: as for train. Default 0.
+	GPUs GPUs `yaml:"gpus" json:"gpus"`
+	// standby: keep_warm keeps the previous model running for an instant rollback; stop stops it
+	// (a rollback then waits for it to start). Default keep_warm.
+	Standby string `yaml:"standby" json:"standby"`
+}
+
+// Evaluate is how kilnd scores a candidate and decides whether it may go live.
+type Evaluate struct {
+	// holdout: {fraction, seed}, the share of each version held out by a stable hash, or
+	// {file}, a fixed holdout file (absolute path). Default {fraction: 0.2, seed: 1}.
+	Holdout Holdout `yaml:"holdout" json:"holdout"`
+	// metric: accuracy | macro_f1 (classification) | mae | rmse (regression). Default accuracy.
+	Metric string `yaml:"metric" json:"metric"`
+	// gate: the promotion rule.
+	Gate Gate `yaml:"gate" json:"gate"`
+}
+
+// Holdout is either a fraction of every version or one fixed file.
+type Holdout struct {
+	Fraction float64 `yaml:"fraction,omitempty" json:"fraction,omitempty"`
+	Seed     int64   `yaml:"seed,omitempty" json:"seed,omitempty"`
+	File     string  `yaml:"file,omitempty" json:"file,omitempty"`
+}
+
+// Gate decides promotion.
+type Gate struct {
+	// min: the lowest metric a candidate may have (accuracy, macro_f1). Default none.
+	Min *float64 `yaml:"min,omitempty" json:"min,omitempty"`
+	// max: the highest error a candidate may have (mae, rmse). Default none.
+	Max *float64 `yaml:"max,omitempty" json:"max,omitempty"`
+	// min_improvement: how much better than the live model on the same holdout a candidate
+	// must be (higher accuracy, or lower error). Default 0: at least as good.
+	MinImprovement float64 `yaml:"min_improvement" json:"min_improvement"`
+}
+
+// Triggers are what starts a training run.
+type Triggers struct {
+	// new_data: {debounce, min_rows}: train once new versions with at least min_rows rows in
+	// all have arrived and no more came for debounce. Default {debounce: 10s, min_rows: 1}.
+	NewData NewData `yaml:"new_data" json:"new_data"`
+	// schedule: a 5-field cron line (minute hour day-of-month month day-of-week, local time) or
+	// @hourly, @daily, @weekly, @monthly, @yearly. Default none.
+	Schedule string `yaml:"schedule,omitempty" json:"schedule,omitempty"`
+	// degradation: what to do when live and standby both degrade: retrain (and alert) or alert
+	// only. Default retrain.
+	Degradation string `yaml:"degradation" json:"degradation"`
+}
+
+// NewData triggers a run on new dataset versions.
+type NewData struct {
+	Debounce Duration `yaml:"debounce" json:"debounce"`
+	MinRows  int      `yaml:"min_rows" json:"min_rows"`
+}
+
+// Monitor tunes the detector that watches the live model's accuracy on feedback.
+type Monitor struct {
+	// target_false_alarm: the false alarm probability the detector is calibrated to (per
+	// 100k labels). Default 0.01.
+	TargetFalseAlarm float64 `yaml:"target_false_alarm" json:"target_false_alarm"`
+	// cooldown: after a rollback or retrain, how long the monitor waits before acting again.
+	// Default 10m.
+	Cooldown Duration `yaml:"cooldown" json:"cooldown"`
+}
+
+// Retention is how much history is kept.
+type Retention struct {
+	// models: how many models are kept, live and standby included (at least 2); older ones
+	// are retired and their files removed, unless a kept model descends from them. Default 10.
+	Models int `yaml:"models" json:"models"`
+}
+
+// Formats, protocols and the other enumerations of the spec.
+const (
+	FormatCSV   = "csv"
+	FormatJSONL = "jsonl"
+	FormatFiles = "files"
+
+	ProtocolSageMaker = "sagemaker"
+	ProtocolV2        = "v2"
+
+	StandbyKeepWarm = "keep_warm"
+	StandbyStop     = "stop"
+
+	MetricAccuracy = "accuracy"
+	MetricMacroF1  = "macro_f1"
+	MetricMAE      = "mae"
+	MetricRMSE     = "rmse"
+
+	DegradationRetrain = "retrain"
+	DegradationAlert   = "alert"
+
+	ChannelTrain      = "train"
+	ChannelValidation = "validation"
+
+	WindowAll = "all"
+)
+
+// defaultPipeline is the value a spec is decoded over; see the package doc for why.
+func defaultPipeline() Pipeline {
+	return Pipeline{
+		Data: Data{
+			Format:      FormatCSV,
+			Settle:      D(2 * time.Second),
+			Validate:    Validation{Rows: RowBounds{Min: 1}},
+			MaxFileSize: GiB,
+		},
+		Train: Train{
+			Channels:  []string{ChannelTrain},
+			Resources: Resources{PIDs: 1024},
+			Timeout:   D(time.Hour),
+		},
+		Serve: Serve{
+			Protocol:  ProtocolSageMaker,
+			Resources: Resources{PIDs: 1024},
+			Standby:   StandbyKeepWarm,
+		},
+		Evaluate: Evaluate{Metric: MetricAccuracy},
+		Triggers: Triggers{
+			NewData:     NewData{Debounce: D(10 * time.Second), MinRows: 1},
+			Degradation: DegradationRetrain,
+		},
+		Monitor:   Monitor{TargetFalseAlarm: 0.01, Cooldown: D(10 * time.Minute)},
+		Retention: Retention{Models: 10},
+	}
+}
+
+// applyExclusiveDefaults defaults the groups whose keys exclude each other, when none of their
+// keys is written; pre-filling them would make any explicit choice look like a conflict.
+func (p *Pipeline) applyExclusiveDefaults(root *yaml.Node) {
+	if !present(root, "window.versions") && !present(root, "window.last") && !present(root, "window.days") {
+		p.Window.Versions = WindowAll
+	}
+	if p.Evaluate.Holdout.File == "" {
+		if !present(root, "evaluate.holdout.fraction") {
+			p.Evaluate.Holdout.Fraction = 0.2
+		}
+		if !present(root, "evaluate.holdout.seed") {
+			p.Evaluate.Holdout.Seed = 1
+		}
+	}
+}
+
+// checker keeps the first problem found; a file's error is one line, and the first problem in
+// file order is the one a person fixes first.
+type checker struct{ err *FieldError }
+
+func (c *checker) failf(path, format string, args ...any) {
+	if c.err == nil {
+		for i, a := range args {
+			if s, ok := a.(string); ok {
+				args[i] = clip(s)
+			}
+		}
+		c.err = &FieldError{Path: path, Msg: fmt.Sprintf(format, args...)}
+	}
+}
+
+// clip shortens a value quoted back in an error, which must stay one readable line.
+func clip(s string) string {
+	const limit = 64
+	if len(s) <= limit {
+		return s
+	}
+	return s[:limit] + "..."
+}
+
+func (c *checker) result() error {
+	if c.err == nil {
+		return nil
+	}
+	return c.err
+}
+
+func (c *checker) oneOf(path, v string, allowed ...string) {
+	for _, a := range allowed {
+		if v == a {
+			return
+		}
+	}
+	c.failf(path, "%q is not one of %s", v, strings.Join(allowed, ", "))
+}
+
+func (c *checker) fraction(path string, v float64, openLow bool) {
+	if math.IsNaN(v) || v < 0 || v > 1 || (openLow && v == 0) {
+		lo := "0"
+		if openLow {
+			lo = "above 0"
+		}
+		c.failf(path, "%v is out of range (want %s to 1)", v, lo)
+	}
+}
+
+func (c *checker) nonNegative(path string, d Duration) {
+	if d.Duration < 0 {
+		c.failf(path, "must not be negative")
+	}
+}
+
+// Validate checks a decoded or JSON-built spec and returns the first problem as a *FieldError.
+// Each section checks itself, so a later change to one section touches one method.
+func (p *Pipeline) Validate() error {
+	c := &checker{}
+	switch {
+	case p.Name == "":
+		c.failf("name", "required")
+	case !NameRE.MatchString(p.Name):
+		c.failf("name", "%q is not a valid pipeline name (want 1 to %d of a-z, 0-9 and -)", p.Name, MaxNameLen)
+	}
+	p.Data.validate(c, "data")
+	p.Window.validate(c, "window")
+	p.Train.validate(c, "train")
+	p.Serve.validate(c, "serve")
+	p.Evaluate.validate(c, "evaluate", p.Data.Format)
+	p.Triggers.validate(c, "triggers")
+	p.Monitor.validate(c, "monitor")
+	p.Retention.validate(c, "retention")
+	return c.result()
+}
+
+func (d *Data) validate(c *checker, path string) {
+	c.oneOf(path+".format", d.Format, FormatCSV, FormatJSONL, FormatFiles)
+	tabular := d.Format == FormatCSV || d.Format == FormatJSONL
+	if tabular && d.Label == "" {
+		c.failf(path+".label", "required for format %s (the label column)", d.Format)
+	}
+	c.nonNegative(path+".settle", d.Settle)
+	v, vp := &d.Validate, path+".validate"
+	if v.Rows.Min < 0 {
+		c.failf(vp+".rows.min", "must not be negative")
+	}
+	if v.Rows.Max < 0 {
+		c.failf(vp+".rows.max", "must not be negative (0 is no limit)")
+	} else if v.Rows.Max > 0 && v.Rows.Max < v.Rows.Min {
+		c.failf(vp+".rows.max", "%d is below rows.min %d", v.Rows.Max, v.Rows.Min)
+	}
+	if v.MaxNullFraction != nil {
+		c.fraction(vp+".max_null_fraction", *v.MaxNullFraction, false)
+	}
+	if v.MaxDuplicateFraction != nil {
+		c.fraction(vp+".max_duplicate_fraction", *v.MaxDuplicateFraction, false)
+	}
+	seen := map[string]bool{}
+	for i, l := range v.Labels {
+		p := fmt.Sprintf("%s.labels[%d]", vp, i)
+		if l == "" {
+			c.failf(p, "empty label")
+		} else if seen[l] {
+			c.failf(p, "%q is listed twice", l)
+		}
+		seen[l] = true
+	}
+	for _, col := range sortedKeys(v.Ranges) {
+		r, p := v.Ranges[col], vp+".ranges."+col
+		switch {
+		case col == "":
+			c.failf(p, "empty column name")
+		case r.Min == nil && r.Max == nil:
+			c.failf(p, "set min, max or both")
+		case r.Min != nil && r.Max != nil && *r.Min > *r.Max:
+			c.failf(p+".max", "%v is below min %v", *r.Max, *r.Min)
+		case col == d.Label:
+			c.failf(p, "%q is the label column; use validate.labels for its values", col)
+		}
+	}
+	if v.Drift != nil && !(v.Drift.PSIMax > 0) {
+		c.failf(vp+".drift.psi_max", "must be above 0 (0.1 is a small shift, 0.25 a large one)")
+	}
+	if f := v.Files; f != nil {
+		for i, e := range f.Extensions {
+			if !strings.HasPrefix(e, ".") || len(e) < 2 || strings.ContainsAny(e, "/ ") {
+				c.failf(fmt.Sprintf("%s.files.extensions[%d]", vp, i), "%q is not an extension (want e.g. .jpg)", e)
+			}
+		}
+		if f.MaxSize < 0 {
+			c.failf(vp+".files.max_size", "must not be negative")
+		}
+		if f.MaxCount < 0 {
+			c.failf(vp+".files.max_count", "must not be negative")
+		}
+	}
+	if d.Format == FormatFiles {
+		for _, r := range []struct {
+			key string
+			set bool
+		}{
+			{"max_null_fraction", v.MaxNullFraction != nil}, {"max_duplicate_fraction", v.MaxDuplicateFraction != nil},
+			{"labels", len(v.Labels) > 0}, {"ranges", len(v.Ranges) > 0}, {"drift", v.Drift != nil},
+		} {
+			if r.set {
+				c.failf(vp+"."+r.key, "applies to csv and jsonl data, not format files")
+			}
+		}
+	} else if v.Files != nil {
+		c.failf(vp+".files", "applies to format files, not %s", d.Format)
+	}
+	if d.MaxFileSize <= 0 {
+		c.failf(path+".max_file_size", "must be above 0")
+	}
+}
+
+func (w *Window) validate(c *checker, path string) {
+	n := 0
+	if w.Versions != "" {
+		n++
+		c.oneOf(path+".versions", w.Versions, WindowAll)
+	}
+	if w.Last != 0 {
+		n++
+		if w.Last < 0 {
+			c.failf(path+".last", "must be at least 1")
+		}
+	}
+	if w.Days != 0 {
+		n++
+		if w.Days < 0 {
+			c.failf(path+".days", "must be at least 1")
+		}
+	}
+	if n != 1 {
+		c.failf(path, "set exactly one of versions: all, last: N or days: D (N, D at least 1)")
+	}
+}
+
+func validImage(c *checker, path, image string) {
+	if image == "" {
+		c.failf(path, "required (an image reference such as kiln.local/trainer:1, or sha256:<digest>)")
+		return
+	}
+	if _, err := reference.ParseAnyReference(image); err != nil {
+		c.failf(path, "%q is not an image reference: %v", image, err)
+	}
+}
+
+func (r *Resources) validate(c *checker, path string) {
+	if r.Memory < 0 || (r.Memory > 0 && r.Memory < 6*MiB) {
+		c.failf(path+".memory", "%s is too small (want 0 for no limit, or at least 6Mi)", r.Memory)
+	}
+	if r.CPUs < 0 || math.IsNaN(r.CPUs) || math.IsInf(r.CPUs, 0) || (r.CPUs > 0 && r.CPUs < 0.01) {
+		c.failf(path+".cpus", "%v is out of range (want 0 for no limit, or at least 0.01)", r.CPUs)
+	}
+	if r.PIDs < 0 {
+		c.failf(path+".pids", "must not be negative (0 is no limit)")
+	}
+}
+
+func (g *GPUs) validate(c *checker, path string) {
+	if g.Count < 0 {
+		c.failf(path+".count", "must not be negative")
+	}
+	if g.MinFree < 0 {
+		c.failf(path+".min_free", "must not be negative")
+	}
+	if g.MinFree > 0 && g.Count == 0 {
+		c.failf(path+".min_free", "needs count of at least 1")
+	}
+}
+
+func (t *Train) validate(c *checker, path string) {
+	validImage(c, path+".image", t.Image)
+	for _, k := range sortedKeys(t.Hyperparameters) {
+		if k == "" {
+			c.failf(path+".hyperparameters", "empty hyperparameter name")
+		}
+	}
+	if len(t.Channels) == 0 {
+		c.failf(path+".channels", "want at least [train]")
+	}
+	seen := map[string]bool{}
+	for i, ch := range t.Channels {
+		p := fmt.Sprintf("%s.channels[%d]", path, i)
+		c.oneOf(p, ch, ChannelTrain, ChannelValidation)
+		if seen[ch] {
+			c.failf(p, "%q is listed twice", ch)
+		}
+		seen[ch] = true
+	}
+	if len(t.Channels) > 0 && !seen[ChannelTrain] {
+		c.failf(path+".channels", "must include train")
+	}
+	t.Resources.validate(c, path+".resources")
+	t.GPUs.validate(c, path+".gpus")
+	if t.Timeout.Duration <= 0 {
+		c.failf(path+".timeout", "must be above 0")
+	}
+	if t.Retries < 0 || t.Retries > 10 {
+		c.failf(path+".retries", "%d is out of range (want 0 to 10)", t.Retries)
+	}
+}
+
+func (s *Serve) validate(c *checker, path string) {
+	validImage(c, path+".image", s.Image)
+	c.oneOf(path+".protocol", s.Protocol, ProtocolSageMaker, ProtocolV2)
+	if s.Listen != "" {
+		if err := checkHostPort(s.Listen); err != nil {
+			c.failf(path+".listen", "%v", err)
+		}
+	}
+	s.Resources.validate(c, path+".resources")
+	s.GPUs.validate(c, path+".gpus")
+	c.oneOf(path+".standby", s.Standby, StandbyKeepWarm, StandbyStop)
+}
+
+// checkHostPort accepts host:port with a numeric port; an empty host is every address.
+func checkHostPort(s string) error {
+	_, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port (want e.g. 127.0.0.1:8080)", clip(s))
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+		return fmt.Errorf("%q has no valid port (want 1 to 65535)", clip(s))
+	}
+	return nil
+}
+
+func (e *Evaluate) validate(c *checker, path, format string) {
+	h, hp := &e.Holdout, path+".holdout"
+	if h.File != "" {
+		if h.Fraction != 0 {
+			c.failf(hp+".fraction", "set fraction or file, not both")
+		}
+		if !filepath.IsAbs(h.File) {
+			c.failf(hp+".file", "%q is not an absolute path", h.File)
+		}
+	} else if !(h.Fraction > 0 && h.Fraction < 1) {
+		c.failf(hp+".fraction", "%v is out of range (want above 0 and below 1, e.g. 0.2)", h.Fraction)
+	}
+	c.oneOf(path+".metric", e.Metric, MetricAccuracy, MetricMacroF1, MetricMAE, MetricRMSE)
+	g, gp := &e.Gate, path+".gate"
+	switch e.Metric {
+	case MetricAccuracy, MetricMacroF1:
+		if g.Min != nil {
+			c.fraction(gp+".min", *g.Min, false)
+		}
+		if g.Max != nil {
+			c.failf(gp+".max", "applies to error metrics (mae, rmse); use gate.min for %s", e.Metric)
+		}
+	case MetricMAE, MetricRMSE:
+		if g.Min != nil {
+			c.failf(gp+".min", "applies to accuracy and macro_f1; use gate.max for %s (lower is better)", e.Metric)
+		}
+		if g.Max != nil && !(*g.Max >= 0) {
+			c.failf(gp+".max", "must not be negative")
+		}
+	}
+	if !(g.MinImprovement >= 0) {
+		c.failf(gp+".min_improvement", "must not be negative")
+	}
+}
+
+func (t *Triggers) validate(c *checker, path string) {
+	c.nonNegative(path+".new_data.debounce", t.NewData.Debounce)
+	if t.NewData.MinRows < 1 {
+		c.failf(path+".new_data.min_rows", "must be at least 1")
+	}
+	if t.Schedule != "" {
+		if _, err := ParseCron(t.Schedule); err != nil {
+			c.failf(path+".schedule", "%v", err)
+		}
+	}
+	c.oneOf(path+".degradation", t.Degradation, DegradationRetrain, DegradationAlert)
+}
+
+func (m *Monitor) validate(c *checker, path string) {
+	if !(m.TargetFalseAlarm > 0 && m.TargetFalseAlarm < 1) {
+		c.failf(path+".target_false_alarm", "%v is out of range (want above 0 and below 1, e.g. 0.01)", m.TargetFalseAlarm)
+	}
+	c.nonNegative(path+".cooldown", m.Cooldown)
+}
+
+func (r *Retention) validate(c *checker, path string) {
+	if r.Models < 2 {
+		c.failf(path+".models", "%d is too few (want at least 2: the live model and its standby)", r.Models)
+	}
+}
