@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -107,13 +108,14 @@ func (d *Daemon) checkCDI() (api.Check, bool) {
 		return api.Check{}, false
 	}
 	c := api.Check{Name: "cdi"}
-	missing, err := gpu.CheckCDI(d.gpus.Snapshot(), d.cfg.GPU.CDIDirs)
+	_, err := gpu.CheckCDI(d.gpus.Snapshot(), d.cfg.GPU.CDIDirs)
+	var missing *gpu.CDIError
 	switch {
+	case errors.As(err, &missing):
+		c.Result, c.Fix = api.CheckFail, gpu.CDIFix
+		c.Detail = fmt.Sprintf("no CDI spec in %v names %v", missing.Dirs, missing.Missing)
 	case err != nil:
 		c.Result, c.Detail = api.CheckFail, err.Error()
-	case len(missing) > 0:
-		c.Result, c.Detail = api.CheckFail, fmt.Sprintf("no CDI spec in %v names %v", d.cfg.GPU.CDIDirs, missing)
-		c.Fix = "run: nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml"
 	default:
 		c.Result, c.Detail = api.CheckOK, "every GPU has a CDI device"
 	}

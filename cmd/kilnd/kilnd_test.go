@@ -86,6 +86,7 @@ type kilnd struct {
 // newRoot makes a short temp root (socket paths must fit 108 bytes) that
 // other uids can traverse, with kiln.yaml set to the given text.
 func newRoot(t *testing.T, kilnYAML string) string {
+	// kilnYAML "" leaves kiln.yaml out: the embedded default applies.
 	t.Helper()
 	root, err := os.MkdirTemp("", "k")
 	if err != nil {
@@ -95,7 +96,9 @@ func newRoot(t *testing.T, kilnYAML string) string {
 	if err := os.Chmod(root, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	writeFile(t, filepath.Join(root, "etc/kiln/kiln.yaml"), kilnYAML)
+	if kilnYAML != "" {
+		writeFile(t, filepath.Join(root, "etc/kiln/kiln.yaml"), kilnYAML)
+	}
 	return root
 }
 
@@ -575,7 +578,8 @@ func TestSocketActivation(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Close()
-	l.Close() // kilnd holds its own copy of the listening socket now
+	l.SetUnlinkOnClose(false) // the socket file is kilnd's now
+	l.Close()                 // kilnd holds its own copy of the listening socket
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 
 	c := apiclient.New(sock)

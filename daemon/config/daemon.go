@@ -97,6 +97,11 @@ func LoadDaemon(paths Paths) (*Daemon, error) {
 // ParseDaemon decodes and validates kiln.yaml's bytes; file names it in errors.
 func ParseDaemon(file string, data []byte) (*Daemon, error) {
 	d := defaultDaemon()
+	// Every key is optional, so a kiln.yaml whose keys are all commented out
+	// (or left empty by a package install) means the defaults.
+	if emptyDocument(data) {
+		return &d, d.Validate()
+	}
 	root, err := decodeFile(file, data, &d)
 	if err != nil {
 		return nil, err

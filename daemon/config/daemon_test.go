@@ -145,7 +145,6 @@ func TestLoadDaemon(t *testing.T) {
 		{"bad size", "disk: {min_free: lots}\n", `{file}:1:18: disk.min_free: invalid size "lots" (want e.g. 512Mi, 2Gi)`},
 		{"relative cdi dir", "gpu: {cdi_dirs: [/etc/cdi, cdi]}\n", `{file}:1:28: gpu.cdi_dirs[1]: "cdi" is not an absolute path`},
 		{"bad group", "groups: {read: 'Kiln Users'}\n", `{file}:1:16: groups.read: "Kiln Users" is not a group name`},
-		{"empty file", "", `{file}: empty file (want a mapping of keys such as name:, data:)`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -219,4 +218,24 @@ func yamlKeys(t reflect.Type, path string) []string {
 		}
 	}
 	return out
+}
+
+func TestLoadDaemonEmptyFileMeansDefaults(t *testing.T) {
+	for _, body := range []string{"", "\n", "# every key commented out\n# log_level: debug\n"} {
+		dir := t.TempDir()
+		paths := config.NewPaths(dir, "")
+		if err := os.MkdirAll(paths.ConfigDir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(paths.ConfigFile, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		d, err := config.LoadDaemon(paths)
+		if err != nil {
+			t.Fatalf("LoadDaemon(%q): %v", body, err)
+		}
+		if d.Containerd.Namespace != "kiln" || d.ShutdownTimeout.Duration != 30*time.Second {
+			t.Errorf("LoadDaemon(%q) = %+v; want the defaults", body, d)
+		}
+	}
 }

@@ -342,6 +342,17 @@ func (d *decoder) decodeSlice(n *yaml.Node, v reflect.Value, path string) error 
 
 var yamlLineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 
+// emptyDocument reports whether data holds no YAML content at all: nothing,
+// only comments, or a null document.
+func emptyDocument(data []byte) bool {
+	var doc yaml.Node
+	err := yaml.NewDecoder(bytes.NewReader(data)).Decode(&doc)
+	if errors.Is(err, io.EOF) {
+		return true
+	}
+	return err == nil && (len(doc.Content) == 0 || isNull(doc.Content[0]))
+}
+
 // parseDocument parses data as exactly one YAML document whose top level is a mapping.
 func parseDocument(file string, data []byte) (root *yaml.Node, err error) {
 	defer func() {
