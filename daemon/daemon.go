@@ -38,6 +38,9 @@ type Options struct {
 	Config *config.Daemon
 	Build  api.BuildInfo
 	Log    *slog.Logger
+	// GPU replaces the system's NVML inventory; tests pass one built on
+	// go-nvml's mocks. Nil means gpu.Open.
+	GPU *gpu.Manager
 }
 
 // Daemon is one running kilnd.
@@ -105,10 +108,13 @@ func New(opt Options) (*Daemon, error) {
 		return nil, err
 	}
 	d.rt = rt
-	d.gpus = gpu.Open(d.log.With("part", "gpu"), gpu.Options{
-		SampleInterval: cfg.GPU.SampleInterval.Duration,
-		CDIDirs:        cfg.GPU.CDIDirs,
-	})
+	d.gpus = opt.GPU
+	if d.gpus == nil {
+		d.gpus = gpu.Open(d.log.With("part", "gpu"), gpu.Options{
+			SampleInterval: cfg.GPU.SampleInterval.Duration,
+			CDIDirs:        cfg.GPU.CDIDirs,
+		})
+	}
 	d.metrics = newMetrics(d)
 
 	// A bad pipeline folder at start must not keep kilnd down: it starts with
@@ -284,19 +290,21 @@ func (d *Daemon) healthy() error {
 	return err
 }
 
+// consumeGPUHealth turns GPU faults into cordons: an unhealthy GPU is kept
+// from placement until a person uncordons it, survives restarts, and the
+// run holding it fails with the reason.
 func (d *Daemon) consumeGPUHealth(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case ev, ok := <-d.gpus.Health():
-			if !ok {
-				return
+		case ev := <-d.gpus.Health():
+			if ev.Healthy {
+				continue
 			}
-			d.log.Error("gpu unhealthy", "gpu_uuid", ev.UUID, "reason", ev.Reason)
-			if _, err := d.store.Append(ctx, storage.Event{Actor: actorKilnd, Kind: "gpu.unhealthy",
-				Refs: []string{ev.UUID}, Details: map[string]string{"reason": ev.Reason}}); err != nil {
-				d.log.Error("record gpu event", "err", err)
+			d.log.Error("gpu unhealthy; cordoning it", "gpu_uuid", ev.UUID, "gpu", ev.Index, "reason", ev.Reason)
+			if err := d.cordonFaultyGPU(ctx, ev); err != nil {
+				d.log.Error("cordon unhealthy gpu", "gpu_uuid", ev.UUID, "err", err)
 			}
 		}
 	}

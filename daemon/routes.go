@@ -28,6 +28,8 @@ func (d *Daemon) routes() []localapi.Route {
 		{Method: http.MethodGet, Path: api.PathPipeline, Access: api.Read, Handler: d.handlePipeline},
 		{Method: http.MethodPost, Path: api.PathPipelinesReload, Access: api.Write, Handler: d.handleReload},
 		{Method: http.MethodGet, Path: api.PathGPU, Access: api.Read, Handler: d.handleGPU},
+		{Method: http.MethodPost, Path: api.PathGPUCordon, Access: api.Write, Handler: d.handleCordon},
+		{Method: http.MethodPost, Path: api.PathGPUUncordon, Access: api.Write, Handler: d.handleUncordon},
 		{Method: http.MethodGet, Path: api.PathEvents, Access: api.Read, Handler: d.handleEvents},
 		{Method: http.MethodGet, Path: api.PathBackup, Access: api.Write, Handler: d.handleBackup},
 		{Method: http.MethodGet, Path: api.PathMetrics, Access: api.Read, Handler: d.metrics.handler().ServeHTTP},
@@ -131,10 +133,6 @@ func (d *Daemon) handleReload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	localapi.WriteJSON(w, http.StatusOK, res)
-}
-
-func (d *Daemon) handleGPU(w http.ResponseWriter, _ *http.Request) {
-	localapi.WriteJSON(w, http.StatusOK, gpuReport(d.gpus.Snapshot(), nil, nil))
 }
 
 // handleEvents lists events from ?since= on, or with ?follow=1 streams them

@@ -18,16 +18,18 @@ func TestRouteAccess(t *testing.T) {
 		got[r.Method+" "+r.Path] = r.Access
 	}
 	want := map[string]api.Access{
-		"GET /v1/status":            api.Read,
-		"GET /v1/version":           api.Read,
-		"GET /v1/doctor":            api.Read,
-		"GET /v1/pipelines":         api.Read,
-		"GET /v1/pipelines/{name}":  api.Read,
-		"POST /v1/pipelines/reload": api.Write,
-		"GET /v1/gpu":               api.Read,
-		"GET /v1/events":            api.Read,
-		"GET /v1/backup":            api.Write,
-		"GET /metrics":              api.Read,
+		"GET /v1/status":              api.Read,
+		"GET /v1/version":             api.Read,
+		"GET /v1/doctor":              api.Read,
+		"GET /v1/pipelines":           api.Read,
+		"GET /v1/pipelines/{name}":    api.Read,
+		"POST /v1/pipelines/reload":   api.Write,
+		"GET /v1/gpu":                 api.Read,
+		"POST /v1/gpu/{gpu}/cordon":   api.Write,
+		"POST /v1/gpu/{gpu}/uncordon": api.Write,
+		"GET /v1/events":              api.Read,
+		"GET /v1/backup":              api.Write,
+		"GET /metrics":                api.Read,
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("routes (-want +got):\n%s", diff)

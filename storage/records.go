@@ -167,6 +167,15 @@ type Lease struct {
 	Created  time.Time `json:"created"`
 }
 
+// Cordon keeps a GPU from placement until a person lifts it. A fatal GPU
+// fault cordons the GPU; so may an operator.
+type Cordon struct {
+	GPU     string    `json:"gpu"` // UUID
+	Reason  string    `json:"reason"`
+	Actor   string    `json:"actor"` // "kilnd" or "uid:N"
+	Created time.Time `json:"created"`
+}
+
 type record interface {
 	recID() string
 	blobs() []BlobRef
@@ -608,6 +617,50 @@ func (tx *Tx) Leases() ([]Lease, error) {
 			return fmt.Errorf("lease %s: %w", k, err)
 		}
 		out = append(out, l)
+		return nil
+	})
+	return out, err
+}
+
+// PutCordon cordons GPU c.GPU (replacing an earlier reason).
+func (tx *Tx) PutCordon(c Cordon) error {
+	if err := tx.writable(); err != nil {
+		return err
+	}
+	if c.GPU == "" || c.Reason == "" {
+		return fmt.Errorf("cordon %+v: gpu and reason are required: %w", c, ErrInvalid)
+	}
+	if c.Created.IsZero() {
+		c.Created = tx.s.now().UTC().Round(0)
+	}
+	v, err := encodeRecord(c)
+	if err != nil {
+		return err
+	}
+	return tx.btx.Bucket(bucketCordons).Put([]byte(c.GPU), v)
+}
+
+// DeleteCordon lifts the cordon on GPU uuid; ErrNotFound when there is none.
+func (tx *Tx) DeleteCordon(gpu string) error {
+	if err := tx.writable(); err != nil {
+		return err
+	}
+	b := tx.btx.Bucket(bucketCordons)
+	if b.Get([]byte(gpu)) == nil {
+		return fmt.Errorf("gpu %s is not cordoned: %w", gpu, ErrNotFound)
+	}
+	return b.Delete([]byte(gpu))
+}
+
+// Cordons lists cordoned GPUs by UUID.
+func (tx *Tx) Cordons() ([]Cordon, error) {
+	var out []Cordon
+	err := tx.btx.Bucket(bucketCordons).ForEach(func(k, v []byte) error {
+		var c Cordon
+		if err := decodeRecord(v, &c); err != nil {
+			return fmt.Errorf("cordon %s: %w", k, err)
+		}
+		out = append(out, c)
 		return nil
 	})
 	return out, err

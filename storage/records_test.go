@@ -461,3 +461,35 @@ func TestBackupUnderLoad(t *testing.T) {
 	}
 	t.Logf("backup %d bytes, %d events", n, seq)
 }
+
+func TestCordons(t *testing.T) {
+	dir := t.TempDir()
+	s := storagetest.OpenAt(t, dir, storage.Options{Now: fixedClock()})
+	ctx := context.Background()
+	err := s.Update(ctx, func(tx *storage.Tx) error {
+		if err := tx.PutCordon(storage.Cordon{GPU: "GPU-a", Reason: "XID 79", Actor: "kilnd"}); err != nil {
+			return err
+		}
+		return tx.PutCordon(storage.Cordon{GPU: "GPU-b", Reason: "maintenance", Actor: "uid:0"})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Update(ctx, func(tx *storage.Tx) error { return tx.PutCordon(storage.Cordon{GPU: "GPU-c"}) }); !errors.Is(err, storage.ErrInvalid) {
+		t.Errorf("cordon without a reason = %v; want ErrInvalid", err)
+	}
+	if err := s.Update(ctx, func(tx *storage.Tx) error { return tx.DeleteCordon("GPU-b") }); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Update(ctx, func(tx *storage.Tx) error { return tx.DeleteCordon("GPU-b") }); !errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("lifting a cordon twice = %v; want ErrNotFound", err)
+	}
+	var got []storage.Cordon
+	if err := s.View(func(tx *storage.Tx) (err error) { got, err = tx.Cordons(); return err }); err != nil {
+		t.Fatal(err)
+	}
+	want := []storage.Cordon{{GPU: "GPU-a", Reason: "XID 79", Actor: "kilnd", Created: fixedClock()()}}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("cordons (-want +got):\n%s", diff)
+	}
+}

@@ -10,7 +10,7 @@ import (
 
 // SchemaVersion is the schema this code writes. Open upgrades older
 // databases through migrations and refuses newer ones.
-const SchemaVersion = 3
+const SchemaVersion = 4
 
 var (
 	bucketMeta     = []byte("meta")
@@ -25,6 +25,7 @@ var (
 	bucketUp       = []byte("up")
 	bucketDown     = []byte("down")
 	bucketBlobRefs = []byte("blobrefs")
+	bucketCordons  = []byte("cordons")
 
 	keySchema = []byte("schema")
 	keyHead   = []byte("head")
@@ -91,6 +92,10 @@ var migrations = []migration{
 			}
 		}
 		return nil
+	}},
+	{4, "add cordons (GPUs kept from placement, by UUID)", func(btx *bolt.Tx) error {
+		_, err := btx.CreateBucketIfNotExists(bucketCordons)
+		return err
 	}},
 }
 

@@ -209,17 +209,52 @@ func list(s []string) string {
 	return strings.Join(s, ",")
 }
 
-type gpuCmd struct{}
+type gpuCmd struct {
+	List     gpuListCmd     `cmd:"" default:"1" help:"Show GPUs, health, leases and cordons (the default)."`
+	Cordon   gpuCordonCmd   `cmd:"" help:"Keep a GPU from placement (index or UUID)."`
+	Uncordon gpuUncordonCmd `cmd:"" help:"Let a cordoned GPU be placed again."`
+}
 
-func (gpuCmd) Run(e *cmdEnv) error {
+type gpuListCmd struct{}
+
+func (gpuListCmd) Run(e *cmdEnv) error {
 	r, err := e.client().GPU(e.ctx)
 	if err != nil {
 		return err
 	}
+	return e.printGPU(r)
+}
+
+func (e *cmdEnv) printGPU(r api.GPUReport) error {
 	if e.json() {
 		return writeJSON(e.out, r)
 	}
 	return printGPUTable(e.out, r)
+}
+
+type gpuCordonCmd struct {
+	GPU    string `arg:"" name:"gpu" help:"GPU index or UUID."`
+	Reason string `help:"Why, for the audit log and kiln gpu." default:"cordoned by an operator"`
+}
+
+func (c gpuCordonCmd) Run(e *cmdEnv) error {
+	r, err := e.client().CordonGPU(e.ctx, c.GPU, c.Reason)
+	if err != nil {
+		return err
+	}
+	return e.printGPU(r)
+}
+
+type gpuUncordonCmd struct {
+	GPU string `arg:"" name:"gpu" help:"GPU index or UUID."`
+}
+
+func (c gpuUncordonCmd) Run(e *cmdEnv) error {
+	r, err := e.client().UncordonGPU(e.ctx, c.GPU)
+	if err != nil {
+		return err
+	}
+	return e.printGPU(r)
 }
 
 type eventsCmd struct {

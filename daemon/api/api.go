@@ -20,6 +20,8 @@ const (
 	PathPipeline        = "/v1/pipelines/{name}"
 	PathPipelinesReload = "/v1/pipelines/reload"
 	PathGPU             = "/v1/gpu"
+	PathGPUCordon       = "/v1/gpu/{gpu}/cordon"
+	PathGPUUncordon     = "/v1/gpu/{gpu}/uncordon"
 	PathEvents          = "/v1/events"
 	PathBackup          = "/v1/backup"
 	PathMetrics         = "/metrics"
@@ -131,6 +133,11 @@ type ReloadResult struct {
 	Removed   []string  `json:"removed"`
 	Changed   []string  `json:"changed"`
 	Unchanged []string  `json:"unchanged"`
+}
+
+// CordonRequest is the body of POST /v1/gpu/{gpu}/cordon.
+type CordonRequest struct {
+	Reason string `json:"reason"`
 }
 
 // Event is one record of the hash-chained audit log.

@@ -4,6 +4,7 @@
 package apiclient
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -112,6 +113,22 @@ func (c *Client) GPU(ctx context.Context) (api.GPUReport, error) {
 	return r, c.do(ctx, http.MethodGet, api.PathGPU, nil, &r)
 }
 
+// CordonGPU calls POST /v1/gpu/{gpu}/cordon; gpu is an index or UUID.
+func (c *Client) CordonGPU(ctx context.Context, gpu, reason string) (api.GPUReport, error) {
+	var r api.GPUReport
+	body, err := json.Marshal(api.CordonRequest{Reason: reason})
+	if err != nil {
+		return r, err
+	}
+	return r, c.do(ctx, http.MethodPost, withParam(api.PathGPUCordon, "{gpu}", gpu), bytes.NewReader(body), &r)
+}
+
+// UncordonGPU calls POST /v1/gpu/{gpu}/uncordon.
+func (c *Client) UncordonGPU(ctx context.Context, gpu string) (api.GPUReport, error) {
+	var r api.GPUReport
+	return r, c.do(ctx, http.MethodPost, withParam(api.PathGPUUncordon, "{gpu}", gpu), nil, &r)
+}
+
 // Events calls GET /v1/events?since=SEQ&limit=N.
 func (c *Client) Events(ctx context.Context, since uint64, limit int) ([]api.Event, error) {
 	var es []api.Event
@@ -168,8 +185,10 @@ func (c *Client) Metrics(ctx context.Context) (string, error) {
 	return string(b), err
 }
 
-func withName(pattern, name string) string {
-	return strings.Replace(pattern, "{name}", url.PathEscape(name), 1)
+func withName(pattern, name string) string { return withParam(pattern, "{name}", name) }
+
+func withParam(pattern, param, value string) string {
+	return strings.Replace(pattern, param, url.PathEscape(value), 1)
 }
 
 func (c *Client) do(ctx context.Context, method, path string, body io.Reader, out any) error {
