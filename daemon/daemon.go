@@ -220,7 +220,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	d.setStatus(d.readyStatus())
 	d.log.Info("kilnd ready", "socket", ln.Addr().String(), "events", seq, "chain_head", head,
-		"pipelines", len(d.pipelines.Load().specs), "gpu", d.gpus.Reason())
+		"pipelines", len(d.pipelines.Load().specs), "gpu", d.gpus.Snapshot().Summary())
 
 	for running := true; running; {
 		select {
@@ -332,5 +332,5 @@ func (d *Daemon) setStatus(msg string) {
 }
 
 func (d *Daemon) readyStatus() string {
-	return fmt.Sprintf("ready: %d pipelines, %s", len(d.pipelines.Load().specs), d.gpus.Reason())
+	return fmt.Sprintf("ready: %d pipelines, %s", len(d.pipelines.Load().specs), d.gpus.Snapshot().Summary())
 }

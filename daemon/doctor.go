@@ -92,7 +92,7 @@ func (d *Daemon) checkSocket() api.Check {
 }
 
 func (d *Daemon) checkNVML() api.Check {
-	c := api.Check{Name: "nvml", Detail: d.gpus.Reason()}
+	c := api.Check{Name: "nvml", Detail: d.gpus.Snapshot().Summary()}
 	if !d.gpus.Available() {
 		c.Result = api.CheckWarn
 		c.Fix = "install the NVIDIA driver to train on GPUs; pipelines with gpus: 0 run on the CPU"

@@ -70,7 +70,7 @@ func (d *Daemon) status(ctx context.Context) api.Status {
 		Store:     api.StoreStatus{Path: d.store.Path(), EventSeq: seq, EventHead: head},
 		Pipelines: len(d.pipelines.Load().specs),
 		Systemd:   d.notify.Enabled(),
-		GPU:       api.ComponentStatus{OK: d.gpus.Available(), Detail: d.gpus.Reason()},
+		GPU:       api.ComponentStatus{OK: d.gpus.Available(), Detail: d.gpus.Snapshot().Summary()},
 	}
 	if free, total, err := d.store.DiskFree(); err == nil {
 		s.Store.DiskFree, s.Store.DiskTotal = free, total

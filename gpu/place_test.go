@@ -133,3 +133,17 @@ func TestThrottleReasons(t *testing.T) {
 		}
 	}
 }
+
+func TestSnapshotSummary(t *testing.T) {
+	s := Snapshot{Available: true, DriverVersion: "550.54.15", Devices: []Device{
+		{Name: "NVIDIA A100-SXM4-40GB", Health: Health{Healthy: true}},
+		{Name: "NVIDIA A100-SXM4-40GB", Health: Health{Healthy: false}},
+	}}
+	if got, want := s.Summary(), "2 GPUs (NVIDIA A100-SXM4-40GB), driver 550.54.15, 1 unhealthy"; got != want {
+		t.Errorf("Summary() = %q, want %q", got, want)
+	}
+	null := Snapshot{Reason: ReasonNoDriver}
+	if got := null.Summary(); got != ReasonNoDriver {
+		t.Errorf("null Summary() = %q, want %q", got, ReasonNoDriver)
+	}
+}

@@ -1,8 +1,10 @@
 package gpu
 
 import (
+	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -24,6 +26,33 @@ type Snapshot struct {
 	// Sampled is when the latest telemetry sample finished.
 	Sampled time.Time
 	Devices []Device
+}
+
+// Summary is one line for status and logs: "1 GPU (NVIDIA H200), driver
+// 580.159.04, 1 unhealthy", or the reason kiln runs CPU-only.
+func (s Snapshot) Summary() string {
+	if !s.Available {
+		return s.Reason
+	}
+	var names []string
+	unhealthy := 0
+	for _, d := range s.Devices {
+		if !slices.Contains(names, d.Name) {
+			names = append(names, d.Name)
+		}
+		if !d.Health.Healthy {
+			unhealthy++
+		}
+	}
+	plural := "s"
+	if len(s.Devices) == 1 {
+		plural = ""
+	}
+	out := fmt.Sprintf("%d GPU%s (%s), driver %s", len(s.Devices), plural, strings.Join(names, ", "), s.DriverVersion)
+	if unhealthy > 0 {
+		out += fmt.Sprintf(", %d unhealthy", unhealthy)
+	}
+	return out
 }
 
 // Device is one physical GPU.

@@ -46,6 +46,10 @@ func (r *Runtime) Namespace() string { return r.namespace }
 func (r *Runtime) Version(ctx context.Context) (string, error) {
 	v, err := r.c.Version(ctx)
 	if err != nil {
+		if ctx.Err() != nil {
+			// gRPC's own wording here is long and says nothing more.
+			return "", fmt.Errorf("containerd at %s is unreachable: %w", r.address, ctx.Err())
+		}
 		return "", fmt.Errorf("containerd at %s: %w", r.address, err)
 	}
 	return v.Version, nil
