@@ -208,6 +208,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	go d.watchPipelines(ctx)
+	go d.runGC(ctx)
 
 	if _, err := d.store.Append(ctx, storage.Event{Actor: actorKilnd, Kind: "kilnd.started",
 		Details: map[string]string{"version": d.build.Version, "pid": fmt.Sprint(os.Getpid())}}); err != nil {

@@ -32,6 +32,7 @@ func (d *Daemon) routes() []localapi.Route {
 		{Method: http.MethodPost, Path: api.PathGPUUncordon, Access: api.Write, Handler: d.handleUncordon},
 		{Method: http.MethodGet, Path: api.PathEvents, Access: api.Read, Handler: d.handleEvents},
 		{Method: http.MethodGet, Path: api.PathBackup, Access: api.Write, Handler: d.handleBackup},
+		{Method: http.MethodPost, Path: api.PathGC, Access: api.Write, Handler: d.handleGC},
 		{Method: http.MethodGet, Path: api.PathMetrics, Access: api.Read, Handler: d.metrics.handler().ServeHTTP},
 	}
 }
@@ -189,10 +190,12 @@ func eventView(e storage.Event) api.Event {
 // out the whole store.
 func (d *Daemon) handleBackup(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/octet-stream")
-	n, err := d.store.Backup(w)
+	n, err := d.store.Backup(w, func(size int64) {
+		w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+	})
 	if err != nil {
-		// Headers are gone once bytes flowed; a truncated body fails the
-		// client's length check, so just log.
+		// Headers are gone once bytes flowed; the body falls short of its
+		// Content-Length, which the client reports as a cut stream.
 		d.log.Error("backup stream", "bytes", n, "err", err)
 		return
 	}

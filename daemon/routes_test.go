@@ -29,6 +29,7 @@ func TestRouteAccess(t *testing.T) {
 		"POST /v1/gpu/{gpu}/uncordon": api.Write,
 		"GET /v1/events":              api.Read,
 		"GET /v1/backup":              api.Write,
+		"POST /v1/gc":                 api.Write,
 		"GET /metrics":                api.Read,
 	}
 	if diff := cmp.Diff(want, got); diff != "" {

@@ -441,7 +441,7 @@ func TestBackupUnderLoad(t *testing.T) {
 	}
 	time.Sleep(50 * time.Millisecond)
 	var buf bytes.Buffer
-	n, err := s.Backup(&buf)
+	n, err := s.Backup(&buf, nil)
 	cancel()
 	wg.Wait()
 	if err != nil || n != int64(buf.Len()) {

@@ -211,11 +211,16 @@ func (s *Store) View(fn func(*Tx) error) error {
 	})
 }
 
-// Backup writes a consistent copy of the database to w while writers carry
-// on, and returns the bytes written. See the package doc for the blob half.
-func (s *Store) Backup(w io.Writer) (int64, error) {
+// Backup writes a consistent copy of the database to w, taken in one read
+// transaction (bbolt Tx.WriteTo) while writers carry on. size, when not nil,
+// is told the copy's exact length before the first byte, so a streaming
+// caller can announce it and a reader can tell a cut stream from a whole one.
+func (s *Store) Backup(w io.Writer, size func(int64)) (int64, error) {
 	var n int64
 	err := s.db.View(func(btx *bolt.Tx) error {
+		if size != nil {
+			size(btx.Size())
+		}
 		var err error
 		n, err = btx.WriteTo(w)
 		return err

@@ -351,6 +351,28 @@ func (c backupCmd) Run(e *cmdEnv) error {
 	return nil
 }
 
+type gcCmd struct {
+	DryRun bool `help:"Only report what would be removed and which images must be kept."`
+}
+
+func (c gcCmd) Run(e *cmdEnv) error {
+	r, err := e.client().GC(e.ctx, c.DryRun)
+	if err != nil {
+		return err
+	}
+	if e.json() {
+		return writeJSON(e.out, r)
+	}
+	verb := "removed"
+	if r.DryRun {
+		verb = "would remove"
+	}
+	fmt.Fprintf(e.out, "gc %s %d blobs (%d bytes), pruned models %s, expired quarantine %s, %d run logs; kept %d models, %d images (%s)\n",
+		verb, len(r.DeletedBlobs), r.FreedBytes, list(r.PrunedModels), list(r.ExpiredQuarantine), r.ExpiredRunLogs,
+		len(r.KeptModels), len(r.KeepImages), r.Took)
+	return nil
+}
+
 func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {

@@ -40,6 +40,7 @@ type cli struct {
 	GPU       gpuCmd       `cmd:"" name:"gpu" help:"Show GPUs, their health, leases and cordons."`
 	Events    eventsCmd    `cmd:"" help:"List the audit events, or follow them with -f."`
 	Backup    backupCmd    `cmd:"" help:"Write a consistent copy of kilnd's database to FILE."`
+	GC        gcCmd        `cmd:"" name:"gc" help:"Collect garbage now: pruned models' files, unreferenced blobs, expired quarantine and logs."`
 }
 
 func main() {

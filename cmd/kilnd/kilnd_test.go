@@ -6,18 +6,22 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/kiln-edge/kiln/daemon/api"
 	"github.com/kiln-edge/kiln/daemon/apiclient"
+	"github.com/kiln-edge/kiln/storage"
 )
 
 // These tests run the real kilnd and kiln binaries: a fake NOTIFY_SOCKET
@@ -593,4 +597,96 @@ func TestSocketActivation(t *testing.T) {
 	if !strings.Contains(stderr.String(), "socket-activated") {
 		t.Errorf("kilnd log does not mention the activated socket:\n%s", stderr.String())
 	}
+}
+
+// TestBackupEventsGPUAndMetrics drives the read side of the CLI against a
+// live kilnd: a backup that opens and verifies as a store, events followed
+// as they happen, the CPU-only GPU report, and metrics on both listeners.
+func TestBackupEventsGPUAndMetrics(t *testing.T) {
+	port := freePort(t)
+	root := newRoot(t, fmt.Sprintf("containerd: {address: /nonexistent.sock}\nmetrics: {listen: '127.0.0.1:%d'}\n", port))
+	k := startKilnd(t, root)
+	k.expect("READY=1")
+
+	// kiln events -f sees an event raised after it started following.
+	follow := exec.Command(filepath.Join(binDir, "kiln"), "--socket", k.socket(), "events", "-f", "-o", "json")
+	var followOut syncBuffer
+	follow.Stdout = &followOut
+	if err := follow.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = follow.Process.Kill(); _ = follow.Wait() })
+	waitFor(t, "the start event on the followed stream", func() bool { return strings.Contains(followOut.String(), `"kilnd.started"`) })
+	writeFile(t, filepath.Join(root, "etc/kiln/pipelines/pumps.yaml"), goodSpec)
+	if _, stderr, err := k.kiln(nil, "pipelines", "reload"); err != nil {
+		t.Fatalf("reload: %v: %s", err, stderr)
+	}
+	waitFor(t, "the reload event on the followed stream", func() bool { return strings.Contains(followOut.String(), `"pipelines.reloaded"`) })
+
+	backup := filepath.Join(t.TempDir(), "kiln.db")
+	out, stderr, err := k.kiln(nil, "backup", backup)
+	if err != nil {
+		t.Fatalf("kiln backup: %v: %s", err, stderr)
+	}
+	if !strings.Contains(out, "blobs folder") {
+		t.Errorf("kiln backup output %q does not mention the blob folder, the other half of a backup", out)
+	}
+	s, err := storage.Open(filepath.Dir(backup), storage.Options{LockTimeout: time.Second})
+	if err != nil {
+		t.Fatalf("open the backup as a store: %v", err)
+	}
+	if err := s.Verify(context.Background()); err != nil {
+		t.Errorf("backup's event chain: %v", err)
+	}
+	if seq, _ := s.Head(); seq < 2 {
+		t.Errorf("backup holds %d events; want the start and reload events", seq)
+	}
+	s.Close()
+
+	out, _, err = k.kiln(nil, "gpu")
+	if err != nil || !strings.Contains(out, "no NVIDIA driver: CPU-only") {
+		t.Errorf("kiln gpu here = %q, %v; want the CPU-only message", out, err)
+	}
+
+	m, err := k.client().Metrics(context.Background())
+	if err != nil || !strings.Contains(m, "kiln_pipelines_loaded 1") || !strings.Contains(m, "kiln_gpu_available 0") {
+		t.Errorf("metrics on the API socket: %v\n%s", err, m)
+	}
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
+	if err != nil {
+		t.Fatalf("metrics on the TCP listener: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "kiln_build_info") {
+		t.Errorf("TCP /metrics = %d\n%s", resp.StatusCode, body)
+	}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// syncBuffer is a bytes.Buffer a child process writes while the test reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }

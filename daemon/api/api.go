@@ -24,6 +24,7 @@ const (
 	PathGPUUncordon     = "/v1/gpu/{gpu}/uncordon"
 	PathEvents          = "/v1/events"
 	PathBackup          = "/v1/backup"
+	PathGC              = "/v1/gc"
 	PathMetrics         = "/metrics"
 )
 
@@ -138,6 +139,22 @@ type ReloadResult struct {
 // CordonRequest is the body of POST /v1/gpu/{gpu}/cordon.
 type CordonRequest struct {
 	Reason string `json:"reason"`
+}
+
+// GCReport answers POST /v1/gc: what retention kept and released. KeepImages
+// are the image digests kept models and unfinished runs need, which image
+// garbage collection must leave alone.
+type GCReport struct {
+	DryRun            bool     `json:"dry_run"`
+	KeptModels        []string `json:"kept_models"`
+	PrunedModels      []string `json:"pruned_models"`
+	Protected         int      `json:"protected"`
+	DeletedBlobs      []string `json:"deleted_blobs"`
+	FreedBytes        int64    `json:"freed_bytes"`
+	ExpiredQuarantine []string `json:"expired_quarantine"`
+	ExpiredRunLogs    int      `json:"expired_run_logs"`
+	KeepImages        []string `json:"keep_images"`
+	Took              string   `json:"took"`
 }
 
 // Event is one record of the hash-chained audit log.

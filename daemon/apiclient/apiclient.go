@@ -174,6 +174,16 @@ func (c *Client) Backup(ctx context.Context, w io.Writer) (int64, error) {
 	return n, nil
 }
 
+// GC calls POST /v1/gc (?dry_run=1 to only report).
+func (c *Client) GC(ctx context.Context, dryRun bool) (api.GCReport, error) {
+	var r api.GCReport
+	path := api.PathGC
+	if dryRun {
+		path += "?dry_run=1"
+	}
+	return r, c.do(ctx, http.MethodPost, path, nil, &r)
+}
+
 // Metrics fetches the Prometheus exposition text from /metrics.
 func (c *Client) Metrics(ctx context.Context) (string, error) {
 	resp, err := c.send(ctx, http.MethodGet, api.PathMetrics, nil)

@@ -22,6 +22,7 @@ type Daemon struct {
 	Metrics          MetricsConfig    `yaml:"metrics" json:"metrics"`
 	Disk             DiskConfig       `yaml:"disk" json:"disk"`
 	GPU              GPUConfig        `yaml:"gpu" json:"gpu"`
+	GC               GCConfig         `yaml:"gc" json:"gc"`
 	LogLevel         string           `yaml:"log_level" json:"log_level"`
 
 	// Paths is not read from the file: it comes from --root and --run-dir.
@@ -56,6 +57,14 @@ type GPUConfig struct {
 	CDIDirs        []string `yaml:"cdi_dirs" json:"cdi_dirs"`
 }
 
+// GCConfig is the store's garbage collection: what retention leaves behind
+// (pruned models' files, unreferenced blobs) and what expires by age.
+type GCConfig struct {
+	Interval      Duration `yaml:"interval" json:"interval"`
+	QuarantineAge Duration `yaml:"quarantine_age" json:"quarantine_age"`
+	RunLogAge     Duration `yaml:"run_log_age" json:"run_log_age"`
+}
+
 //go:embed default.yaml
 var defaultDaemonYAML []byte
 
@@ -71,6 +80,7 @@ func defaultDaemon() Daemon {
 		StoreLockTimeout: D(2 * time.Second),
 		Disk:             DiskConfig{MinFree: GiB},
 		GPU:              GPUConfig{SampleInterval: D(10 * time.Second), CDIDirs: []string{"/etc/cdi", "/var/run/cdi"}},
+		GC:               GCConfig{Interval: D(time.Hour), QuarantineAge: D(30 * 24 * time.Hour), RunLogAge: D(30 * 24 * time.Hour)},
 		LogLevel:         "info",
 	}
 }
@@ -156,6 +166,15 @@ func (d *Daemon) Validate() error {
 		if !filepath.IsAbs(dir) {
 			c.failf(fmt.Sprintf("gpu.cdi_dirs[%d]", i), "%q is not an absolute path", dir)
 		}
+	}
+	if d.GC.Interval.Duration < time.Minute {
+		c.failf("gc.interval", "%s is too short (want at least 1m)", d.GC.Interval)
+	}
+	if d.GC.QuarantineAge.Duration < 0 {
+		c.failf("gc.quarantine_age", "must not be negative (0 keeps quarantined batches forever)")
+	}
+	if d.GC.RunLogAge.Duration < 0 {
+		c.failf("gc.run_log_age", "must not be negative (0 keeps run logs forever)")
 	}
 	if _, ok := logLevels[d.LogLevel]; !ok {
 		c.oneOf("log_level", d.LogLevel, "debug", "info", "warn", "error")

@@ -97,6 +97,7 @@ func wantDefaultDaemon(paths config.Paths) *config.Daemon {
 		StoreLockTimeout: config.D(2 * time.Second),
 		Disk:             config.DiskConfig{MinFree: config.GiB},
 		GPU:              config.GPUConfig{SampleInterval: config.D(10 * time.Second), CDIDirs: []string{"/etc/cdi", "/var/run/cdi"}},
+		GC:               config.GCConfig{Interval: config.D(time.Hour), QuarantineAge: config.D(720 * time.Hour), RunLogAge: config.D(720 * time.Hour)},
 		LogLevel:         "info",
 		Paths:            paths,
 	}

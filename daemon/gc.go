@@ -1,0 +1,114 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/kiln-edge/kiln/daemon/api"
+	"github.com/kiln-edge/kiln/daemon/localapi"
+	"github.com/kiln-edge/kiln/storage"
+)
+
+// runGC collects garbage at start and then every gc.interval, so a box that
+// nobody tends never fills its disk with pruned models and dead blobs.
+func (d *Daemon) runGC(ctx context.Context) {
+	t := time.NewTicker(d.cfg.GC.Interval.Duration)
+	defer t.Stop()
+	for {
+		if _, err := d.collectGarbage(ctx, false, actorKilnd); err != nil && ctx.Err() == nil {
+			d.log.Error("gc", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// collectGarbage applies the retention of the loaded pipelines, then removes
+// what the store expired that lives outside it: quarantine folders and run
+// logs, each only inside its own folder.
+func (d *Daemon) collectGarbage(ctx context.Context, dryRun bool, actor string) (storage.GCReport, error) {
+	keep := map[string]int{}
+	for name, p := range d.pipelines.Load().specs {
+		keep[name] = p.Retention.Models
+	}
+	rep, err := d.store.GC(ctx, storage.GCPolicy{
+		KeepModels:    keep,
+		QuarantineAge: d.cfg.GC.QuarantineAge.Duration,
+		RunLogAge:     d.cfg.GC.RunLogAge.Duration,
+		DryRun:        dryRun,
+	})
+	if err != nil {
+		return rep, err
+	}
+	if dryRun {
+		return rep, nil
+	}
+	var errs []error
+	for _, id := range rep.ExpiredQuarantine {
+		errs = append(errs, removeWithin(d.cfg.Paths.QuarantineDir, filepath.Join(d.cfg.Paths.QuarantineDir, id)))
+	}
+	for _, l := range rep.ExpiredRunLogs {
+		errs = append(errs, removeWithin(d.cfg.Paths.RunsDir, l.Path))
+	}
+	if len(rep.PrunedModels)+len(rep.DeletedBlobs)+len(rep.ExpiredQuarantine)+len(rep.ExpiredRunLogs) > 0 {
+		d.recordEvent(ctx, "store.gc", "", rep.PrunedModels, map[string]string{
+			"actor":              actor,
+			"pruned_models":      strconv.Itoa(len(rep.PrunedModels)),
+			"deleted_blobs":      strconv.Itoa(len(rep.DeletedBlobs)),
+			"freed_bytes":        strconv.FormatInt(rep.FreedBytes, 10),
+			"expired_quarantine": strings.Join(rep.ExpiredQuarantine, ","),
+			"expired_run_logs":   strconv.Itoa(len(rep.ExpiredRunLogs)),
+		})
+	}
+	return rep, errors.Join(errs...)
+}
+
+// removeWithin deletes path only when it lies inside dir: a record naming a
+// path elsewhere (a corrupted or hand-edited database) must not make GC
+// delete outside kiln's folders.
+func removeWithin(dir, path string) error {
+	rel, err := filepath.Rel(dir, path)
+	if err != nil || rel == "." || strings.HasPrefix(rel, "..") || filepath.IsAbs(rel) {
+		return fmt.Errorf("gc: refusing to remove %s: not inside %s", path, dir)
+	}
+	if err := os.RemoveAll(path); err != nil {
+		return fmt.Errorf("gc: %w", err)
+	}
+	return nil
+}
+
+func (d *Daemon) handleGC(w http.ResponseWriter, r *http.Request) {
+	dry := r.URL.Query().Get("dry_run") == "1"
+	rep, err := d.collectGarbage(r.Context(), dry, actorFrom(r.Context()))
+	if err != nil {
+		localapi.WriteError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	deleted := make([]string, 0, len(rep.DeletedBlobs))
+	for _, b := range rep.DeletedBlobs {
+		deleted = append(deleted, b.Digest)
+	}
+	localapi.WriteJSON(w, http.StatusOK, api.GCReport{
+		DryRun: dry, KeptModels: nonNil(rep.KeptModels), PrunedModels: nonNil(rep.PrunedModels),
+		Protected: rep.Protected, DeletedBlobs: deleted, FreedBytes: rep.FreedBytes,
+		ExpiredQuarantine: nonNil(rep.ExpiredQuarantine), ExpiredRunLogs: len(rep.ExpiredRunLogs),
+		KeepImages: nonNil(rep.KeepImages), Took: rep.Took,
+	})
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
