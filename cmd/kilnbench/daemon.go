@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -130,25 +129,23 @@ func seedDaemonRoot(ctx context.Context, p config.Paths, n int) error {
 	if err != nil {
 		return err
 	}
-	const writers = 8
-	var wg sync.WaitGroup
-	errs := make(chan error, writers)
-	for w := range writers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := w; i < n; i += writers {
-				if _, err := s.Append(ctx, storage.Event{Actor: "kilnd", Kind: "bench.seed", Pipeline: "pumps",
-					Details: map[string]string{"i": strconv.Itoa(i)}}); err != nil {
-					errs <- err
-					return
+	// Seeding is set-up, not the figure: batches of events per transaction.
+	const batch = 5000
+	for i := 0; i < n; i += batch {
+		err := s.Update(ctx, func(tx *storage.Tx) error {
+			for j := i; j < min(i+batch, n); j++ {
+				if _, err := tx.Append(storage.Event{Actor: "kilnd", Kind: "bench.seed", Pipeline: "pumps",
+					Details: map[string]string{"i": strconv.Itoa(j)}}); err != nil {
+					return err
 				}
 			}
-		}()
+			return nil
+		})
+		if err != nil {
+			return errors.Join(err, s.Close())
+		}
 	}
-	wg.Wait()
-	close(errs)
-	return errors.Join(<-errs, s.Close())
+	return s.Close()
 }
 
 // startKilnd starts kilnd on root and times exec -> READY=1 on a private
