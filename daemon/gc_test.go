@@ -39,11 +39,6 @@ func TestGCAppliesPipelineRetention(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// Older than the blob grace period, as a model's files would be.
-		old := time.Now().Add(-2 * time.Hour)
-		if err := os.Chtimes(blobPath(t, td, ref.Digest), old, old); err != nil {
-			t.Fatal(err)
-		}
 		err = td.d.store.Update(ctx, func(tx *storage.Tx) error {
 			run, err := tx.CreateRun(storage.Run{Pipeline: "iris", State: storage.RunSucceeded})
 			if err != nil {
@@ -54,6 +49,13 @@ func TestGCAppliesPipelineRetention(t *testing.T) {
 			return err
 		})
 		if err != nil {
+			t.Fatal(err)
+		}
+		// Older than the blob grace period, as a model's files would be. Only
+		// once a record names it: kilnd's own GC may run at any moment, and a
+		// fresh blob is what the grace period protects.
+		old := time.Now().Add(-2 * time.Hour)
+		if err := os.Chtimes(blobPath(t, td, ref.Digest), old, old); err != nil {
 			t.Fatal(err)
 		}
 	}
