@@ -179,7 +179,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 	// Streams (events -f) hang off this context so the drain can end them.
-	serveCtx, stopStreams := context.WithCancel(context.Background())
+	// WithoutCancel: the drain below decides when requests end, not the
+	// signal that ends ctx.
+	serveCtx, stopStreams := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopStreams()
 	srv := &http.Server{
 		Handler:           handler,
@@ -241,7 +243,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.setStatus("stopping: draining API requests")
 	d.log.Info("kilnd stopping; containers keep running", "timeout", d.cfg.ShutdownTimeout.Duration)
 	stopStreams()
-	drainCtx, cancel := context.WithTimeout(context.Background(), d.cfg.ShutdownTimeout.Duration)
+	// ctx is cancelled by now: the drain gets its own deadline.
+	drainCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.cfg.ShutdownTimeout.Duration)
 	defer cancel()
 	err = srv.Shutdown(drainCtx)
 	if metricsSrv != nil {

@@ -61,7 +61,7 @@ func (d *Daemon) checkDisk() api.Check {
 		return c
 	}
 	c.Detail = fmt.Sprintf("%s free of %s on %s", human(free), human(total), d.cfg.Paths.StateDir)
-	if minFree := uint64(d.cfg.Disk.MinFree); free < minFree {
+	if minFree := uint64(d.cfg.Disk.MinFree); free < minFree { //nolint:gosec // Validate rejects a negative disk.min_free
 		c.Result = api.CheckWarn
 		c.Detail += fmt.Sprintf(", below disk.min_free %s: ingest pauses", human(minFree))
 		c.Fix = "free space (kiln prunes by retention.models) or lower disk.min_free in " + d.cfg.Paths.ConfigFile

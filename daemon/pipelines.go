@@ -103,7 +103,7 @@ func (d *Daemon) watchPipelines(ctx context.Context) {
 		d.log.Error("cannot watch pipelines folder; use `kiln pipelines reload` or SIGHUP", "err", err)
 		return
 	}
-	defer w.Close()
+	defer func() { _ = w.Close() }() // on the way out: a failure to stop watching leaves nothing to do
 	if err := w.Add(d.cfg.Paths.PipelinesDir); err != nil {
 		d.log.Error("cannot watch pipelines folder; use `kiln pipelines reload` or SIGHUP", "dir", d.cfg.Paths.PipelinesDir, "err", err)
 		return

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"net/http"
 	"os"
 	"slices"
@@ -151,7 +152,11 @@ func (d *Daemon) handleEvents(w http.ResponseWriter, r *http.Request) {
 			localapi.WriteError(w, http.StatusBadRequest, "limit: "+err.Error())
 			return
 		}
-		evs, err := d.store.Events(since, int(limit))
+		n := math.MaxInt // a limit beyond int is no limit
+		if limit < math.MaxInt {
+			n = int(limit)
+		}
+		evs, err := d.store.Events(since, n)
 		if err != nil {
 			localapi.WriteError(w, http.StatusInternalServerError, err.Error())
 			return

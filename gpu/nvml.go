@@ -238,7 +238,7 @@ func cString(b []int8) string {
 		if c == 0 {
 			break
 		}
-		s = append(s, byte(c))
+		s = append(s, byte(c)) //nolint:gosec // reinterprets the C char's bits: a negative int8 is a byte >= 0x80 of UTF-8
 	}
 	return string(s)
 }
@@ -499,7 +499,7 @@ func (m *Manager) watchXIDs(ctx context.Context, set nvml.EventSet) {
 			m.log.Warn("free event set", "err", ret)
 		}
 	}()
-	wait := uint32(m.nv.eventWait.Milliseconds())
+	wait := uint32(m.nv.eventWait.Milliseconds()) //nolint:gosec // eventWait is defaultEventWait (500ms) or a test's shorter value
 	for ctx.Err() == nil {
 		e, ret := set.Wait(wait)
 		switch ret {

@@ -23,7 +23,7 @@ func validDigest(d string) bool {
 	}
 	for i := 0; i < len(h); i++ {
 		c := h[i]
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
 			return false
 		}
 	}
@@ -63,8 +63,10 @@ func (s *Store) PutBlob(ctx context.Context, r io.Reader) (BlobRef, error) {
 	ok := false
 	defer func() {
 		if !ok {
-			tmp.Close()
-			os.Remove(tmp.Name())
+			// Discarding a failed put: the copy is garbage whatever these
+			// return, and Reconcile sweeps a temp file left behind.
+			_ = tmp.Close()
+			_ = os.Remove(tmp.Name())
 		}
 	}()
 	h := sha256.New()
@@ -88,8 +90,10 @@ func (s *Store) PutBlob(ctx context.Context, r io.Reader) (BlobRef, error) {
 		// Refresh the mtime so GC's grace period covers the record about
 		// to name this blob again.
 		now := time.Now()
-		os.Chtimes(final, now, now)
-		os.Remove(tmp.Name())
+		if err := os.Chtimes(final, now, now); err != nil {
+			return BlobRef{}, fmt.Errorf("put blob: refresh mtime of %s: %w", final, err)
+		}
+		_ = os.Remove(tmp.Name()) // a leftover duplicate is swept by Reconcile
 		ok = true
 		return ref, nil
 	}
@@ -116,7 +120,7 @@ func syncDir(dir string) error {
 	if err != nil {
 		return fmt.Errorf("fsync dir %s: %w", dir, err)
 	}
-	defer d.Close()
+	defer func() { _ = d.Close() }() // read-only handle: Sync's error is the one that counts
 	if err := d.Sync(); err != nil {
 		return fmt.Errorf("fsync dir %s: %w", dir, err)
 	}
@@ -140,11 +144,11 @@ func (s *Store) OpenBlob(ref BlobRef) (*os.File, error) {
 	}
 	st, err := f.Stat()
 	if err != nil {
-		f.Close()
+		_ = f.Close() // opened read-only
 		return nil, fmt.Errorf("blob %s: %w", ref.Digest, err)
 	}
 	if st.Size() != ref.Size {
-		f.Close()
+		_ = f.Close() // opened read-only
 		return nil, fmt.Errorf("blob %s: size %d, recorded %d: %w", ref.Digest, st.Size(), ref.Size, ErrBlobMismatch)
 	}
 	return f, nil
@@ -156,7 +160,7 @@ func (s *Store) VerifyBlob(ref BlobRef) error {
 	if err != nil {
 		return err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // opened read-only
 	h := sha256.New()
 	if _, err := io.Copy(h, f); err != nil {
 		return fmt.Errorf("blob %s: %w", ref.Digest, err)
@@ -175,13 +179,13 @@ func (s *Store) LinkBlob(ref BlobRef, dst string) error {
 	if err != nil {
 		return err
 	}
-	defer src.Close()
+	defer func() { _ = src.Close() }() // opened read-only
 	err = os.Link(src.Name(), dst)
 	if err == nil {
 		return nil
 	}
 	var le *os.LinkError
-	if !errors.As(err, &le) || !(errors.Is(err, syscall.EXDEV) || errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EMLINK)) {
+	if !errors.As(err, &le) || !errors.Is(err, syscall.EXDEV) && !errors.Is(err, syscall.EPERM) && !errors.Is(err, syscall.EMLINK) {
 		return fmt.Errorf("link blob %s to %s: %w", ref.Digest, dst, err)
 	}
 	if _, err := os.Lstat(dst); err == nil {
@@ -191,8 +195,8 @@ func (s *Store) LinkBlob(ref BlobRef, dst string) error {
 	if err != nil {
 		return fmt.Errorf("copy blob %s to %s: %w", ref.Digest, dst, err)
 	}
-	defer os.Remove(tmp.Name())
-	defer tmp.Close()
+	defer func() { _ = os.Remove(tmp.Name()) }() // no-op (ENOENT) after the rename
+	defer func() { _ = tmp.Close() }()           // for the error paths; closed and checked below otherwise
 	if _, err := io.Copy(tmp, src); err != nil {
 		return fmt.Errorf("copy blob %s to %s: %w", ref.Digest, dst, err)
 	}
@@ -200,6 +204,9 @@ func (s *Store) LinkBlob(ref BlobRef, dst string) error {
 		return err
 	}
 	if err := tmp.Sync(); err != nil {
+		return fmt.Errorf("copy blob %s to %s: %w", ref.Digest, dst, err)
+	}
+	if err := tmp.Close(); err != nil {
 		return fmt.Errorf("copy blob %s to %s: %w", ref.Digest, dst, err)
 	}
 	if err := os.Rename(tmp.Name(), dst); err != nil {

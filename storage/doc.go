@@ -37,6 +37,7 @@ transactions, concurrently with the committer.
 	deploys/   <pipeline>/<n u64 BE> -> Deployment JSON {"v":1,...}  ID p/eN
 	leases/    <gpu uuid>            -> Lease      JSON {"v":1,...}
 	cordons/   <gpu uuid>            -> Cordon     JSON {"v":1,...}
+	pins/      <pipeline>            -> Pin        JSON {"v":1,...}
 	lineage/
 	    up/    <child> 0x00 <parent> -> edge type   (Ancestors: prefix scan on child)
 	    down/  <parent> 0x00 <child> -> edge type   (Descendants: prefix scan on parent)

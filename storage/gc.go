@@ -327,7 +327,7 @@ func (s *Store) Reconcile(ctx context.Context) (ReconcileReport, error) {
 			dg, owner, _ := bytes.Cut(k, []byte{0})
 			n, ok := needs[string(dg)]
 			if !ok {
-				n = &need{size: int64(beUint64(v))}
+				n = &need{size: int64(beUint64(v))} //nolint:gosec // written from a BlobRef.Size checked non-negative
 				needs[string(dg)] = n
 				order = append(order, string(dg))
 			}

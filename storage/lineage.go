@@ -204,5 +204,5 @@ func (a *arena) string(b []byte) string {
 	}
 	n := len(a.buf)
 	a.buf = append(a.buf, b...)
-	return unsafe.String(&a.buf[n], len(b))
+	return unsafe.String(&a.buf[n], len(b)) //nolint:gosec // deliberate string arena (see above): bytes are never written again once a string points at them
 }

@@ -142,6 +142,7 @@ type Model struct {
 	ServeImage string             `json:"serve_image,omitempty"` // digest
 	Metrics    map[string]float64 `json:"metrics,omitempty"`     // measured by kilnd
 	Trainer    map[string]float64 `json:"trainer_metrics,omitempty"`
+	Reason     string             `json:"reason,omitempty"` // the gate's verdict, or why it left live
 	Pruned     bool               `json:"pruned,omitempty"` // files released by GC; record kept for history
 	Created    time.Time          `json:"created"`
 	Updated    time.Time          `json:"updated"`
@@ -174,6 +175,15 @@ type Cordon struct {
 	Reason  string    `json:"reason"`
 	Actor   string    `json:"actor"` // "kilnd" or "uid:N"
 	Created time.Time `json:"created"`
+}
+
+// Pin holds a pipeline on one model and turns its automation off: no
+// automatic promotion or rollback until a person unpins it.
+type Pin struct {
+	Pipeline string    `json:"pipeline"`
+	Model    string    `json:"model"`
+	Actor    string    `json:"actor"`
+	Created  time.Time `json:"created"`
 }
 
 type record interface {
@@ -664,6 +674,45 @@ func (tx *Tx) Cordons() ([]Cordon, error) {
 		return nil
 	})
 	return out, err
+}
+
+// PutPin pins p.Pipeline to p.Model.
+func (tx *Tx) PutPin(p Pin) error {
+	if err := tx.writable(); err != nil {
+		return err
+	}
+	if !ValidPipeline(p.Pipeline) || p.Model == "" {
+		return fmt.Errorf("pin %+v: pipeline and model are required: %w", p, ErrInvalid)
+	}
+	if p.Created.IsZero() {
+		p.Created = tx.s.now().UTC().Round(0)
+	}
+	v, err := encodeRecord(p)
+	if err != nil {
+		return err
+	}
+	return tx.btx.Bucket(bucketPins).Put([]byte(p.Pipeline), v)
+}
+
+// DeletePin unpins a pipeline; ErrNotFound when it is not pinned.
+func (tx *Tx) DeletePin(pipeline string) error {
+	if err := tx.writable(); err != nil {
+		return err
+	}
+	b := tx.btx.Bucket(bucketPins)
+	if b.Get([]byte(pipeline)) == nil {
+		return fmt.Errorf("pipeline %s is not pinned: %w", pipeline, ErrNotFound)
+	}
+	return b.Delete([]byte(pipeline))
+}
+
+// Pin reads a pipeline's pin; ok is false when it is not pinned.
+func (tx *Tx) Pin(pipeline string) (p Pin, ok bool, err error) {
+	v := tx.btx.Bucket(bucketPins).Get([]byte(pipeline))
+	if v == nil {
+		return Pin{}, false, nil
+	}
+	return p, true, decodeRecord(v, &p)
 }
 
 func oneOf[T comparable](v T, set ...T) bool {

@@ -493,3 +493,32 @@ func TestCordons(t *testing.T) {
 		t.Errorf("cordons (-want +got):\n%s", diff)
 	}
 }
+
+func TestPins(t *testing.T) {
+	s := storagetest.Open(t)
+	ctx := context.Background()
+	if err := s.Update(ctx, func(tx *storage.Tx) error {
+		return tx.PutPin(storage.Pin{Pipeline: "iris", Model: "iris/m3", Actor: "uid:0"})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	err := s.View(func(tx *storage.Tx) error {
+		p, ok, err := tx.Pin("iris")
+		if err != nil || !ok || p.Model != "iris/m3" || p.Created.IsZero() {
+			t.Errorf("Pin(iris) = %+v, %v, %v; want pinned to iris/m3", p, ok, err)
+		}
+		if _, ok, err := tx.Pin("pumps"); ok || err != nil {
+			t.Errorf("Pin(pumps) = %v, %v; want not pinned", ok, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Update(ctx, func(tx *storage.Tx) error { return tx.DeletePin("iris") }); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Update(ctx, func(tx *storage.Tx) error { return tx.DeletePin("iris") }); !errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("unpinning twice = %v; want ErrNotFound", err)
+	}
+}

@@ -10,7 +10,7 @@ import (
 
 // SchemaVersion is the schema this code writes. Open upgrades older
 // databases through migrations and refuses newer ones.
-const SchemaVersion = 4
+const SchemaVersion = 5
 
 var (
 	bucketMeta     = []byte("meta")
@@ -26,6 +26,7 @@ var (
 	bucketDown     = []byte("down")
 	bucketBlobRefs = []byte("blobrefs")
 	bucketCordons  = []byte("cordons")
+	bucketPins     = []byte("pins")
 
 	keySchema = []byte("schema")
 	keyHead   = []byte("head")
@@ -95,6 +96,10 @@ var migrations = []migration{
 	}},
 	{4, "add cordons (GPUs kept from placement, by UUID)", func(btx *bolt.Tx) error {
 		_, err := btx.CreateBucketIfNotExists(bucketCordons)
+		return err
+	}},
+	{5, "add pins (pipelines held on one model, automation off)", func(btx *bolt.Tx) error {
+		_, err := btx.CreateBucketIfNotExists(bucketPins)
 		return err
 	}},
 }

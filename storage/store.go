@@ -131,7 +131,7 @@ func Open(stateDir string, opt Options) (*Store, error) {
 	}
 	s.db = db
 	if err := s.migrate(); err != nil {
-		db.Close()
+		_ = db.Close() // nothing was committed; the migration error is the one to report
 		return nil, fmt.Errorf("open %s: %w", s.path, err)
 	}
 	if err := db.View(func(btx *bolt.Tx) error {
@@ -139,7 +139,7 @@ func Open(stateDir string, opt Options) (*Store, error) {
 		s.head, err = readHead(btx)
 		return err
 	}); err != nil {
-		db.Close()
+		_ = db.Close() // only read so far; the read error is the one to report
 		return nil, fmt.Errorf("open %s: %w", s.path, err)
 	}
 	go s.committer()
@@ -238,7 +238,8 @@ func (s *Store) DiskFree() (free, total uint64, err error) {
 	if err := unix.Statfs(s.dir, &st); err != nil {
 		return 0, 0, fmt.Errorf("statfs %s: %w", s.dir, err)
 	}
-	return st.Bavail * uint64(st.Bsize), st.Blocks * uint64(st.Bsize), nil
+	bsize := uint64(st.Bsize) //nolint:gosec // a filesystem's block size is positive
+	return st.Bavail * bsize, st.Blocks * bsize, nil
 }
 
 func (s *Store) committer() {

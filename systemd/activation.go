@@ -47,7 +47,7 @@ func readPassed() {
 		if listening(f) {
 			l, err := net.FileListener(f) // dups the fd
 			if err == nil {
-				f.Close()
+				_ = f.Close() // the listener holds its own dup of the fd
 				passed.listeners[name] = append(passed.listeners[name], l)
 				continue
 			}

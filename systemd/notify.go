@@ -114,7 +114,7 @@ func (n *Notifier) send(state string, files ...*os.File) error {
 	if err != nil {
 		return fmt.Errorf("sd_notify socket: %w", err)
 	}
-	defer unix.Close(fd)
+	defer func() { _ = unix.Close(fd) }() // datagram socket: Sendmsg's result is what counts
 	// Bound the wait if systemd's queue is full, instead of wedging the caller.
 	tv := unix.NsecToTimeval(int64(sendTimeout))
 	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv); err != nil {

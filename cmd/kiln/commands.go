@@ -330,7 +330,7 @@ func (c backupCmd) Run(e *cmdEnv) error {
 	if err != nil {
 		return fmt.Errorf("backup to %s: %w", c.File, err)
 	}
-	defer os.Remove(tmp.Name()) // no-op after the rename
+	defer func() { _ = os.Remove(tmp.Name()) }() // best effort; a no-op (ENOENT) after the rename
 	n, err := e.client().Backup(e.ctx, tmp)
 	if err == nil {
 		err = tmp.Sync()
@@ -378,7 +378,7 @@ func syncDir(dir string) error {
 	if err != nil {
 		return err
 	}
-	defer d.Close()
+	defer func() { _ = d.Close() }() // read-only handle: Sync's error is the one that counts
 	return d.Sync()
 }
 

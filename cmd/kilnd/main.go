@@ -53,7 +53,10 @@ func run(ctx context.Context, root, runDir string, build api.BuildInfo) error {
 		return err
 	}
 	log := slog.New(systemd.NewLogHandler(os.Stderr, cfg.SlogLevel()))
-	d, err := daemon.New(daemon.Options{Config: cfg, Build: build, Log: log})
+	// New takes no ctx on purpose: its start reload is a bounded local read
+	// whose event must be recorded even if a signal lands mid-start; Run(ctx)
+	// sees the signal right after.
+	d, err := daemon.New(daemon.Options{Config: cfg, Build: build, Log: log}) //nolint:contextcheck // see above
 	if err != nil {
 		return err
 	}

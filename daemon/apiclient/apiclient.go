@@ -144,7 +144,7 @@ func (c *Client) FollowEvents(ctx context.Context, since uint64, fn func(api.Eve
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }() // read side: nothing to lose on close
 	dec := json.NewDecoder(resp.Body)
 	for {
 		var e api.Event
@@ -166,7 +166,7 @@ func (c *Client) Backup(ctx context.Context, w io.Writer) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }() // read side: nothing to lose on close
 	n, err := io.Copy(w, resp.Body)
 	if err != nil {
 		return n, fmt.Errorf("read backup stream: %w", err)
@@ -190,7 +190,7 @@ func (c *Client) Metrics(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }() // read side: nothing to lose on close
 	b, err := io.ReadAll(resp.Body)
 	return string(b), err
 }
@@ -206,7 +206,7 @@ func (c *Client) do(ctx context.Context, method, path string, body io.Reader, ou
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }() // read side: nothing to lose on close
 	if out == nil {
 		return nil
 	}
@@ -230,7 +230,7 @@ func (c *Client) send(ctx context.Context, method, path string, body io.Reader) 
 	if resp.StatusCode/100 == 2 {
 		return resp, nil
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }() // read side: nothing to lose on close
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	var e api.Error
 	if json.Unmarshal(b, &e) != nil || e.Error == "" {

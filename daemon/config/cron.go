@@ -102,9 +102,9 @@ func (f cronField) parse(field string) (uint64, error) {
 	for part := range strings.SplitSeq(field, ",") {
 		rng, stepStr, hasStep := strings.Cut(part, "/")
 		lo, hi := f.min, f.max
-		switch {
-		case rng == "*":
-		case rng == "":
+		switch rng {
+		case "*":
+		case "":
 			return 0, fmt.Errorf("empty item in %q", clip(field))
 		default:
 			a, b, isRange := strings.Cut(rng, "-")

@@ -81,7 +81,7 @@ func readSpec(path string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // opened read-only, for Stat
 	fi, err := f.Stat()
 	if err != nil {
 		return nil, err

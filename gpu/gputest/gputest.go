@@ -119,7 +119,7 @@ func (s *Server) setDevice(i int) {
 	d.GetPciInfoFunc = func() (nvml.PciInfo, nvml.Return) {
 		p := nvml.PciInfo{PciDeviceId: d.Config.PciDeviceId}
 		for k, c := range d.PciBusID {
-			p.BusId[k] = int8(c)
+			p.BusId[k] = int8(c) //nolint:gosec // PciBusID is formatted above: ASCII hex and punctuation, all < 128
 		}
 		return p, nvml.SUCCESS
 	}
@@ -187,7 +187,9 @@ func (s *Server) setDevice(i int) {
 // instance with one compute instance and an eighth of the memory.
 func (s *Server) EnableMIG(i, n int) {
 	d := s.Device(i)
-	d.SetMigMode(nvml.DEVICE_MIG_ENABLE)
+	if ret, _ := d.SetMigMode(nvml.DEVICE_MIG_ENABLE); ret != nvml.SUCCESS {
+		panic(fmt.Sprintf("gputest: enable MIG on GPU %d: %v", i, ret))
+	}
 	total := d.Config.MemoryMB << 20
 	migs := make([]nvml.Device, n)
 	for j := range migs {
