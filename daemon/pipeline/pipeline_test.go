@@ -1,0 +1,364 @@
+package pipeline
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kiln-edge/kiln/daemon/config"
+	"github.com/kiln-edge/kiln/storage"
+	"github.com/kiln-edge/kiln/storage/storagetest"
+)
+
+type harness struct {
+	t     *testing.T
+	dir   string
+	store *storage.Store
+	rt    *fakeRuntime
+	eps   *fakeEndpoints
+	mgr   *Manager
+	stop  context.CancelFunc
+	seed  uint64
+}
+
+const irisSpec = `name: iris
+data: {format: csv, label: y}
+train: {image: kiln.local/t:1, hyperparameters: {quality: %s}, retries: %d}
+serve: {image: kiln.local/s:1}
+evaluate: {gate: {min: 0.7}}
+triggers: {new_data: {debounce: 0s, min_rows: 1}}
+`
+
+func spec(t *testing.T, quality string, retries int) *config.Pipeline {
+	t.Helper()
+	p, err := config.ParsePipeline("iris.yaml", []byte(fmt.Sprintf(irisSpec, quality, retries)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func newHarness(t *testing.T) *harness {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "kp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	h := &harness{t: t, dir: dir, rt: newFakeRuntime(dir), eps: &fakeEndpoints{}}
+	h.store = storagetest.OpenAt(t, dir+"/state", storage.Options{})
+	return h
+}
+
+// start runs a Manager (a "kilnd") over the harness's store and runtime.
+func (h *harness) start(specs ...*config.Pipeline) {
+	h.t.Helper()
+	paths := config.NewPaths(h.dir, "")
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	h.eps = &fakeEndpoints{} // a new kilnd opens its endpoints anew
+	h.mgr = New(Deps{Store: h.store, Runtime: h.rt, Endpoints: h.eps, GPUs: noGPUs{}, Paths: paths, Log: log})
+	ctx, cancel := context.WithCancel(context.Background())
+	h.stop = func() { cancel(); h.mgr.Wait() }
+	h.t.Cleanup(h.stop)
+	set := map[string]*config.Pipeline{}
+	for _, s := range specs {
+		set[s.Name] = s
+	}
+	h.mgr.Start(ctx, set)
+}
+
+// addData drops n labelled rows of two well-separated classes, as ingest
+// would record them: train and holdout parts and a dataset.accepted event.
+func (h *harness) addData(n int) string {
+	h.t.Helper()
+	h.seed++
+	rng := rand.New(rand.NewPCG(h.seed, 7))
+	var train, hold strings.Builder
+	train.WriteString("x1,x2,y\n")
+	hold.WriteString("x1,x2,y\n")
+	for i := range n {
+		y, c := "a", 0.0
+		if i%2 == 1 {
+			y, c = "b", 5.0
+		}
+		row := fmt.Sprintf("%.3f,%.3f,%s\n", c+rng.NormFloat64(), c+rng.NormFloat64(), y)
+		if i%5 == 0 {
+			hold.WriteString(row)
+		} else {
+			train.WriteString(row)
+		}
+	}
+	ctx := context.Background()
+	tr, err := h.store.PutBlob(ctx, strings.NewReader(train.String()))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	ho, err := h.store.PutBlob(ctx, strings.NewReader(hold.String()))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	var id string
+	err = h.store.Update(ctx, func(tx *storage.Tx) error {
+		d, err := tx.CreateDataset(storage.Dataset{Pipeline: "iris", Kind: storage.KindData, State: storage.DatasetAccepted,
+			Rows: int64(n), Train: &tr, Holdout: &ho})
+		if err != nil {
+			return err
+		}
+		id = d.ID
+		_, err = tx.Append(storage.Event{Actor: "kilnd", Kind: "dataset.accepted", Pipeline: "iris", Refs: []string{d.ID}})
+		return err
+	})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return id
+}
+
+func (h *harness) waitFor(what string, cond func() bool) {
+	h.t.Helper()
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	h.t.Fatalf("timed out waiting for %s; events: %s", what, h.events())
+}
+
+func (h *harness) events() string {
+	evs, _ := h.store.Events(0, 1000)
+	var kinds []string
+	for _, e := range evs {
+		kinds = append(kinds, e.Kind+strings.Join(e.Refs, ","))
+	}
+	return strings.Join(kinds, " ")
+}
+
+func (h *harness) live() string {
+	if e := h.eps.get("iris"); e != nil {
+		return e.liveModel()
+	}
+	return ""
+}
+
+func (h *harness) model(id string) storage.Model {
+	h.t.Helper()
+	m, err := h.store.Model(id)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return m
+}
+
+func (h *harness) runs() []storage.Run {
+	var rs []storage.Run
+	_ = h.store.View(func(tx *storage.Tx) (err error) { rs, err = tx.Runs("iris"); return err })
+	return rs
+}
+
+func TestDataToLiveThenBetterAndWorseCandidates(t *testing.T) {
+	h := newHarness(t)
+	h.start(spec(t, "good", 0))
+
+	h.addData(200)
+	h.waitFor("first model live", func() bool { return h.live() == "iris/m1" })
+	m1 := h.model("iris/m1")
+	if m1.State != storage.ModelLive || m1.Metrics["accuracy"] < 0.9 || m1.Trainer["train_rows"] != 1 {
+		t.Errorf("m1 = %s metrics %v trainer %v; want live with accuracy >= 0.9 measured by kilnd", m1.State, m1.Metrics, m1.Trainer)
+	}
+
+	// More data: a candidate as good as live on the same rows replaces it
+	// (min_improvement 0), and m1 stays warm as standby.
+	h.addData(200)
+	h.waitFor("second model live", func() bool { return h.live() == "iris/m2" })
+	if m := h.model("iris/m1"); m.State != storage.ModelStandby {
+		t.Errorf("m1 after m2 went live = %s; want standby", m.State)
+	}
+	if m := h.model("iris/m2"); m.Metrics["live_accuracy"] == 0 {
+		t.Errorf("m2 metrics %v lack the live model's score on the same rows", m.Metrics)
+	}
+	if got := h.rt.serving(); !slices.Equal(got, []string{"kiln-iris-m1", "kiln-iris-m2"}) {
+		t.Errorf("serving containers = %v; want live and standby", got)
+	}
+
+	// A worse trainer: the candidate is rejected and the live model untouched.
+	h.mgr.Apply(map[string]*config.Pipeline{"iris": spec(t, "bad", 0)})
+	time.Sleep(50 * time.Millisecond) // let the controller take the new spec
+	h.addData(200)
+	h.waitFor("third model rejected", func() bool {
+		m, err := h.store.Model("iris/m3")
+		return err == nil && m.State == storage.ModelRejected
+	})
+	if m := h.model("iris/m3"); !strings.Contains(m.Reason, "below the gate's min") {
+		t.Errorf("m3 reason = %q; want the gate's verdict", m.Reason)
+	}
+	if h.live() != "iris/m2" {
+		t.Errorf("live after a rejected candidate = %s; want iris/m2", h.live())
+	}
+	h.waitFor("rejected candidate's container stopped", func() bool { return !slices.Contains(h.rt.serving(), "kiln-iris-m3") })
+}
+
+func TestTrainingFailuresKeepLiveModel(t *testing.T) {
+	h := newHarness(t)
+	h.start(spec(t, "good", 1))
+	h.addData(100)
+	h.waitFor("first model live", func() bool { return h.live() == "iris/m1" })
+
+	// A trainer that exits non-zero is retried once (train.retries: 1); the
+	// retry writes no model. Both failures are recorded; m1 stays live.
+	h.rt.mu.Lock()
+	h.rt.failNext = "exit"
+	h.rt.mu.Unlock()
+	h.addData(100)
+	h.waitFor("a failed run and its retry", func() bool { return len(h.runs()) == 3 && h.runs()[2].State != storage.RunRunning && h.runs()[2].State != storage.RunQueued })
+	rs := h.runs()
+	if rs[1].State != storage.RunFailed || !strings.Contains(rs[1].Reason, "trainer exited 2: bad input") {
+		t.Errorf("run 2 = %s %q; want failed with the trainer's failure file", rs[1].State, rs[1].Reason)
+	}
+	if rs[2].Labels["retry_of"] != rs[1].ID || rs[2].State != storage.RunSucceeded {
+		t.Errorf("run 3 = %s labels %v; want a successful retry of %s", rs[2].State, rs[2].Labels, rs[1].ID)
+	}
+
+	h.rt.mu.Lock()
+	h.rt.failNext = "nomodel"
+	h.rt.mu.Unlock()
+	h.mgr.Apply(map[string]*config.Pipeline{"iris": spec(t, "good", 0)})
+	time.Sleep(50 * time.Millisecond)
+	h.addData(100)
+	h.waitFor("a run without a model", func() bool {
+		rs := h.runs()
+		return len(rs) >= 4 && rs[len(rs)-1].State == storage.RunFailed
+	})
+	if r := h.runs()[len(h.runs())-1]; !strings.Contains(r.Reason, "wrote no model") {
+		t.Errorf("last run reason %q; want 'wrote no model'", r.Reason)
+	}
+	if h.live() == "" {
+		t.Error("the live model was disturbed by failed runs")
+	}
+}
+
+func TestRestartMidTrainingReattaches(t *testing.T) {
+	h := newHarness(t)
+	h.rt.hold = make(chan struct{})
+	h.start(spec(t, "good", 0))
+	h.addData(100)
+	h.waitFor("run running", func() bool { rs := h.runs(); return len(rs) == 1 && rs[0].State == storage.RunRunning })
+
+	h.stop() // kilnd stops; the training "container" keeps running
+	if rs := h.runs(); rs[0].State != storage.RunRunning {
+		t.Fatalf("run after kilnd stopped = %s; want still running", rs[0].State)
+	}
+	close(h.rt.hold)
+	h.start(spec(t, "good", 0))
+	h.waitFor("model live after restart", func() bool { return h.live() == "iris/m1" })
+	if n := strings.Count(strings.Join(h.rt.started, " "), "kiln-iris-r1"); n != 1 {
+		t.Errorf("training container started %d times; want once, re-attached after restart", n)
+	}
+
+	// Another restart: the live model's container is re-adopted, not restarted.
+	h.stop()
+	h.start(spec(t, "good", 0))
+	h.waitFor("endpoint serving after restart", func() bool { return h.live() == "iris/m1" })
+	if n := strings.Count(strings.Join(h.rt.started, " "), "kiln-iris-m1"); n != 1 {
+		t.Errorf("serving container started %d times; want once, re-adopted", n)
+	}
+}
+
+func TestManualRollbackPinAndCancel(t *testing.T) {
+	h := newHarness(t)
+	h.start(spec(t, "good", 0))
+	h.addData(100)
+	h.waitFor("m1 live", func() bool { return h.live() == "iris/m1" })
+	h.addData(100)
+	h.waitFor("m2 live", func() bool { return h.live() == "iris/m2" })
+	ctx := context.Background()
+
+	if err := h.mgr.Rollback(ctx, "iris", "", "uid:0"); err != nil {
+		t.Fatal(err)
+	}
+	if h.live() != "iris/m1" || h.model("iris/m2").State != storage.ModelRolledBack || h.model("iris/m1").State != storage.ModelLive {
+		t.Errorf("after rollback: live %s, m1 %s, m2 %s; want m1 live, m2 rolled_back", h.live(), h.model("iris/m1").State, h.model("iris/m2").State)
+	}
+	if err := h.mgr.Rollback(ctx, "iris", "", "uid:0"); err == nil {
+		t.Error("a second rollback with no standby succeeded")
+	}
+
+	// Pin m2: it goes live and automation stops: new data trains, but the
+	// candidate is not promoted.
+	if err := h.mgr.Pin(ctx, "iris", "iris/m2", "uid:0"); err != nil {
+		t.Fatal(err)
+	}
+	if h.live() != "iris/m2" {
+		t.Fatalf("live after pin = %s; want iris/m2", h.live())
+	}
+	h.addData(100)
+	h.waitFor("m3 rejected while pinned", func() bool {
+		m, err := h.store.Model("iris/m3")
+		return err == nil && m.State == storage.ModelRejected && strings.Contains(m.Reason, "pinned")
+	})
+	if err := h.mgr.Promote(ctx, "iris/m3", false, "uid:0"); err == nil || !strings.Contains(err.Error(), "pinned") {
+		t.Errorf("promote while pinned = %v; want a refusal naming the pin", err)
+	}
+	if err := h.mgr.Unpin(ctx, "iris", "uid:0"); err != nil {
+		t.Fatal(err)
+	}
+	// Through the gate: m3 is as good as live, so it is promoted.
+	if err := h.mgr.Promote(ctx, "iris/m3", false, "uid:0"); err != nil {
+		t.Fatalf("promote m3: %v", err)
+	}
+	if h.live() != "iris/m3" {
+		t.Errorf("live after promote = %s; want iris/m3", h.live())
+	}
+
+	// Cancel a run in flight.
+	h.rt.mu.Lock()
+	h.rt.hold = make(chan struct{})
+	h.rt.mu.Unlock()
+	run, err := h.mgr.Train(ctx, "iris", "uid:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.waitFor("run running", func() bool { r, _ := h.store.Run(run); return r.State == storage.RunRunning })
+	if err := h.mgr.Cancel(ctx, run, "uid:0"); err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := h.store.Run(run); r.State != storage.RunCancelled || r.Reason != "cancelled by uid:0" {
+		t.Errorf("cancelled run = %s %q", r.State, r.Reason)
+	}
+}
+
+func TestWindow(t *testing.T) {
+	now := time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)
+	part := &storage.BlobRef{Digest: "x"}
+	ds := []storage.Dataset{
+		{ID: "p/d1", Kind: storage.KindData, State: storage.DatasetAccepted, Train: part, Created: now.Add(-72 * time.Hour)},
+		{ID: "p/d2", Kind: storage.KindData, State: storage.DatasetQuarantined, Train: part, Created: now.Add(-48 * time.Hour)},
+		{ID: "p/d3", Kind: storage.KindFeedback, State: storage.DatasetAccepted, Train: part, Created: now.Add(-36 * time.Hour)},
+		{ID: "p/d4", Kind: storage.KindData, State: storage.DatasetReleased, Train: part, Created: now.Add(-24 * time.Hour)},
+		{ID: "p/d5", Kind: storage.KindData, State: storage.DatasetAccepted, Train: part, Created: now.Add(-time.Hour)},
+	}
+	ids := func(ds []storage.Dataset) string {
+		var s []string
+		for _, d := range ds {
+			s = append(s, d.ID)
+		}
+		return strings.Join(s, ",")
+	}
+	for _, tc := range []struct {
+		w    config.Window
+		want string
+	}{
+		{config.Window{Versions: "all"}, "p/d1,p/d4,p/d5"},
+		{config.Window{Last: 2}, "p/d4,p/d5"},
+		{config.Window{Days: 2}, "p/d4,p/d5"},
+	} {
+		if got := ids(window(ds, tc.w, now)); got != tc.want {
+			t.Errorf("window(%+v) = %s; want %s", tc.w, got, tc.want)
+		}
+	}
+}

@@ -1,0 +1,114 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/kiln-edge/kiln/daemon/config"
+	"github.com/kiln-edge/kiln/storage"
+)
+
+// restore rebuilds the pipeline's live state from the store after a kilnd
+// start: the endpoint serves the live model again (its container re-adopted
+// or, when gone, started from the model's blobs), the standby is warm again,
+// a run in flight is re-attached (or recorded lost), a queued run starts,
+// and a candidate whose evaluation was cut off is evaluated again.
+func (c *controller) restore(ctx context.Context) error {
+	spec := c.currentSpec()
+	ep, err := c.deps.Endpoints.Open(spec)
+	if err != nil {
+		return fmt.Errorf("open endpoint: %w", err)
+	}
+	c.endpoint = ep
+
+	var deps []storage.Deployment
+	var runs []storage.Run
+	var models []storage.Model
+	var pin storage.Pin
+	var pinned bool
+	err = c.deps.Store.View(func(tx *storage.Tx) error {
+		var err error
+		if deps, err = tx.Deployments(c.name); err != nil {
+			return err
+		}
+		if runs, err = tx.Runs(c.name); err != nil {
+			return err
+		}
+		if models, err = tx.Models(c.name); err != nil {
+			return err
+		}
+		pin, pinned, err = tx.Pin(c.name)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if pinned {
+		c.pinned = pin.Model
+	}
+
+	var errs []error
+	for _, dep := range deps {
+		if dep.State != storage.DeployLive && dep.State != storage.DeployStandby {
+			continue
+		}
+		if dep.State == storage.DeployStandby && spec.Serve.Standby == config.StandbyStop {
+			c.standby = &deployed{deployment: dep.ID, model: dep.Model} // started on rollback
+			continue
+		}
+		m, err := c.modelRecord(dep.Model)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		srv, err := c.ensureServing(ctx, spec, m)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s deployment %s of %s: %w", dep.State, dep.ID, dep.Model, err))
+			c.event(ctx, actorKilnd, "deployment.lost", []string{dep.ID, dep.Model}, map[string]string{"reason": err.Error()})
+			continue
+		}
+		d := &deployed{deployment: dep.ID, model: dep.Model, srv: srv}
+		if dep.State == storage.DeployLive {
+			c.endpoint.Flip(srv)
+			c.setLive(d)
+			c.log.Info("serving again after start", "model", dep.Model, "deployment", dep.ID)
+		} else {
+			c.standby = d
+		}
+	}
+
+	// At most one run is in flight per pipeline; a second unfinished one
+	// (from an older kilnd) is recorded lost rather than run twice.
+	for _, r := range runs {
+		if r.State != storage.RunRunning && r.State != storage.RunQueued {
+			continue
+		}
+		if c.busy != nil {
+			r.State, r.Reason = storage.RunFailed, "superseded at restore by "+c.busy.run
+			errs = append(errs, c.putRun(ctx, r, "run.failed", map[string]string{"reason": r.Reason}))
+			continue
+		}
+		c.log.Info("resuming run after start", "run", r.ID, "state", r.State)
+		c.launch(ctx, r, r.State == storage.RunRunning, 0)
+	}
+	if c.busy == nil {
+		for i := len(models) - 1; i >= 0; i-- {
+			m := models[i]
+			if m.State != storage.ModelCandidate && m.State != storage.ModelEvaluating {
+				continue
+			}
+			if c.busy == nil {
+				c.log.Info("evaluating again after start", "model", m.ID)
+				f := &flight{model: m.ID, cancel: func() {}}
+				c.busy = f
+				c.startEval(ctx, f, m.ID)
+				continue
+			}
+			// Older candidates lost their turn; the newest one decides.
+			m.State, m.Reason = storage.ModelRejected, "superseded by "+c.busy.model+" across a restart"
+			errs = append(errs, c.putModel(ctx, m, actorKilnd, "model.rejected", map[string]string{"reason": m.Reason}))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,514 @@
+package pipeline
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/kiln-edge/kiln/daemon/config"
+	"github.com/kiln-edge/kiln/storage"
+)
+
+// trainable reports whether d is data a run may train on.
+func trainable(d storage.Dataset) bool {
+	return d.Kind == storage.KindData && (d.State == storage.DatasetAccepted || d.State == storage.DatasetReleased) && d.Train != nil
+}
+
+// window picks the datasets a new run trains on, oldest first.
+func window(all []storage.Dataset, w config.Window, now time.Time) []storage.Dataset {
+	var ds []storage.Dataset
+	for _, d := range all {
+		if trainable(d) {
+			ds = append(ds, d)
+		}
+	}
+	switch {
+	case w.Last > 0 && len(ds) > w.Last:
+		ds = ds[len(ds)-w.Last:]
+	case w.Days > 0:
+		cut := now.Add(-time.Duration(w.Days) * 24 * time.Hour)
+		ds = slices.DeleteFunc(ds, func(d storage.Dataset) bool { return d.Created.Before(cut) })
+	}
+	return ds
+}
+
+// newRows counts the rows of trainable datasets no run has trained on yet.
+func (c *controller) newRows() (int64, error) {
+	var n int64
+	err := c.deps.Store.View(func(tx *storage.Tx) error {
+		runs, err := tx.Runs(c.name)
+		if err != nil {
+			return err
+		}
+		seen := map[string]bool{}
+		for _, r := range runs {
+			if r.State == storage.RunCancelled {
+				continue
+			}
+			for _, d := range r.Datasets {
+				seen[d] = true
+			}
+		}
+		ds, err := tx.Datasets(c.name)
+		for _, d := range ds {
+			if trainable(d) && !seen[d.ID] {
+				n += d.Rows
+			}
+		}
+		return err
+	})
+	return n, err
+}
+
+// startRun records a queued run over the current window and starts it. A
+// trigger while busy is remembered and served when the pipeline is free.
+func (c *controller) startRun(ctx context.Context, why, actor string, started chan<- string) {
+	if c.busy != nil {
+		c.pending = true
+		return
+	}
+	spec := c.currentSpec()
+	var run storage.Run
+	err := c.deps.Store.Update(ctx, func(tx *storage.Tx) error {
+		all, err := tx.Datasets(c.name)
+		if err != nil {
+			return err
+		}
+		win := window(all, spec.Window, c.now())
+		if len(win) == 0 {
+			return errNoData
+		}
+		ids := make([]string, len(win))
+		for i, d := range win {
+			ids[i] = d.ID
+		}
+		run, err = tx.CreateRun(storage.Run{Pipeline: c.name, State: storage.RunQueued, Datasets: ids,
+			Labels: map[string]string{"trigger": why}})
+		if err != nil {
+			return err
+		}
+		_, err = tx.Append(storage.Event{Actor: actor, Kind: "run.queued", Pipeline: c.name, Refs: []string{run.ID},
+			Details: map[string]string{"trigger": why, "datasets": strings.Join(ids, ",")}})
+		return err
+	})
+	if errors.Is(err, errNoData) {
+		c.log.Info("no accepted data to train on yet", "trigger", why)
+		return
+	}
+	if err != nil {
+		c.log.Error("queue run", "err", err)
+		return
+	}
+	c.log.Info("run queued", "run", run.ID, "trigger", why, "datasets", len(run.Datasets))
+	if started != nil {
+		started <- run.ID
+	}
+	c.launch(ctx, run, false, 0)
+}
+
+var errNoData = errors.New("no trainable data")
+
+// launch runs execRun in a worker for run, as the pipeline's flight.
+func (c *controller) launch(ctx context.Context, run storage.Run, attach bool, attempt int) {
+	wctx, cancel := context.WithCancel(ctx)
+	f := &flight{run: run.ID, cancel: cancel, attempt: attempt}
+	c.busy = f
+	go func() {
+		res := c.execRun(wctx, f, run, attach)
+		res.attempt, res.flight = attempt, f
+		select {
+		case c.results <- res:
+		case <-ctx.Done():
+		}
+	}()
+}
+
+// Paths of a run's and a model's files on the host.
+func (c *controller) runDir(id string) string {
+	return filepath.Join(c.deps.Paths.RunsDir, filepath.FromSlash(id))
+}
+
+func (c *controller) modelDir(id string) string {
+	return filepath.Join(c.deps.Paths.ModelsDir, filepath.FromSlash(id))
+}
+
+// containerID names a run's or model's container in kiln's namespace.
+func containerID(id string) string { return "kiln-" + strings.ReplaceAll(id, "/", "-") }
+
+// execRun takes a queued (or, with attach, running) run to its end. It
+// persists each state before acting on it. When ctx ends first (kilnd
+// stopping) it returns with ctx's error and leaves the container running.
+func (c *controller) execRun(ctx context.Context, f *flight, run storage.Run, attach bool) runResult {
+	spec := c.currentSpec()
+	job, err := c.trainJob(ctx, spec, run)
+	if err != nil {
+		return runResult{run: run, err: err}
+	}
+	var tr Training
+	if attach {
+		tr, err = c.deps.Runtime.AttachTraining(ctx, job)
+		if err != nil {
+			return runResult{run: run, err: fmt.Errorf("lost across a kilnd restart: %w", err)}
+		}
+	} else {
+		if spec.Train.GPUs.Count > 0 {
+			if job.GPUs, err = c.waitForGPUs(ctx, spec, &run); err != nil {
+				return runResult{run: run, err: err}
+			}
+		}
+		if err := c.prepareWorkspace(run, job); err != nil {
+			return runResult{run: run, err: err}
+		}
+		run.State, run.Started = storage.RunRunning, c.now()
+		run.Container, run.Image, run.LogPath = job.ContainerID, job.Image, job.LogPath
+		if err := c.putRun(ctx, run, "run.started", map[string]string{"image": job.Image, "container": job.ContainerID}); err != nil {
+			return runResult{run: run, err: err}
+		}
+		if tr, err = c.deps.Runtime.StartTraining(ctx, job); err != nil {
+			return runResult{run: run, err: fmt.Errorf("start training container: %w", err)}
+		}
+	}
+	if !f.setTraining(tr) {
+		_ = tr.Cancel(context.WithoutCancel(ctx))
+		return runResult{run: run, err: errors.New("cancelled")}
+	}
+	res, err := tr.Wait(ctx)
+	if err != nil {
+		return runResult{run: run, err: err}
+	}
+	if why := failure(res); why != "" {
+		return runResult{run: run, err: errors.New(why)}
+	}
+	model, err := c.collectModel(ctx, run, res)
+	return runResult{run: run, model: model, err: err}
+}
+
+func failure(res TrainResult) string {
+	switch {
+	case res.TimedOut:
+		return "training timed out (train.timeout)"
+	case res.OOM:
+		return "training was killed for running out of memory (train.resources.memory)"
+	case res.ExitCode != 0 && res.Failure != "":
+		return fmt.Sprintf("trainer exited %d: %s", res.ExitCode, firstLine(res.Failure))
+	case res.ExitCode != 0:
+		return fmt.Sprintf("trainer exited %d", res.ExitCode)
+	}
+	return ""
+}
+
+// trainJob resolves what the container needs; it is the same for a start
+// and a re-attach, so the names agree across restarts.
+func (c *controller) trainJob(ctx context.Context, spec *config.Pipeline, run storage.Run) (TrainJob, error) {
+	image := run.Image
+	if image == "" {
+		var err error
+		if image, err = c.deps.Runtime.Resolve(ctx, spec.Train.Image); err != nil {
+			return TrainJob{}, fmt.Errorf("training image %s: %w", spec.Train.Image, err)
+		}
+	}
+	ws := c.runDir(run.ID)
+	hp := maps.Clone(spec.Train.Hyperparameters)
+	if hp == nil {
+		hp = map[string]string{}
+	}
+	if _, ok := hp["label"]; !ok && spec.Data.Label != "" {
+		hp["label"] = spec.Data.Label // the example trainer's contract
+	}
+	channels := map[string]string{}
+	for _, ch := range spec.Train.Channels {
+		channels[ch] = filepath.Join(ws, "channels", ch)
+	}
+	return TrainJob{
+		ContainerID:     containerID(run.ID),
+		Pipeline:        c.name,
+		Run:             run.ID,
+		Image:           image,
+		Workspace:       ws,
+		Channels:        channels,
+		Hyperparameters: hp,
+		Env:             map[string]string{"TRAINING_JOB_NAME": containerID(run.ID), "KILN_RUN_ID": run.ID, "KILN_DATASET": strings.Join(run.Datasets, ",")},
+		Resources:       resources(spec.Train.Resources),
+		Timeout:         spec.Train.Timeout.Duration,
+		LogPath:         filepath.Join(ws, "train.log"),
+	}, nil
+}
+
+func resources(r config.Resources) Resources {
+	return Resources{Memory: int64(r.Memory), CPUs: r.CPUs, Pids: int64(r.PIDs)}
+}
+
+// prepareWorkspace links each window dataset's train part (and, for a
+// validation channel, its holdout part) into the channel folders: hard
+// links, so training never copies the data.
+func (c *controller) prepareWorkspace(run storage.Run, job TrainJob) error {
+	if err := os.RemoveAll(job.Workspace); err != nil { // a half-made one from a crash
+		return err
+	}
+	for ch, dir := range job.Channels {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		for _, id := range run.Datasets {
+			d, err := c.dataset(id)
+			if err != nil {
+				return err
+			}
+			part := d.Train
+			if ch == config.ChannelValidation {
+				part = d.Holdout
+			}
+			if part == nil {
+				continue
+			}
+			name := strings.ReplaceAll(id, "/", "-") + ".csv"
+			if err := c.deps.Store.LinkBlob(*part, filepath.Join(dir, name)); err != nil {
+				return fmt.Errorf("channel %s: %w", ch, err)
+			}
+		}
+	}
+	return nil
+}
+
+func (c *controller) dataset(id string) (d storage.Dataset, err error) {
+	err = c.deps.Store.View(func(tx *storage.Tx) error { d, err = tx.Dataset(id); return err })
+	return d, err
+}
+
+// waitForGPUs leases the GPUs the spec asks for, waiting (queued, with the
+// reason on the run) while none fit.
+func (c *controller) waitForGPUs(ctx context.Context, spec *config.Pipeline, run *storage.Run) ([]string, error) {
+	lastReason := ""
+	for {
+		names, err := c.deps.GPUs.Lease(ctx, c.name, run.ID, spec.Train.GPUs.Count, int64(spec.Train.GPUs.MinFree))
+		if err == nil {
+			run.GPU = strings.Join(names, ",")
+			return names, nil
+		}
+		if why := err.Error(); why != lastReason {
+			lastReason = why
+			run.Reason = "waiting for a GPU: " + why
+			if err := c.putRun(ctx, *run, "run.waiting", map[string]string{"reason": why}); err != nil {
+				return nil, err
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(5 * time.Second):
+		}
+	}
+}
+
+// collectModel stores /opt/ml/model as blobs and records the candidate.
+func (c *controller) collectModel(ctx context.Context, run storage.Run, res TrainResult) (*storage.Model, error) {
+	var files []storage.FileRef
+	err := filepath.WalkDir(res.ModelDir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		ref, err := c.deps.Store.PutBlob(ctx, f)
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(res.ModelDir, path)
+		files = append(files, storage.FileRef{Path: filepath.ToSlash(rel), Blob: ref})
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("collect /opt/ml/model: %w", err)
+	}
+	if len(files) == 0 {
+		return nil, errors.New("the trainer exited 0 but wrote no model to /opt/ml/model")
+	}
+	return &storage.Model{Pipeline: c.name, Run: run.ID, State: storage.ModelCandidate, Files: files,
+		Trainer: trainerMetrics(filepath.Join(res.OutputDir, "metrics.json"))}, nil
+}
+
+// trainerMetrics reads the numbers of /opt/ml/output/metrics.json; a
+// missing or odd file is not a failure, the trainer's metrics are advisory.
+func trainerMetrics(path string) map[string]float64 {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	var raw map[string]any
+	if json.Unmarshal(b, &raw) != nil {
+		return nil
+	}
+	out := map[string]float64{}
+	for k, v := range raw {
+		switch v := v.(type) {
+		case float64:
+			out[k] = v
+		case string:
+			if f, err := strconv.ParseFloat(v, 64); err == nil {
+				out[k] = f
+			}
+		}
+	}
+	return out
+}
+
+func (c *controller) putRun(ctx context.Context, run storage.Run, kind string, details map[string]string) error {
+	return c.deps.Store.Update(ctx, func(tx *storage.Tx) error {
+		if err := tx.PutRun(run); err != nil {
+			return err
+		}
+		_, err := tx.Append(storage.Event{Actor: actorKilnd, Kind: kind, Pipeline: c.name, Refs: []string{run.ID}, Details: details})
+		return err
+	})
+}
+
+// runDone records how a run ended and moves its candidate to evaluation.
+func (c *controller) runDone(ctx context.Context, r runResult) {
+	if ctx.Err() != nil {
+		return // kilnd stopping: the run stays as recorded and is re-adopted
+	}
+	if err := c.deps.GPUs.Release(ctx, r.run.ID); err != nil {
+		c.log.Warn("release gpu lease", "run", r.run.ID, "err", err)
+	}
+	run := r.run
+	if cur, err := c.runRecord(run.ID); err == nil {
+		run = cur // the worker's copy may predate the running state
+	}
+	if run.State == storage.RunCancelled || c.busy != r.flight {
+		// Cancelled: cancelRun recorded it and freed the pipeline already.
+		return
+	}
+	run.Finished = c.now()
+	if r.err != nil {
+		run.State, run.Reason = storage.RunFailed, r.err.Error()
+		if err := c.putRun(ctx, run, "run.failed", map[string]string{"reason": run.Reason}); err != nil {
+			c.log.Error("record failed run", "run", run.ID, "err", err)
+		}
+		c.log.Warn("run failed", "run", run.ID, "reason", run.Reason)
+		c.busy = nil
+		if r.attempt < c.currentSpec().Train.Retries {
+			c.log.Info("retrying run", "attempt", r.attempt+1)
+			c.retry(ctx, run, r.attempt+1)
+			return
+		}
+		c.finishFlight(ctx)
+		return
+	}
+	run.State, run.Reason = storage.RunSucceeded, ""
+	var model storage.Model
+	err := c.deps.Store.Update(ctx, func(tx *storage.Tx) error {
+		if err := tx.PutRun(run); err != nil {
+			return err
+		}
+		var err error
+		if model, err = tx.CreateModel(*r.model); err != nil {
+			return err
+		}
+		_, err = tx.Append(storage.Event{Actor: actorKilnd, Kind: "model.candidate", Pipeline: c.name,
+			Refs: []string{run.ID, model.ID}, Details: metricDetails(model.Trainer)})
+		return err
+	})
+	if err != nil {
+		c.log.Error("record candidate", "run", run.ID, "err", err)
+		c.finishFlight(ctx)
+		return
+	}
+	c.log.Info("run succeeded; evaluating its model", "run", run.ID, "model", model.ID)
+	c.busy.model = model.ID
+	c.startEval(ctx, c.busy, model.ID)
+}
+
+// retry queues a new run over the same window after a failure.
+func (c *controller) retry(ctx context.Context, failed storage.Run, attempt int) {
+	var run storage.Run
+	err := c.deps.Store.Update(ctx, func(tx *storage.Tx) error {
+		var err error
+		run, err = tx.CreateRun(storage.Run{Pipeline: c.name, State: storage.RunQueued, Datasets: failed.Datasets,
+			Labels: map[string]string{"trigger": "retry", "retry_of": failed.ID}})
+		if err != nil {
+			return err
+		}
+		_, err = tx.Append(storage.Event{Actor: actorKilnd, Kind: "run.queued", Pipeline: c.name, Refs: []string{run.ID, failed.ID},
+			Details: map[string]string{"trigger": "retry", "attempt": strconv.Itoa(attempt)}})
+		return err
+	})
+	if err != nil {
+		c.log.Error("queue retry", "err", err)
+		c.finishFlight(ctx)
+		return
+	}
+	c.launch(ctx, run, false, attempt)
+}
+
+func (c *controller) runRecord(id string) (r storage.Run, err error) {
+	err = c.deps.Store.View(func(tx *storage.Tx) error { r, err = tx.Run(id); return err })
+	return r, err
+}
+
+// finishFlight frees the pipeline and serves a trigger that waited.
+func (c *controller) finishFlight(ctx context.Context) {
+	if c.busy != nil && c.busy.cancel != nil {
+		c.busy.cancel()
+	}
+	c.busy = nil
+	if c.pending {
+		c.pending = false
+		c.maybeTrain(ctx, "new data")
+	}
+}
+
+// cancelRun stops a run of this pipeline.
+func (c *controller) cancelRun(ctx context.Context, id, actor string) error {
+	run, err := c.runRecord(id)
+	if err != nil {
+		return err
+	}
+	if run.State != storage.RunQueued && run.State != storage.RunRunning {
+		return fmt.Errorf("%w: run %s is %s", ErrConflict, id, run.State)
+	}
+	if c.busy != nil && c.busy.run == id {
+		if tr := c.busy.markCancelled(); tr != nil {
+			if err := tr.Cancel(ctx); err != nil {
+				return fmt.Errorf("stop the training container of %s: %w", id, err)
+			}
+		}
+	}
+	run.State, run.Reason, run.Finished = storage.RunCancelled, "cancelled by "+actor, c.now()
+	err = c.deps.Store.Update(ctx, func(tx *storage.Tx) error {
+		if err := tx.PutRun(run); err != nil {
+			return err
+		}
+		_, err := tx.Append(storage.Event{Actor: actor, Kind: "run.cancelled", Pipeline: c.name, Refs: []string{id}})
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if c.busy != nil && c.busy.run == id {
+		if err := c.deps.GPUs.Release(ctx, id); err != nil {
+			c.log.Warn("release gpu lease", "run", id, "err", err)
+		}
+		c.finishFlight(ctx)
+	}
+	return nil
+}
+
+func metricDetails(m map[string]float64) map[string]string {
+	out := map[string]string{}
+	for k, v := range m {
+		out[k] = strconv.FormatFloat(v, 'g', 6, 64)
+	}
+	return out
+}

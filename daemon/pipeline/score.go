@@ -1,0 +1,111 @@
+package pipeline
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+)
+
+// Score computes metric over predictions against the truth, row by row.
+// Classification metrics compare labels as trimmed strings; regression
+// metrics parse both as numbers.
+func Score(metric string, truth, pred []string) (float64, error) {
+	if len(truth) != len(pred) {
+		return 0, fmt.Errorf("%d predictions for %d rows", len(pred), len(truth))
+	}
+	if len(truth) == 0 {
+		return 0, fmt.Errorf("no holdout rows to score")
+	}
+	switch metric {
+	case "accuracy":
+		right := 0
+		for i := range truth {
+			if strings.TrimSpace(truth[i]) == strings.TrimSpace(pred[i]) {
+				right++
+			}
+		}
+		return float64(right) / float64(len(truth)), nil
+	case "macro_f1":
+		return macroF1(truth, pred), nil
+	case "mae", "rmse":
+		var sumAbs, sumSq float64
+		for i := range truth {
+			t, err1 := strconv.ParseFloat(strings.TrimSpace(truth[i]), 64)
+			p, err2 := strconv.ParseFloat(strings.TrimSpace(pred[i]), 64)
+			if err1 != nil || err2 != nil {
+				return 0, fmt.Errorf("row %d: %s needs numbers, got truth %q and prediction %q", i+1, metric, truth[i], pred[i])
+			}
+			sumAbs += math.Abs(t - p)
+			sumSq += (t - p) * (t - p)
+		}
+		if metric == "mae" {
+			return sumAbs / float64(len(truth)), nil
+		}
+		return math.Sqrt(sumSq / float64(len(truth))), nil
+	}
+	return 0, fmt.Errorf("unknown metric %q", metric)
+}
+
+// macroF1 is the unweighted mean of per-class F1 over every class seen in
+// the truth or the predictions.
+func macroF1(truth, pred []string) float64 {
+	type counts struct{ tp, fp, fn int }
+	per := map[string]*counts{}
+	get := func(c string) *counts {
+		if per[c] == nil {
+			per[c] = &counts{}
+		}
+		return per[c]
+	}
+	for i := range truth {
+		t, p := strings.TrimSpace(truth[i]), strings.TrimSpace(pred[i])
+		if t == p {
+			get(t).tp++
+			continue
+		}
+		get(p).fp++
+		get(t).fn++
+	}
+	var sum float64
+	for _, c := range per {
+		if c.tp == 0 {
+			continue // F1 of this class is 0
+		}
+		precision := float64(c.tp) / float64(c.tp+c.fp)
+		recall := float64(c.tp) / float64(c.tp+c.fn)
+		sum += 2 * precision * recall / (precision + recall)
+	}
+	return sum / float64(len(per))
+}
+
+// LowerIsBetter reports whether a smaller value of metric is a better model.
+func LowerIsBetter(metric string) bool { return metric == "mae" || metric == "rmse" }
+
+// Gate decides whether a candidate scoring cand may replace a live model
+// scoring live (hasLive false when there is none). floor is the absolute
+// bound (min for higher-is-better metrics, max for lower-is-better; nil for
+// none) and minImprovement the margin the candidate must beat live by. The
+// reason says why either way, for the event and `kiln models show`.
+func Gate(metric string, cand float64, floor *float64, minImprovement float64, live float64, hasLive bool) (bool, string) {
+	lower := LowerIsBetter(metric)
+	if floor != nil {
+		if lower && cand > *floor {
+			return false, fmt.Sprintf("%s %.4f is above the gate's max %.4f", metric, cand, *floor)
+		}
+		if !lower && cand < *floor {
+			return false, fmt.Sprintf("%s %.4f is below the gate's min %.4f", metric, cand, *floor)
+		}
+	}
+	if !hasLive {
+		return true, fmt.Sprintf("%s %.4f passes the gate; no live model to beat", metric, cand)
+	}
+	gain := cand - live
+	if lower {
+		gain = live - cand
+	}
+	if gain < minImprovement || (minImprovement == 0 && gain < 0) {
+		return false, fmt.Sprintf("%s %.4f does not beat the live model's %.4f by %.4f on the same rows", metric, cand, live, minImprovement)
+	}
+	return true, fmt.Sprintf("%s %.4f beats the live model's %.4f (by %.4f) on the same rows", metric, cand, live, gain)
+}
