@@ -114,6 +114,10 @@ type controller struct {
 	liveMu sync.Mutex
 	liveID string
 
+	// workers counts this controller's worker goroutines, so stopping
+	// kilnd waits for them to let go of the store.
+	workers *sync.WaitGroup
+
 	// loop state
 	endpoint Endpoint
 	live     *deployed
@@ -125,8 +129,9 @@ type controller struct {
 	pinned   string
 }
 
-func newController(deps Deps, spec *config.Pipeline) *controller {
+func newController(deps Deps, spec *config.Pipeline, workers *sync.WaitGroup) *controller {
 	c := &controller{
+		workers:  workers,
 		deps:     deps,
 		name:     spec.Name,
 		log:      deps.Log.With("pipeline", spec.Name),

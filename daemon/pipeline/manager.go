@@ -79,7 +79,7 @@ func (m *Manager) Apply(specs map[string]*config.Pipeline) {
 			c.updateSpec(spec)
 			continue
 		}
-		c := newController(m.deps, spec)
+		c := newController(m.deps, spec, &m.wg)
 		m.ctrls[name] = c
 		m.wg.Add(1)
 		go func() {

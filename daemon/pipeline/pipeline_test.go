@@ -247,7 +247,11 @@ func TestRestartMidTrainingReattaches(t *testing.T) {
 	h.rt.hold = make(chan struct{})
 	h.start(spec(t, "good", 0))
 	h.addData(100)
-	h.waitFor("run running", func() bool { rs := h.runs(); return len(rs) == 1 && rs[0].State == storage.RunRunning })
+	h.waitFor("training container started", func() bool {
+		h.rt.mu.Lock()
+		defer h.rt.mu.Unlock()
+		return slices.Contains(h.rt.started, "kiln-iris-r1")
+	})
 
 	h.stop() // kilnd stops; the training "container" keeps running
 	if rs := h.runs(); rs[0].State != storage.RunRunning {

@@ -26,7 +26,9 @@ func (c *controller) startEval(ctx context.Context, f *flight, model string) {
 	if c.live != nil {
 		liveSrv = c.live.srv
 	}
+	c.workers.Add(1)
 	go func() {
+		defer c.workers.Done()
 		res := c.execEval(wctx, model, liveSrv)
 		res.flight = f
 		select {

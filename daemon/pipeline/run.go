@@ -51,8 +51,8 @@ func (c *controller) newRows() (int64, error) {
 		}
 		seen := map[string]bool{}
 		for _, r := range runs {
-			if r.State == storage.RunCancelled {
-				continue
+			if r.State == storage.RunCancelled || r.State == storage.RunFailed {
+				continue // their data still waits for a run that uses it
 			}
 			for _, d := range r.Datasets {
 				seen[d] = true
@@ -122,7 +122,9 @@ func (c *controller) launch(ctx context.Context, run storage.Run, attach bool, a
 	wctx, cancel := context.WithCancel(ctx)
 	f := &flight{run: run.ID, cancel: cancel, attempt: attempt}
 	c.busy = f
+	c.workers.Add(1)
 	go func() {
+		defer c.workers.Done()
 		res := c.execRun(wctx, f, run, attach)
 		res.attempt, res.flight = attempt, f
 		select {
