@@ -38,6 +38,7 @@ transactions, concurrently with the committer.
 	leases/    <gpu uuid>            -> Lease      JSON {"v":1,...}
 	cordons/   <gpu uuid>            -> Cordon     JSON {"v":1,...}
 	pins/      <pipeline>            -> Pin        JSON {"v":1,...}
+	eventrefs/ <ref> 0x00 <seq u64 BE> -> nil       (EventsFor: a record's history by prefix scan)
 	lineage/
 	    up/    <child> 0x00 <parent> -> edge type   (Ancestors: prefix scan on child)
 	    down/  <parent> 0x00 <child> -> edge type   (Descendants: prefix scan on parent)

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -119,10 +120,52 @@ func (tx *Tx) Append(e Event) (Event, error) {
 	if err := tx.btx.Bucket(bucketEvents).Put(u64(e.Seq), v); err != nil {
 		return Event{}, fmt.Errorf("append event %d: %w", e.Seq, err)
 	}
+	if err := indexEventRefs(tx.btx, e.Seq, e.Refs); err != nil {
+		return Event{}, fmt.Errorf("append event %d: %w", e.Seq, err)
+	}
 	h.seq, h.hash = e.Seq, sum
 	*tx.appended = true
 	e.Hash = hex.EncodeToString(sum[:])
 	return e, nil
+}
+
+// indexEventRefs files seq under each of its refs, so the history of one
+// record is a prefix scan rather than a walk over the whole chain.
+func indexEventRefs(btx *bolt.Tx, seq uint64, refs []string) error {
+	b := btx.Bucket(bucketEventRefs)
+	for _, ref := range refs {
+		if ref == "" || strings.IndexByte(ref, 0) >= 0 {
+			continue
+		}
+		if err := b.Put(edgeKey([]byte(ref), u64(seq)), nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// EventsFor returns, oldest first, the events that name ref among their refs.
+func (s *Store) EventsFor(ref string) ([]Event, error) {
+	var out []Event
+	err := s.db.View(func(btx *bolt.Tx) error {
+		events := btx.Bucket(bucketEvents)
+		prefix := edgeKey([]byte(ref), nil)
+		c := btx.Bucket(bucketEventRefs).Cursor()
+		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+			seqKey := k[len(prefix):]
+			v := events.Get(seqKey)
+			if v == nil {
+				continue
+			}
+			e, err := decodeEvent(seqKey, v)
+			if err != nil {
+				return err
+			}
+			out = append(out, e)
+		}
+		return nil
+	})
+	return out, err
 }
 
 // Head returns the last committed event's seq and hash (0, "" when empty).

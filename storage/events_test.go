@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"slices"
 	"testing"
 	"time"
 
@@ -304,5 +305,31 @@ func TestSubscribeBacklogThenLive(t *testing.T) {
 	wg.Wait()
 	cancel()
 	for range ch { //nolint:revive // drain until closed
+	}
+}
+
+func TestEventsFor(t *testing.T) {
+	s := storagetest.Open(t)
+	ctx := context.Background()
+	for _, e := range []storage.Event{
+		{Kind: "model.candidate", Refs: []string{"iris/r1", "iris/m1"}},
+		{Kind: "run.queued", Refs: []string{"iris/r2"}},
+		{Kind: "model.promoted", Refs: []string{"iris/m1", "iris/e1"}},
+		{Kind: "model.candidate", Refs: []string{"iris/m10"}}, // a prefix of no interest to iris/m1
+	} {
+		if _, err := s.Append(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := s.EventsFor("iris/m1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kinds []string
+	for _, e := range got {
+		kinds = append(kinds, e.Kind)
+	}
+	if want := []string{"model.candidate", "model.promoted"}; !slices.Equal(kinds, want) {
+		t.Errorf("EventsFor(iris/m1) = %v; want %v", kinds, want)
 	}
 }

@@ -10,23 +10,24 @@ import (
 
 // SchemaVersion is the schema this code writes. Open upgrades older
 // databases through migrations and refuses newer ones.
-const SchemaVersion = 5
+const SchemaVersion = 6
 
 var (
-	bucketMeta     = []byte("meta")
-	bucketEvents   = []byte("events")
-	bucketSeqs     = []byte("seqs")
-	bucketDatasets = []byte("datasets")
-	bucketRuns     = []byte("runs")
-	bucketModels   = []byte("models")
-	bucketDeploys  = []byte("deploys")
-	bucketLeases   = []byte("leases")
-	bucketLineage  = []byte("lineage")
-	bucketUp       = []byte("up")
-	bucketDown     = []byte("down")
-	bucketBlobRefs = []byte("blobrefs")
-	bucketCordons  = []byte("cordons")
-	bucketPins     = []byte("pins")
+	bucketMeta      = []byte("meta")
+	bucketEvents    = []byte("events")
+	bucketSeqs      = []byte("seqs")
+	bucketDatasets  = []byte("datasets")
+	bucketRuns      = []byte("runs")
+	bucketModels    = []byte("models")
+	bucketDeploys   = []byte("deploys")
+	bucketLeases    = []byte("leases")
+	bucketLineage   = []byte("lineage")
+	bucketUp        = []byte("up")
+	bucketDown      = []byte("down")
+	bucketBlobRefs  = []byte("blobrefs")
+	bucketCordons   = []byte("cordons")
+	bucketPins      = []byte("pins")
+	bucketEventRefs = []byte("eventrefs")
 
 	keySchema = []byte("schema")
 	keyHead   = []byte("head")
@@ -101,6 +102,18 @@ var migrations = []migration{
 	{5, "add pins (pipelines held on one model, automation off)", func(btx *bolt.Tx) error {
 		_, err := btx.CreateBucketIfNotExists(bucketPins)
 		return err
+	}},
+	{6, "add eventrefs (events by the records they name), built from events", func(btx *bolt.Tx) error {
+		if _, err := btx.CreateBucketIfNotExists(bucketEventRefs); err != nil {
+			return err
+		}
+		return btx.Bucket(bucketEvents).ForEach(func(k, v []byte) error {
+			e, err := decodeEvent(k, v)
+			if err != nil {
+				return err
+			}
+			return indexEventRefs(btx, e.Seq, e.Refs)
+		})
 	}},
 }
 
