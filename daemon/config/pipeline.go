@@ -205,6 +205,10 @@ type Serve struct {
 	// standby: keep_warm keeps the previous model running for an instant rollback; stop stops it
 	// (a rollback then waits for it to start). Default keep_warm.
 	Standby string `yaml:"standby" json:"standby"`
+	// port: 0 (the default) has the server listen on the unix socket $KILN_SOCKET; a TCP port
+	// (SageMaker images use 8080) has it listen there inside its own empty network namespace,
+	// where kilnd dials it.
+	Port int `yaml:"port,omitempty" json:"port,omitempty"`
 }
 
 // Evaluate is how kilnd scores a candidate and decides whether it may go live.
@@ -601,6 +605,9 @@ func (s *Serve) validate(c *checker, path string) {
 	s.Resources.validate(c, path+".resources")
 	s.GPUs.validate(c, path+".gpus")
 	c.oneOf(path+".standby", s.Standby, StandbyKeepWarm, StandbyStop)
+	if s.Port < 0 || s.Port > 65535 {
+		c.failf(path+".port", "%d is not a TCP port (want 1-65535, or 0 for the unix socket)", s.Port)
+	}
 }
 
 // checkHostPort accepts host:port with a numeric port; an empty host is every address.

@@ -76,9 +76,12 @@ type ServeJob struct {
 	Image       string // digest
 	ModelDir    string // read-only /opt/ml/model
 	Protocol    string
-	Resources   Resources
-	GPUs        []string
-	LogPath     string
+	// Port is 0 for a server on the unix socket $KILN_SOCKET, else its TCP
+	// port inside its own network namespace.
+	Port      int
+	Resources Resources
+	GPUs      []string
+	LogPath   string
 }
 
 // Serving is a started or re-attached serving container.
@@ -107,6 +110,9 @@ type Endpoint interface {
 	// the previous backend, which it returns.
 	Flip(b Backend) Backend
 	Live() Backend
+	// WaitIdle returns once no request is in flight on model's backend
+	// after it was flipped away, so its container can stop failing nothing.
+	WaitIdle(ctx context.Context, model string) error
 }
 
 // Endpoints opens and closes pipelines' endpoints.

@@ -321,6 +321,8 @@ func (e *fakeEndpoint) Live() Backend {
 	return e.live
 }
 
+func (e *fakeEndpoint) WaitIdle(context.Context, string) error { return nil }
+
 func (e *fakeEndpoint) liveModel() string {
 	if b := e.Live(); b != nil {
 		return b.Model()
@@ -359,4 +361,3 @@ func (noGPUs) Lease(context.Context, string, string, int, int64) ([]string, erro
 	return nil, errors.New("no NVIDIA driver: CPU-only")
 }
 func (noGPUs) Release(context.Context, string) error { return nil }
-

@@ -182,7 +182,7 @@ func TestDataToLiveThenBetterAndWorseCandidates(t *testing.T) {
 	if m := h.model("iris/m2"); m.Metrics["live_accuracy"] == 0 {
 		t.Errorf("m2 metrics %v lack the live model's score on the same rows", m.Metrics)
 	}
-	if got := h.rt.serving(); !slices.Equal(got, []string{"kiln-iris-m1", "kiln-iris-m2"}) {
+	if got := h.rt.serving(); !slices.Equal(got, []string{"kiln-serve-iris-m1", "kiln-serve-iris-m2"}) {
 		t.Errorf("serving containers = %v; want live and standby", got)
 	}
 
@@ -200,7 +200,7 @@ func TestDataToLiveThenBetterAndWorseCandidates(t *testing.T) {
 	if h.live() != "iris/m2" {
 		t.Errorf("live after a rejected candidate = %s; want iris/m2", h.live())
 	}
-	h.waitFor("rejected candidate's container stopped", func() bool { return !slices.Contains(h.rt.serving(), "kiln-iris-m3") })
+	h.waitFor("rejected candidate's container stopped", func() bool { return !slices.Contains(h.rt.serving(), "kiln-serve-iris-m3") })
 }
 
 func TestTrainingFailuresKeepLiveModel(t *testing.T) {
@@ -215,7 +215,9 @@ func TestTrainingFailuresKeepLiveModel(t *testing.T) {
 	h.rt.failNext = "exit"
 	h.rt.mu.Unlock()
 	h.addData(100)
-	h.waitFor("a failed run and its retry", func() bool { return len(h.runs()) == 3 && h.runs()[2].State != storage.RunRunning && h.runs()[2].State != storage.RunQueued })
+	h.waitFor("a failed run and its retry", func() bool {
+		return len(h.runs()) == 3 && h.runs()[2].State != storage.RunRunning && h.runs()[2].State != storage.RunQueued
+	})
 	rs := h.runs()
 	if rs[1].State != storage.RunFailed || !strings.Contains(rs[1].Reason, "trainer exited 2: bad input") {
 		t.Errorf("run 2 = %s %q; want failed with the trainer's failure file", rs[1].State, rs[1].Reason)
@@ -250,7 +252,7 @@ func TestRestartMidTrainingReattaches(t *testing.T) {
 	h.waitFor("training container started", func() bool {
 		h.rt.mu.Lock()
 		defer h.rt.mu.Unlock()
-		return slices.Contains(h.rt.started, "kiln-iris-r1")
+		return slices.Contains(h.rt.started, "kiln-train-iris-r1")
 	})
 
 	h.stop() // kilnd stops; the training "container" keeps running
@@ -260,7 +262,7 @@ func TestRestartMidTrainingReattaches(t *testing.T) {
 	close(h.rt.hold)
 	h.start(spec(t, "good", 0))
 	h.waitFor("model live after restart", func() bool { return h.live() == "iris/m1" })
-	if n := strings.Count(strings.Join(h.rt.started, " "), "kiln-iris-r1"); n != 1 {
+	if n := strings.Count(strings.Join(h.rt.started, " "), "kiln-train-iris-r1"); n != 1 {
 		t.Errorf("training container started %d times; want once, re-attached after restart", n)
 	}
 
@@ -268,7 +270,7 @@ func TestRestartMidTrainingReattaches(t *testing.T) {
 	h.stop()
 	h.start(spec(t, "good", 0))
 	h.waitFor("endpoint serving after restart", func() bool { return h.live() == "iris/m1" })
-	if n := strings.Count(strings.Join(h.rt.started, " "), "kiln-iris-m1"); n != 1 {
+	if n := strings.Count(strings.Join(h.rt.started, " "), "kiln-serve-iris-m1"); n != 1 {
 		t.Errorf("serving container started %d times; want once, re-adopted", n)
 	}
 }

@@ -179,12 +179,13 @@ func (c *controller) serveJob(ctx context.Context, spec *config.Pipeline, m stor
 	}
 	dir := c.modelDir(m.ID)
 	return ServeJob{
-		ContainerID: containerID(m.ID),
+		ContainerID: containerID("serve", m.ID),
 		Pipeline:    c.name,
 		Model:       m.ID,
 		Image:       image,
 		ModelDir:    dir,
 		Protocol:    spec.Serve.Protocol,
+		Port:        spec.Serve.Port,
 		Resources:   resources(spec.Serve.Resources),
 		LogPath:     dir + ".serve.log",
 	}, nil
@@ -340,13 +341,18 @@ func (c *controller) promote(ctx context.Context, m storage.Model, srv Serving, 
 		stop = append(stop, oldStandby)
 	}
 	// Requests in flight finish on the old container; stop it once they
-	// had time to, off the controller's loop.
+	// have, off the controller's loop.
+	ep := c.endpoint
 	go func() {
-		time.Sleep(drainGrace)
 		for _, d := range stop {
 			if d.srv == nil {
 				continue
 			}
+			wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), drainGrace)
+			if err := ep.WaitIdle(wctx, d.model); err != nil {
+				c.log.Warn("requests still in flight on the replaced model; stopping it anyway", "model", d.model, "err", err)
+			}
+			cancel()
 			if err := d.srv.Stop(context.WithoutCancel(ctx)); err != nil {
 				c.log.Warn("stop replaced serving container", "model", d.model, "err", err)
 			}
@@ -355,9 +361,9 @@ func (c *controller) promote(ctx context.Context, m storage.Model, srv Serving, 
 	return nil
 }
 
-// drainGrace is how long a replaced container keeps running after a flip,
-// for requests already sent to it.
-const drainGrace = 5 * time.Second
+// drainGrace bounds how long a replaced container keeps running after a
+// flip for requests already sent to it.
+const drainGrace = time.Minute
 
 func setDeployment(tx *storage.Tx, d *deployed, state storage.DeployState, model storage.ModelState) error {
 	dep, err := tx.Deployment(d.deployment)

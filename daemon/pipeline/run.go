@@ -143,8 +143,11 @@ func (c *controller) modelDir(id string) string {
 	return filepath.Join(c.deps.Paths.ModelsDir, filepath.FromSlash(id))
 }
 
-// containerID names a run's or model's container in kiln's namespace.
-func containerID(id string) string { return "kiln-" + strings.ReplaceAll(id, "/", "-") }
+// containerID names a run's or model's container in kiln's namespace, as
+// package runtime does: "kiln-train-iris-r9", "kiln-serve-iris-m7".
+func containerID(kind, id string) string {
+	return "kiln-" + kind + "-" + strings.ReplaceAll(id, "/", "-")
+}
 
 // execRun takes a queued (or, with attach, running) run to its end. It
 // persists each state before acting on it. When ctx ends first (kilnd
@@ -231,14 +234,14 @@ func (c *controller) trainJob(ctx context.Context, spec *config.Pipeline, run st
 		channels[ch] = filepath.Join(ws, "channels", ch)
 	}
 	return TrainJob{
-		ContainerID:     containerID(run.ID),
+		ContainerID:     containerID("train", run.ID),
 		Pipeline:        c.name,
 		Run:             run.ID,
 		Image:           image,
 		Workspace:       ws,
 		Channels:        channels,
 		Hyperparameters: hp,
-		Env:             map[string]string{"TRAINING_JOB_NAME": containerID(run.ID), "KILN_RUN_ID": run.ID, "KILN_DATASET": strings.Join(run.Datasets, ",")},
+		Env:             map[string]string{"TRAINING_JOB_NAME": containerID("train", run.ID), "KILN_RUN_ID": run.ID, "KILN_DATASET": strings.Join(run.Datasets, ",")},
 		Resources:       resources(spec.Train.Resources),
 		Timeout:         spec.Train.Timeout.Duration,
 		LogPath:         filepath.Join(ws, "train.log"),
