@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -27,6 +28,7 @@ import (
 	"github.com/kiln-edge/kiln/daemon/api"
 	"github.com/kiln-edge/kiln/daemon/config"
 	"github.com/kiln-edge/kiln/daemon/localapi"
+	"github.com/kiln-edge/kiln/daemon/pipeline"
 	"github.com/kiln-edge/kiln/gpu"
 	"github.com/kiln-edge/kiln/runtime"
 	"github.com/kiln-edge/kiln/storage"
@@ -54,6 +56,9 @@ type Daemon struct {
 	store   *storage.Store
 	gpus    *gpu.Manager
 	rt      *runtime.Runtime
+	ctrs    *containers
+	eps     *endpoints
+	pipes   *pipeline.Manager
 	metrics *metrics
 
 	state     atomic.Value // string: starting | ready | reloading | stopping
@@ -102,7 +107,8 @@ func New(opt Options) (*Daemon, error) {
 	}
 	d.store = store
 
-	rt, err := runtime.New(cfg.Containerd.Address, cfg.Containerd.Namespace, d.log.With("part", "runtime"))
+	rt, err := runtime.New(cfg.Containerd.Address, cfg.Containerd.Namespace, d.log.With("part", "runtime"),
+		runtime.WithCDIDirs(cfg.GPU.CDIDirs...), runtime.WithKilnVersion(opt.Build.Version))
 	if err != nil {
 		_ = store.Close()
 		return nil, err
@@ -116,6 +122,17 @@ func New(opt Options) (*Daemon, error) {
 		})
 	}
 	d.metrics = newMetrics(d)
+	d.ctrs = &containers{rt: rt, sockets: filepath.Join(cfg.Paths.RunDir, "models"), log: d.log.With("part", "runtime")}
+	d.eps = newEndpoints(cfg.Paths, cfg.Groups.Read, d.notify, d.log.With("part", "serve"))
+	d.pipes = pipeline.New(pipeline.Deps{
+		Store:     store,
+		Runtime:   d.ctrs,
+		Endpoints: d.eps,
+		GPUs:      &gpuLeaser{gpus: d.gpus, store: store},
+		Paths:     cfg.Paths,
+		Log:       d.log.With("part", "pipeline"),
+		Version:   opt.Build.Version,
+	})
 
 	// A bad pipeline folder at start must not keep kilnd down: it starts with
 	// no pipelines, reports why, and the next reload tries again.
@@ -211,6 +228,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	defer signal.Stop(hup)
 	go d.watchPipelines(ctx)
 	go d.runGC(ctx)
+	// Pipelines restore in the background: READY does not wait for model
+	// containers, but the endpoints answer as soon as each live model does.
+	d.ctrs.life = ctx
+	d.pipes.Start(ctx, d.pipelines.Load().specs)
+	go d.sweepContainers(ctx)
 
 	if _, err := d.store.Append(ctx, storage.Event{Actor: actorKilnd, Kind: "kilnd.started",
 		Details: map[string]string{"version": d.build.Version, "pid": fmt.Sprint(os.Getpid())}}); err != nil {
@@ -246,6 +268,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	// ctx is cancelled by now: the drain gets its own deadline.
 	drainCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.cfg.ShutdownTimeout.Duration)
 	defer cancel()
+	d.pipes.Wait()
+	if eerr := d.eps.shutdownAll(drainCtx); eerr != nil {
+		d.log.Warn("drain pipeline endpoints", "err", eerr)
+	}
 	err = srv.Shutdown(drainCtx)
 	if metricsSrv != nil {
 		_ = metricsSrv.Shutdown(drainCtx)

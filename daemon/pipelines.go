@@ -70,6 +70,9 @@ func (d *Daemon) reload(ctx context.Context, trigger string) (api.ReloadResult, 
 	}
 	res.OK = true
 	d.pipelines.Store(&pipelineSet{specs: specs, loaded: res.Time})
+	if d.pipes != nil {
+		d.pipes.Apply(specs) // before Start (the load in New) this is a no-op; Start takes the set
+	}
 	d.lastReload.Store(&res)
 	d.metrics.reloads.WithLabelValues("applied").Inc()
 	if len(res.Added)+len(res.Changed)+len(res.Removed) > 0 {

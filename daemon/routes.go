@@ -21,7 +21,7 @@ import (
 // routes is kilnd's whole API. Every route declares the access it needs; a
 // test enumerates this table, so a new route cannot slip in unclassified.
 func (d *Daemon) routes() []localapi.Route {
-	return []localapi.Route{
+	return append([]localapi.Route{
 		{Method: http.MethodGet, Path: api.PathStatus, Access: api.Read, Handler: d.handleStatus},
 		{Method: http.MethodGet, Path: api.PathVersion, Access: api.Read, Handler: d.handleVersion},
 		{Method: http.MethodGet, Path: api.PathDoctor, Access: api.Read, Handler: d.handleDoctor},
@@ -35,7 +35,16 @@ func (d *Daemon) routes() []localapi.Route {
 		{Method: http.MethodGet, Path: api.PathBackup, Access: api.Write, Handler: d.handleBackup},
 		{Method: http.MethodPost, Path: api.PathGC, Access: api.Write, Handler: d.handleGC},
 		{Method: http.MethodGet, Path: api.PathMetrics, Access: api.Read, Handler: d.metrics.handler().ServeHTTP},
-	}
+		{Method: http.MethodGet, Path: api.PathImages, Access: api.Read, Handler: d.handleImages},
+		{Method: http.MethodPost, Path: api.PathImagesImport, Access: api.Write, Handler: d.handleImagesImport},
+		{Method: http.MethodPost, Path: api.PathPredict, Access: api.Read, Handler: d.handlePredict},
+	}, d.modelRoutes()...)
+}
+
+// handlePredict is `kiln predict P`: the rows go through P's endpoint, as
+// any client's would. Reading a prediction is a read.
+func (d *Daemon) handlePredict(w http.ResponseWriter, r *http.Request) {
+	d.eps.predict(w, r, r.PathValue("name"))
 }
 
 func (d *Daemon) handler() (http.Handler, error) {

@@ -1,5 +1,6 @@
 // Package runtime is kiln's only door to containerd. It is told what to run
-// and what should exist; it never reads kiln's store.
+// and what should exist; it never reads kiln's store, and it imports none of
+// kiln's other packages (storage, gpu, daemon): it is a leaf.
 //
 // Everything kiln creates lives in its own containerd namespace (default
 // "kiln"), so kiln never sees or touches a machine's other containers, and
@@ -8,31 +9,140 @@
 // The connection is lazy: containerd may be down when kilnd starts (the unit
 // only Wants= it), and every call reconnects through gRPC's backoff, so kilnd
 // stays up, reports containerd as unreachable, and recovers on its own.
+//
+// # API
+//
+// Images (air-gapped: archives only, never a registry):
+//
+//	Import(ctx, r, progress) ([]Image, error)  OCI or `docker save` archive; unpacked; pinned by digest
+//	List(ctx) ([]Image, error)                 every tag and pin, with its manifest digest
+//	Resolve(ctx, ref) (string, error)          tag or "sha256:..." -> digest; ErrImageNotFound names it
+//	GC(ctx, keep) ([]Image, error)             removes every image whose digest is not in keep
+//
+// Tasks: Train(ctx, TrainSpec) and Serve(ctx, ServeSpec) create a labelled
+// container from an image digest and start its task; both return a *Task.
+// A Task is a handle: Wait (exit code, OOM, timeout, cancel, the trainer's
+// /opt/ml/output/failure), Stop (SIGTERM, SIGKILL after a grace period),
+// Delete, Metrics, and for serving DialContext, WaitReady and Supervise
+// (restart with backoff; each exit is reported to a callback). Close only
+// disconnects: no task is ever stopped because kilnd stops.
+//
+// Reconcile(ctx, want, grace) is the restart path: it re-attaches to every
+// wanted task still running (everything needed is in the container's labels:
+// kind, log file and cap, deadline, socket or port), reports wanted tasks
+// that vanished (with their exit status when containerd still knows it), and
+// removes kiln-labelled containers nobody wants once they are older than
+// grace.
+//
+// # The container contract (DESIGN.md)
+//
+// Training: `<image> train` with the SageMaker layout that PrepareWorkspace
+// builds on the host under the run's workspace:
+//
+//	WS/input/config/{hyperparameters,inputdataconfig,resourceconfig}.json -> /opt/ml/input/config (ro)
+//	channel dirs (the caller's, e.g. blob-store extracts)                 -> /opt/ml/input/data/<ch> (ro)
+//	WS/model                                                              -> /opt/ml/model (rw, uid 1000)
+//	WS/output                                                             -> /opt/ml/output (rw, uid 1000)
+//
+// Serving: `<image> serve` with the model folder read-only at /opt/ml/model,
+// listening on $KILN_SOCKET (a socket in a bind-mounted host folder), or on
+// TCP 8080 inside the container's own empty network namespace, which kiln
+// reaches by dialing from inside that namespace (setns on a locked OS
+// thread): unmodified SageMaker images work and two versions never collide.
+//
+// # Hardening
+//
+// By default every container runs as uid/gid 1000 with a read-only root
+// filesystem (runc remounts it read-only once the mount points exist), a size-capped tmpfs on /tmp, no new
+// privileges, no capabilities, containerd's default seccomp profile and an
+// empty network namespace (only lo). A spec may relax one of these only by
+// naming it (Relax). Memory (no swap), CPU quota and pids limits come from
+// the spec. GPUs are injected by CDI name (e.g. nvidia.com/gpu=0) from the
+// spec dirs given to New; an unknown device fails with its name.
+//
+// # Logs
+//
+// A task's stdout and stderr go to a file the shim appends to (cio.LogFile),
+// never to FIFOs: an unread FIFO blocks the container once the pipe fills,
+// e.g. while kilnd restarts. The shim cannot cap a file, so kiln does
+// (copy-truncate, like logrotate): when the live file passes half the cap its
+// content moves to FILE.1, so the pair stays near the cap. The cap is
+// enforced while some kilnd holds the task (including after Reconcile); lines
+// written in the instant between copy and truncate can be lost. FollowLog
+// reads both files and follows across rotations.
+//
+// # cgroups
+//
+// Metrics decodes cgroup v1 stats (this machine) and v2 stats (fixtures in
+// testdata prove the decoding); OOM is the shim's /tasks/oom event, and the
+// exit code 137 that comes with it.
 package runtime
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 
 	"github.com/containerd/containerd/v2/client"
+	"tags.cncf.io/container-device-interface/pkg/cdi"
 )
+
+// DefaultCDIDirs are where nvidia-ctk writes CDI specs.
+var DefaultCDIDirs = []string{"/etc/cdi", "/var/run/cdi"}
+
+// DefaultSnapshotter unpacks images for runc.
+const DefaultSnapshotter = "overlayfs"
 
 // Runtime is a handle on one containerd namespace.
 type Runtime struct {
-	address   string
-	namespace string
-	log       *slog.Logger
-	c         *client.Client
+	address     string
+	namespace   string
+	log         *slog.Logger
+	c           *client.Client
+	snapshotter string
+	version     string
+	cdiDirs     []string
+
+	cdiOnce  sync.Once
+	cdiCache *cdi.Cache
+	cdiErr   error
+}
+
+// Option changes a Runtime's defaults.
+type Option func(*Runtime)
+
+// WithCDIDirs sets the CDI spec folders (default DefaultCDIDirs).
+func WithCDIDirs(dirs ...string) Option {
+	return func(r *Runtime) { r.cdiDirs = dirs }
+}
+
+// WithSnapshotter picks the snapshotter images are unpacked for.
+func WithSnapshotter(name string) Option {
+	return func(r *Runtime) { r.snapshotter = name }
+}
+
+// WithKilnVersion is recorded in every container's labels.
+func WithKilnVersion(v string) Option {
+	return func(r *Runtime) { r.version = v }
 }
 
 // New prepares a client for the containerd at address; it does not dial yet.
-func New(address, namespace string, log *slog.Logger) (*Runtime, error) {
+func New(address, namespace string, log *slog.Logger, opts ...Option) (*Runtime, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	c, err := client.New(address, client.WithDefaultNamespace(namespace))
 	if err != nil {
 		return nil, fmt.Errorf("containerd client for %s: %w", address, err)
 	}
-	return &Runtime{address: address, namespace: namespace, log: log, c: c}, nil
+	r := &Runtime{address: address, namespace: namespace, log: log, c: c,
+		snapshotter: DefaultSnapshotter, version: "dev", cdiDirs: DefaultCDIDirs}
+	for _, o := range opts {
+		o(r)
+	}
+	return r, nil
 }
 
 // Address is the containerd socket this runtime talks to.
@@ -58,3 +168,15 @@ func (r *Runtime) Version(ctx context.Context) (string, error) {
 // Close drops the connection. Containers and tasks keep running: closing the
 // client is never a reason to stop them.
 func (r *Runtime) Close() error { return r.c.Close() }
+
+// Errors callers match with errors.Is.
+var (
+	// ErrImageNotFound: no image by that tag or digest; the message names it.
+	ErrImageNotFound = errors.New("image not found")
+	// ErrNotFound: no kiln container by that ID.
+	ErrNotFound = errors.New("container not found")
+	// ErrBadSpec: a spec kiln cannot run (bad ID, unknown relaxation, bad path).
+	ErrBadSpec = errors.New("invalid task spec")
+	// ErrCDIDevice: a requested CDI device is not in any spec dir.
+	ErrCDIDevice = errors.New("unresolvable CDI device")
+)

@@ -50,6 +50,7 @@ type cli struct {
 	Lineage   lineageCmd   `cmd:"" help:"What an ID descends from (--up) or what descends from it (--down); --dot for Graphviz."`
 	Predict   predictCmd   `cmd:"" help:"Send CSV rows on stdin through a pipeline's endpoint."`
 	GC        gcCmd        `cmd:"" name:"gc" help:"Collect garbage now: pruned models' files, unreferenced blobs, expired quarantine and logs."`
+	Images    imagesCmd    `cmd:"" help:"Import image archives (air-gapped) and list images."`
 }
 
 func main() {

@@ -1,0 +1,226 @@
+package main
+
+import (
+	"archive/tar"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/kiln-edge/kiln/examples/tabular/images"
+	"github.com/kiln-edge/kiln/runtime"
+	"github.com/kiln-edge/kiln/runtime/ocitar"
+)
+
+func init() { register(Group{Name: "runtime", Run: benchRuntime}) }
+
+const (
+	figStartVsRunc = "runtime.start_vs_runc"
+	figStartP50    = "runtime.start_p50_ms"
+)
+
+// benchRuntime measures kiln's task create+start (image unpacked, so the
+// snapshot is ready to prepare) against `runc create` + `runc start` of the
+// same bundle (the spec kiln generated, on the same image's root
+// filesystem), alternating in one run.
+func benchRuntime(ctx context.Context, opt Options) []Figure {
+	fail := func(why string) []Figure {
+		return []Figure{unmeasured(figStartVsRunc, "x", "<= 2", why), unmeasured(figStartP50, "ms", "<= 150", why)}
+	}
+	addr := os.Getenv("KILN_TEST_CONTAINERD")
+	if addr == "" {
+		return fail("no private containerd: KILN_TEST_CONTAINERD is not set (run `make bench`, which starts one as root)")
+	}
+	runc, err := exec.LookPath("runc")
+	if err != nil {
+		return fail("runc is not installed (`make deps`)")
+	}
+	rounds := 30
+	if opt.Quick {
+		rounds = 6
+	}
+	dir, err := os.MkdirTemp("", "kb")
+	if err != nil {
+		return fail(err.Error())
+	}
+	defer os.RemoveAll(dir)
+
+	// The image: testbox, whose `sleep` keeps the task up until killed.
+	im := images.Image{Ref: "kiln.local/bench:1", Package: "github.com/kiln-edge/kiln/runtime/testdata/testbox",
+		Binary: "testbox", Cmd: []string{"sleep", "1h"}, File: "bench.tar"}
+	bin, err := images.GoBinary(ctx, im.Package)
+	if err != nil {
+		return fail("build the bench image: " + err.Error())
+	}
+	img, err := ocitar.Build(images.Spec(im, bin))
+	if err != nil {
+		return fail(err.Error())
+	}
+	archive := filepath.Join(dir, im.File)
+	if err := ocitar.WriteOCI(archive, im.Ref, img); err != nil {
+		return fail(err.Error())
+	}
+	rt, err := runtime.New(addr, "kiln-bench", slog.New(slog.DiscardHandler))
+	if err != nil {
+		return fail(err.Error())
+	}
+	defer rt.Close()
+	f, err := os.Open(archive)
+	if err != nil {
+		return fail(err.Error())
+	}
+	_, err = rt.Import(ctx, f, nil)
+	f.Close()
+	if err != nil {
+		return fail(err.Error())
+	}
+
+	spec := func(i int) runtime.TrainSpec {
+		id := fmt.Sprintf("bench-%d-%d", os.Getpid(), i)
+		return runtime.TrainSpec{Common: runtime.Common{ID: id, Image: im.Ref, Args: []string{"sleep", "1h"},
+			LogFile: filepath.Join(dir, "logs", id+".log")}, Workspace: filepath.Join(dir, "ws", id)}
+	}
+	startKiln := func(i int) (time.Duration, *runtime.Task, error) {
+		t0 := time.Now()
+		task, err := rt.Train(ctx, spec(i))
+		return time.Since(t0), task, err
+	}
+	stopKiln := func(task *runtime.Task) {
+		_, _ = task.Stop(ctx, 50*time.Millisecond)
+		_ = task.Delete(ctx)
+	}
+
+	// The runc bundle: kiln's own spec for this image, on its layer.
+	_, first, err := startKiln(rounds)
+	if err != nil {
+		return fail("kiln start: " + err.Error())
+	}
+	ociSpec, err := first.Spec(ctx)
+	stopKiln(first)
+	if err != nil {
+		return fail(err.Error())
+	}
+	bundle := filepath.Join(dir, "bundle")
+	if err := extractLayers(img, filepath.Join(bundle, "rootfs")); err != nil {
+		return fail(err.Error())
+	}
+	ociSpec.Root.Path = "rootfs"
+	runcRoot := filepath.Join(dir, "runc")
+	runcRun := func(args ...string) error {
+		cmd := exec.CommandContext(ctx, runc, append([]string{"--root", runcRoot}, args...)...)
+		cmd.Dir = bundle
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("runc %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+		}
+		return nil
+	}
+	startRunc := func(i int) (time.Duration, error) {
+		id := fmt.Sprintf("bench-runc-%d-%d", os.Getpid(), i)
+		ociSpec.Linux.CgroupsPath = "/kiln-bench-runc/" + id
+		b, err := json.Marshal(ociSpec)
+		if err != nil {
+			return 0, err
+		}
+		if err := os.WriteFile(filepath.Join(bundle, "config.json"), b, 0o644); err != nil {
+			return 0, err
+		}
+		t0 := time.Now()
+		// stdio is /dev/null: runc's init inherits it and holds it until
+		// start, so a pipe here would never reach EOF. Errors go to --log.
+		cmd := exec.CommandContext(ctx, runc, "--root", runcRoot, "--log", filepath.Join(dir, "runc.log"), "create", "--bundle", bundle, id)
+		if err := cmd.Run(); err != nil {
+			b, _ := os.ReadFile(filepath.Join(dir, "runc.log"))
+			return 0, fmt.Errorf("runc create: %v: %s", err, runcLastLine(string(b)))
+		}
+		if err := runcRun("start", id); err != nil {
+			return 0, err
+		}
+		d := time.Since(t0)
+		_ = runcRun("kill", id, "KILL")
+		for range 50 {
+			if runcRun("delete", id) == nil {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		return d, nil
+	}
+
+	var kiln, base []float64
+	for i := range rounds {
+		d, task, err := startKiln(i)
+		if err != nil {
+			return fail("kiln start: " + err.Error())
+		}
+		stopKiln(task)
+		kiln = append(kiln, float64(d.Microseconds())/1000)
+		rd, err := startRunc(i)
+		if err != nil {
+			return fail(err.Error())
+		}
+		base = append(base, float64(rd.Microseconds())/1000)
+	}
+	ratio := median(kiln) / median(base)
+	detail := fmt.Sprintf("kiln p50 %.1f ms vs runc create+start p50 %.1f ms, same bundle, %d alternating rounds", median(kiln), median(base), rounds)
+	return []Figure{
+		measured(figStartVsRunc, ratio, "x", "<= 2", detail),
+		measured(figStartP50, median(kiln), "ms", "<= 150", fmt.Sprintf("kiln create+start (container, snapshot, task, start) p50 of %d; p90 %.1f ms", rounds, percentile(kiln, 90))),
+	}
+}
+
+// extractLayers unpacks the image's layers into dir (folders and regular
+// files are all ocitar writes).
+func extractLayers(img v1.Image, dir string) error {
+	layers, err := img.Layers()
+	if err != nil {
+		return err
+	}
+	for _, l := range layers {
+		rc, err := l.Uncompressed()
+		if err != nil {
+			return err
+		}
+		tr := tar.NewReader(rc)
+		for {
+			h, err := tr.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				rc.Close()
+				return err
+			}
+			p := filepath.Join(dir, filepath.Clean("/"+h.Name))
+			switch h.Typeflag {
+			case tar.TypeDir:
+				err = os.MkdirAll(p, os.FileMode(h.Mode).Perm())
+			case tar.TypeReg:
+				var b []byte
+				if b, err = io.ReadAll(tr); err == nil {
+					if err = os.MkdirAll(filepath.Dir(p), 0o755); err == nil {
+						err = os.WriteFile(p, b, os.FileMode(h.Mode).Perm())
+					}
+				}
+			}
+			if err != nil {
+				rc.Close()
+				return err
+			}
+		}
+		rc.Close()
+	}
+	return nil
+}
+
+func runcLastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
+}

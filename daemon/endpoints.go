@@ -1,0 +1,249 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/kiln-edge/kiln/daemon/config"
+	"github.com/kiln-edge/kiln/daemon/localapi"
+	"github.com/kiln-edge/kiln/daemon/pipeline"
+	"github.com/kiln-edge/kiln/daemon/serve"
+	"github.com/kiln-edge/kiln/systemd"
+)
+
+// endpoints opens each pipeline's stable endpoint: its unix socket
+// (ServeDir/<p>.sock, mode 0660, group of the read group) and optional TCP
+// address. The unix listener is handed to systemd's fd store under
+// "serve-<p>" and taken back at the next start, so clients queue instead of
+// failing across `systemctl restart kilnd`.
+type endpoints struct {
+	paths    config.Paths
+	group    string
+	notify   *systemd.Notifier
+	log      *slog.Logger
+	mu       sync.Mutex
+	open     map[string]*openEndpoint
+	inherit  map[string][]net.Listener
+	shutdown bool
+}
+
+type openEndpoint struct {
+	ep        *serve.Endpoint
+	listeners []net.Listener
+}
+
+func newEndpoints(paths config.Paths, group string, notify *systemd.Notifier, log *slog.Logger) *endpoints {
+	inherit := map[string][]net.Listener{}
+	if ls, err := systemd.Listeners(); err == nil {
+		for name, l := range ls {
+			if len(name) > len(fdPrefix) && name[:len(fdPrefix)] == fdPrefix {
+				inherit[name] = l
+			}
+		}
+	} else {
+		log.Warn("socket activation listeners", "err", err)
+	}
+	return &endpoints{paths: paths, group: group, notify: notify, log: log, open: map[string]*openEndpoint{}, inherit: inherit}
+}
+
+const fdPrefix = "serve-"
+
+// endpointAdapter lets the pipeline package flip a serve.Endpoint.
+type endpointAdapter struct{ ep *serve.Endpoint }
+
+func (a endpointAdapter) Flip(b pipeline.Backend) pipeline.Backend {
+	var prev serve.Backend
+	if b == nil {
+		prev = a.ep.Flip(nil)
+	} else {
+		prev = a.ep.Flip(b)
+	}
+	if prev == nil {
+		return nil
+	}
+	return prev
+}
+
+func (a endpointAdapter) Live() pipeline.Backend {
+	if b := a.ep.Live(); b != nil {
+		return b
+	}
+	return nil
+}
+
+func (a endpointAdapter) WaitIdle(ctx context.Context, model string) error {
+	return a.ep.WaitIdle(ctx, model)
+}
+
+// Open starts serving spec's endpoint (no model yet: 503 until a flip).
+func (e *endpoints) Open(spec *config.Pipeline) (pipeline.Endpoint, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.shutdown {
+		return nil, errors.New("kilnd is stopping")
+	}
+	if o, ok := e.open[spec.Name]; ok {
+		return endpointAdapter{o.ep}, nil
+	}
+	ep, err := serve.New(serve.Options{Pipeline: spec.Name, PredLogDir: filepath.Join(e.paths.StateDir, "predictions"),
+		Log: e.log})
+	if err != nil {
+		return nil, err
+	}
+	o := &openEndpoint{ep: ep}
+	l, err := e.unixListener(spec.Name)
+	if err != nil {
+		_ = ep.Shutdown(context.Background())
+		return nil, err
+	}
+	o.listeners = append(o.listeners, l)
+	if addr := spec.Serve.Listen; addr != "" {
+		tl, err := net.Listen("tcp", addr)
+		if err != nil {
+			e.log.Error("pipeline endpoint: TCP listener not opened; the unix socket serves", "pipeline", spec.Name, "listen", addr, "err", err)
+		} else {
+			o.listeners = append(o.listeners, tl)
+		}
+	}
+	for _, l := range o.listeners {
+		go func() {
+			if err := ep.Serve(l); err != nil && !errors.Is(err, serve.ErrClosed) {
+				e.log.Error("pipeline endpoint stopped serving", "pipeline", spec.Name, "addr", l.Addr().String(), "err", err)
+			}
+		}()
+	}
+	e.open[spec.Name] = o
+	return endpointAdapter{ep}, nil
+}
+
+// unixListener takes the listener kept in systemd's fd store, else creates
+// the socket and hands a copy to the fd store for the next start.
+func (e *endpoints) unixListener(p string) (net.Listener, error) {
+	name := fdPrefix + p
+	if ls := e.inherit[name]; len(ls) > 0 {
+		delete(e.inherit, name)
+		for _, extra := range ls[1:] {
+			_ = extra.Close()
+		}
+		e.log.Info("pipeline endpoint listener taken back from systemd", "pipeline", p)
+		return ls[0], nil
+	}
+	path := e.paths.ServeSocket(p)
+	l, err := localapi.Listen(path, 0o660)
+	if err != nil {
+		return nil, fmt.Errorf("pipeline %s endpoint: %w", p, err)
+	}
+	// The socket outlives this kilnd (fd store, RuntimeDirectoryPreserve).
+	l.(*net.UnixListener).SetUnlinkOnClose(false)
+	if gid, err := groupID(e.group); err == nil {
+		if err := os.Chown(path, -1, gid); err != nil {
+			e.log.Warn("chown pipeline endpoint socket", "path", path, "err", err)
+		}
+	}
+	if e.notify.Enabled() {
+		if f, err := l.(*net.UnixListener).File(); err == nil {
+			if err := e.notify.StoreFDs(name, f); err != nil {
+				e.log.Warn("store endpoint listener with systemd", "pipeline", p, "err", err)
+			}
+			_ = f.Close() // systemd holds its own copy
+		}
+	}
+	return l, nil
+}
+
+func groupID(name string) (int, error) {
+	g, err := user.LookupGroup(name)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(g.Gid)
+}
+
+// Close stops a removed pipeline's endpoint and removes its socket.
+func (e *endpoints) Close(p string) error {
+	e.mu.Lock()
+	o := e.open[p]
+	delete(e.open, p)
+	e.mu.Unlock()
+	if o == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := o.ep.Shutdown(ctx)
+	if e.notify.Enabled() {
+		err = errors.Join(err, e.notify.RemoveFDs(fdPrefix+p))
+	}
+	if rerr := os.Remove(e.paths.ServeSocket(p)); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+		err = errors.Join(err, rerr)
+	}
+	return err
+}
+
+// predict forwards a `kiln predict` body to p's endpoint over its socket,
+// so the answer is exactly what any client of the endpoint gets.
+func (e *endpoints) predict(w http.ResponseWriter, r *http.Request, p string) {
+	e.mu.Lock()
+	_, ok := e.open[p]
+	e.mu.Unlock()
+	if !ok {
+		localapi.WriteError(w, http.StatusNotFound, fmt.Sprintf("no pipeline %q is serving", p))
+		return
+	}
+	sock := e.paths.ServeSocket(p)
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", sock)
+	}}}
+	defer hc.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(r.Context(), http.MethodPost, "http://endpoint/invocations", r.Body)
+	if err != nil {
+		localapi.WriteError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	req.Header.Set("Content-Type", r.Header.Get("Content-Type"))
+	resp, err := hc.Do(req)
+	if err != nil {
+		localapi.WriteError(w, http.StatusBadGateway, fmt.Sprintf("pipeline %s endpoint %s: %v", p, sock, err))
+		return
+	}
+	defer func() { _ = resp.Body.Close() }() // read side
+	for _, h := range []string{"Content-Type", "X-Kiln-Request-Id", "X-Kiln-Model"} {
+		if v := resp.Header.Get(h); v != "" {
+			w.Header().Set(h, v)
+		}
+	}
+	w.WriteHeader(resp.StatusCode)
+	_, _ = io.Copy(w, resp.Body) // the client went away: nothing to do
+}
+
+// shutdownAll drains every endpoint at kilnd stop. Sockets stay: the next
+// kilnd (or systemd's fd store) serves them again.
+func (e *endpoints) shutdownAll(ctx context.Context) error {
+	e.mu.Lock()
+	e.shutdown = true
+	open := e.open
+	e.open = map[string]*openEndpoint{}
+	for _, ls := range e.inherit {
+		for _, l := range ls {
+			_ = l.Close() // a pipeline that no longer exists
+		}
+	}
+	e.mu.Unlock()
+	var errs []error
+	for _, o := range open {
+		errs = append(errs, o.ep.Shutdown(ctx))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,182 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/kiln-edge/kiln/examples/tabular/model"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/golden.json's responses from the server")
+
+const goldenPath = "../testdata/golden.json"
+
+// Golden is examples/tabular/testdata/golden.json: one file pinning both
+// serving protocols, byte for byte, for the example server, the evaluator,
+// `kiln predict` and the monitor.
+type Golden struct {
+	Comment  string       `json:"comment"`
+	Pipeline string       `json:"pipeline"`
+	Model    *model.Model `json:"model"`
+	Cases    []GoldenCase `json:"cases"`
+}
+
+// GoldenCase is one request and the exact answer.
+type GoldenCase struct {
+	Name                string `json:"name"`
+	Method              string `json:"method"`
+	Path                string `json:"path"`
+	ContentType         string `json:"content_type,omitempty"`
+	Request             string `json:"request,omitempty"`
+	Status              int    `json:"status"`
+	ResponseContentType string `json:"response_content_type"`
+	Response            string `json:"response"`
+}
+
+func TestGolden(t *testing.T) {
+	b, err := os.ReadFile(goldenPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var g Golden
+	if err := json.Unmarshal(b, &g); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(NewHandler(g.Model, g.Pipeline))
+	defer srv.Close()
+	for i, c := range g.Cases {
+		req, err := http.NewRequest(c.Method, srv.URL+c.Path, strings.NewReader(c.Request))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.ContentType != "" {
+			req.Header.Set("Content-Type", c.ContentType)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		ct := resp.Header.Get("Content-Type")
+		if *update {
+			g.Cases[i].Status, g.Cases[i].ResponseContentType, g.Cases[i].Response = resp.StatusCode, ct, string(body)
+			continue
+		}
+		if resp.StatusCode != c.Status || ct != c.ResponseContentType {
+			t.Errorf("%s: status %d, Content-Type %q; want %d, %q", c.Name, resp.StatusCode, ct, c.Status, c.ResponseContentType)
+		}
+		if diff := cmp.Diff(c.Response, string(body)); diff != "" {
+			t.Errorf("%s: response (-want +got):\n%s", c.Name, diff)
+		}
+	}
+	if *update {
+		out, _ := json.MarshalIndent(g, "", "  ")
+		if err := os.WriteFile(goldenPath, append(out, '\n'), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestAccuracyOnUnseenRows trains on the shipped dataset minus every fifth
+// row and scores those rows through the server's both protocols.
+func TestAccuracyOnUnseenRows(t *testing.T) {
+	f, err := os.Open(filepath.Join("..", "data", "breast_cancer.csv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	all, err := model.ReadTable(f, "diagnosis")
+	if err != nil {
+		t.Fatal(err)
+	}
+	train := &model.Table{Features: all.Features, Label: all.Label}
+	var holdX [][]float64
+	var holdY []string
+	for i := range all.X {
+		if i%5 == 0 {
+			holdX, holdY = append(holdX, all.X[i]), append(holdY, all.Y[i])
+		} else {
+			train.X, train.Y = append(train.X, all.X[i]), append(train.Y, all.Y[i])
+		}
+	}
+	m, err := model.Train(train, model.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(NewHandler(m, "bc"))
+	defer srv.Close()
+
+	var csvBody strings.Builder
+	var flat []float64
+	for _, x := range holdX {
+		for j, v := range x {
+			if j > 0 {
+				csvBody.WriteByte(',')
+			}
+			csvBody.WriteString(strconv.FormatFloat(v, 'g', -1, 64))
+		}
+		csvBody.WriteByte('\n')
+		flat = append(flat, x...)
+	}
+	resp, err := http.Post(srv.URL+"/invocations", "text/csv", strings.NewReader(csvBody.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	got := strings.Split(strings.TrimSuffix(string(body), "\n"), "\n")
+	if acc := accuracy(got, holdY); acc < 0.9 {
+		t.Errorf("/invocations accuracy on %d unseen rows = %.3f; want >= 0.9", len(holdY), acc)
+	} else {
+		t.Logf("/invocations accuracy on %d unseen rows: %.4f", len(holdY), acc)
+	}
+
+	reqBody, _ := json.Marshal(InferRequest{Inputs: []InferTensor{{Name: "input", Datatype: "FP64",
+		Shape: []int{len(holdX), len(all.Features)}, Data: mustJSON(flat)}}})
+	resp, err = http.Post(srv.URL+"/v2/models/bc/infer", "application/json", bytes.NewReader(reqBody))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ir InferResponse
+	if err := json.NewDecoder(resp.Body).Decode(&ir); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if len(ir.Outputs) != 1 || !cmp.Equal(ir.Outputs[0].Data, got) {
+		t.Errorf("v2 answers differ from /invocations: %+v", ir)
+	}
+}
+
+func accuracy(got, want []string) float64 {
+	if len(got) != len(want) {
+		panic(fmt.Sprintf("%d answers for %d rows", len(got), len(want)))
+	}
+	ok := 0
+	for i := range got {
+		if got[i] == want[i] {
+			ok++
+		}
+	}
+	return float64(ok) / float64(len(want))
+}
+
+func mustJSON(v any) json.RawMessage {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}

@@ -1,0 +1,154 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"syscall"
+	"time"
+)
+
+// logPoll is how often a log file's size is checked, and how often
+// FollowLog looks for new bytes.
+var logPoll = 500 * time.Millisecond
+
+// capLog keeps path and path.1 together near limit: once path passes half
+// the limit, its content is copied to path.1 and path is truncated. The shim
+// opened path with O_APPEND, so its next write lands at the new end.
+func capLog(ctx context.Context, path string, limit int64, log *slog.Logger) {
+	t := time.NewTicker(logPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := rotateIfOver(path, limit/2); err != nil && !errors.Is(err, os.ErrNotExist) {
+			log.Warn("cap log file", "path", path, "err", err)
+		}
+	}
+}
+
+func rotateIfOver(path string, half int64) error {
+	st, err := os.Stat(path)
+	if err != nil || st.Size() <= half {
+		return err
+	}
+	src, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	tmp := path + ".1.tmp"
+	dst, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
+	if err != nil {
+		return err
+	}
+	// The whole live file moves, so a follower that had read up to offset
+	// N of it finds the rest at offset N of path.1. Truncate before the
+	// rename: a follower that sees a new path.1 knows the live file
+	// restarted from zero.
+	if _, err := io.Copy(dst, src); err != nil {
+		_ = dst.Close()
+		return err
+	}
+	if err := dst.Close(); err != nil {
+		return err
+	}
+	if err := src.Truncate(0); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path+".1")
+}
+
+// ReadLog writes a task's whole retained log (path.1, then path) to w.
+func ReadLog(path string, w io.Writer) error {
+	for _, p := range []string{path + ".1", path} {
+		f, err := os.Open(p)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		_, err = io.Copy(w, f)
+		_ = f.Close()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// FollowLog writes the retained log (path.1, then path) to w and then
+// follows path, across kiln's rotations, until ctx ends (it then returns
+// nil). It is `kiln logs RUN -f`; the caller ends ctx when the run is over
+// (after one last poll, so the last lines are not lost). A rotation shows as
+// a new path.1 (a new inode): the unread rest of the old live file is at the
+// follower's offset in it.
+func FollowLog(ctx context.Context, path string, w io.Writer) error {
+	rotated := inode(path + ".1")
+	if old, err := os.ReadFile(path + ".1"); err == nil {
+		if _, err := w.Write(old); err != nil {
+			return err
+		}
+	}
+	var off int64
+	buf := make([]byte, 64<<10)
+	t := time.NewTicker(logPoll / 2)
+	defer t.Stop()
+	for {
+		if ino := inode(path + ".1"); ino != rotated {
+			rotated = ino
+			if old, err := os.ReadFile(path + ".1"); err == nil && int64(len(old)) > off {
+				if _, err := w.Write(old[off:]); err != nil {
+					return err
+				}
+			}
+			off = 0
+		}
+		f, err := os.Open(path)
+		if err == nil {
+			st, serr := f.Stat()
+			// Smaller than what we read, and no new .1 yet: a rotation is
+			// between its truncate and its rename; wait for the rename.
+			if serr == nil && st.Size() >= off {
+				for {
+					n, rerr := f.ReadAt(buf, off)
+					if n > 0 {
+						if _, err := w.Write(buf[:n]); err != nil {
+							_ = f.Close()
+							return err
+						}
+						off += int64(n)
+					}
+					if rerr != nil {
+						break
+					}
+				}
+			}
+			_ = f.Close()
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+func inode(path string) uint64 {
+	st, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	if s, ok := st.Sys().(*syscall.Stat_t); ok {
+		return s.Ino
+	}
+	return 0
+}
