@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"os"
 	"time"
 
@@ -24,7 +27,7 @@ func (d *Daemon) doctor(ctx context.Context) []api.Check {
 	if c, ok := d.checkCDI(); ok {
 		checks = append(checks, c)
 	}
-	checks = append(checks, d.checkPipelines(), d.checkStore())
+	checks = append(checks, d.checkPipelines(), d.checkPipelineImages(ctx), d.checkStore())
 	return checks
 }
 
@@ -131,6 +134,32 @@ func (d *Daemon) checkPipelines() api.Check {
 		return c
 	}
 	c.Result, c.Detail = api.CheckOK, fmt.Sprintf("%d loaded from %s", n, d.cfg.Paths.PipelinesDir)
+	return c
+}
+
+// checkPipelineImages says which loaded pipelines lack their images.
+func (d *Daemon) checkPipelineImages(ctx context.Context) api.Check {
+	c := api.Check{Name: "images"}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	set := d.pipelines.Load()
+	var missing []string
+	n := 0
+	for _, name := range slices.Sorted(maps.Keys(set.specs)) {
+		p := set.specs[name]
+		for _, ref := range []string{p.Train.Image, p.Serve.Image} {
+			n++
+			if err := d.resolveImage(ctx, ref); err != nil {
+				missing = append(missing, name+": "+ref)
+			}
+		}
+	}
+	if len(missing) > 0 {
+		c.Result, c.Detail = api.CheckFail, "not in containerd (or containerd is down): "+strings.Join(missing, ", ")
+		c.Fix = "kiln images import FILE (the image archives come with the offline bundle, or make images)"
+		return c
+	}
+	c.Result, c.Detail = api.CheckOK, fmt.Sprintf("the %d images the pipelines name are imported", n)
 	return c
 }
 

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"slices"
 	"strings"
@@ -69,6 +70,12 @@ func (d *Daemon) reload(ctx context.Context, trigger string) (api.ReloadResult, 
 		slices.Sort(*s)
 	}
 	res.OK = true
+	if trigger == "start" {
+		// Start must not wait on containerd (it may be down): check later.
+		go d.checkImages(context.WithoutCancel(ctx), specs, append(res.Added, res.Changed...))
+	} else {
+		res.Warnings = d.checkImages(ctx, specs, append(res.Added, res.Changed...))
+	}
 	d.pipelines.Store(&pipelineSet{specs: specs, loaded: res.Time})
 	if d.pipes != nil {
 		d.pipes.Apply(specs) // before Start (the load in New) this is a no-op; Start takes the set
@@ -82,6 +89,38 @@ func (d *Daemon) reload(ctx context.Context, trigger string) (api.ReloadResult, 
 			"removed": strings.Join(res.Removed, ",")})
 	}
 	return res, nil
+}
+
+// checkImages resolves the images of the named pipelines, so a missing
+// image is reported when the spec loads rather than when a run starts. It
+// does not reject the set: the image may be imported next, and containerd
+// may be down for a while.
+func (d *Daemon) checkImages(ctx context.Context, specs map[string]*config.Pipeline, names []string) []string {
+	if d.rt == nil {
+		return nil
+	}
+	var warnings []string
+	// One budget for all: a containerd that does not answer costs seconds
+	// once, not per image.
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	for _, name := range names {
+		p := specs[name]
+		for _, ref := range []string{p.Train.Image, p.Serve.Image} {
+			if err := d.resolveImage(ctx, ref); err != nil {
+				w := fmt.Sprintf("pipeline %s: image %s: %v (import it with `kiln images import FILE`)", name, ref, err)
+				warnings = append(warnings, w)
+				d.log.Warn("pipeline image not resolvable", "pipeline", name, "image", ref, "err", err)
+				d.recordEvent(ctx, "pipeline.image_missing", name, []string{ref}, map[string]string{"error": err.Error()})
+			}
+		}
+	}
+	return warnings
+}
+
+func (d *Daemon) resolveImage(ctx context.Context, ref string) error {
+	_, err := d.rt.Resolve(ctx, ref)
+	return err
 }
 
 func (d *Daemon) recordEvent(ctx context.Context, kind, pipeline string, refs []string, details map[string]string) {

@@ -134,6 +134,9 @@ type ReloadResult struct {
 	Removed   []string  `json:"removed"`
 	Changed   []string  `json:"changed"`
 	Unchanged []string  `json:"unchanged"`
+	// Warnings are problems that do not reject the set, such as an image
+	// not imported yet: the pipeline loads and says so until it is there.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // CordonRequest is the body of POST /v1/gpu/{gpu}/cordon.

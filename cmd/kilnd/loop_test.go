@@ -1,0 +1,209 @@
+package main
+
+import (
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kiln-edge/kiln/daemon/api"
+	"github.com/kiln-edge/kiln/examples/tabular/images"
+)
+
+// exampleImages builds the example trainer and server archives once.
+var exampleImages = sync.OnceValues(func() (string, error) {
+	dir := filepath.Join(binDir, "images")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	_, err := images.BuildAll(ctx, dir, images.Examples)
+	return dir, err
+})
+
+const cancerSpec = `name: cancer
+data: {format: csv, label: diagnosis, settle: 0s}
+train:
+  image: kiln.local/tabular-trainer:1
+  resources: {memory: 512Mi, cpus: 1}
+  timeout: 5m
+serve:
+  image: kiln.local/tabular-server:1
+  resources: {memory: 256Mi}
+evaluate:
+  holdout: {fraction: 0.2, seed: 1}
+  gate: {min: 0.9}
+triggers: {new_data: {debounce: 0s, min_rows: 1}}
+`
+
+// TestLoopDropToServing is kiln's whole job on one box: images imported
+// over the socket, a CSV renamed into the drop folder, a model trained in a
+// container, scored by kilnd through its own serving container, promoted
+// behind the endpoint, predicting there, and still answering after kilnd
+// restarts (the serving container re-adopted, not restarted).
+func TestLoopDropToServing(t *testing.T) {
+	addr := containerdAddr(t)
+	needRoot(t) // containers, mounts and leases need root
+	imgDir, err := exampleImages()
+	if err != nil {
+		t.Fatalf("build example images: %v", err)
+	}
+	root := newRoot(t, "containerd: {address: "+addr+", namespace: kiln-test-loop}\n")
+	k := startKilnd(t, root)
+	k.expect("READY=1")
+	for _, f := range []string{"tabular-trainer.tar", "tabular-server.tar"} {
+		if _, stderr, err := k.kiln(nil, "images", "import", filepath.Join(imgDir, f)); err != nil {
+			t.Fatalf("kiln images import %s: %v: %s", f, err, stderr)
+		}
+	}
+	writeFile(t, filepath.Join(root, "etc/kiln/pipelines/cancer.yaml"), cancerSpec)
+	if _, stderr, err := k.kiln(nil, "pipelines", "reload"); err != nil {
+		t.Fatalf("reload: %v: %s", err, stderr)
+	}
+	t.Cleanup(func() { removeContainers(t, addr, "kiln-test-loop") })
+
+	data, err := os.ReadFile("../../examples/tabular/data/breast_cancer.csv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	drop := filepath.Join(root, "var/lib/kiln/drop/cancer")
+	waitFor(t, "the drop folder", func() bool { _, err := os.Stat(drop); return err == nil })
+	tmp := filepath.Join(drop, ".cancer.csv.part")
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	if err := os.Rename(tmp, filepath.Join(drop, "cancer.csv")); err != nil {
+		t.Fatal(err)
+	}
+
+	var live api.Model
+	waitLong(t, 3*time.Minute, "a live model", func() bool {
+		out, _, err := k.kiln(nil, "models", "-p", "cancer", "-o", "json")
+		if err != nil {
+			return false
+		}
+		var ms []api.Model
+		if json.Unmarshal([]byte(out), &ms) != nil {
+			return false
+		}
+		for _, m := range ms {
+			if m.State == "rejected" {
+				t.Fatalf("model rejected: %s", m.Reason)
+			}
+			if m.State == "live" {
+				live = m
+				return true
+			}
+		}
+		return false
+	})
+	t.Logf("data renamed in -> model live in %s; metrics %v", time.Since(t0).Round(time.Millisecond), live.Metrics)
+	if live.Metrics["accuracy"] < 0.9 {
+		t.Errorf("live model accuracy %v measured by kilnd; want >= 0.9", live.Metrics["accuracy"])
+	}
+
+	rows, labels := featureRows(t, data, "diagnosis", 40)
+	predict := func() []string {
+		cmd := exec.Command(filepath.Join(binDir, "kiln"), "--socket", k.socket(), "predict", "cancer")
+		cmd.Stdin = strings.NewReader(rows)
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("kiln predict: %v", err)
+		}
+		return strings.Split(strings.TrimSpace(string(out)), "\n")
+	}
+	if got := predict(); len(got) != len(labels) || agreement(got, labels) < 0.85 {
+		t.Errorf("kiln predict answered %d lines agreeing %.2f with the labels; want %d lines, >= 0.85", len(got), agreement(got, labels), len(labels))
+	}
+
+	// Restart kilnd: the endpoint answers again at once, from the same
+	// container.
+	if err := k.cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	if err := k.wait(); err != nil {
+		t.Fatalf("kilnd stop: %v", err)
+	}
+	k2 := startKilnd(t, root)
+	k2.expect("READY=1")
+	t1 := time.Now()
+	waitLong(t, 30*time.Second, "the endpoint after restart", func() bool {
+		cmd := exec.Command(filepath.Join(binDir, "kiln"), "--socket", k2.socket(), "predict", "cancer")
+		cmd.Stdin = strings.NewReader(rows)
+		out, err := cmd.Output()
+		return err == nil && len(strings.Split(strings.TrimSpace(string(out)), "\n")) == len(labels)
+	})
+	t.Logf("endpoint answering %s after READY", time.Since(t1).Round(time.Millisecond))
+	evs, _, err := k2.kiln(nil, "events", "-o", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(evs, `"model.promoted"`); n != 1 {
+		t.Errorf("%d promotions recorded; want 1 (the restart re-adopts, it does not promote again)", n)
+	}
+}
+
+func waitLong(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("timed out after %s waiting for %s", d, what)
+}
+
+// featureRows returns the last n rows of a CSV without header and label
+// column, as kiln predict takes them, and their labels.
+func featureRows(t *testing.T, data []byte, label string, n int) (string, []string) {
+	t.Helper()
+	recs, err := csv.NewReader(strings.NewReader(string(data))).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	li := -1
+	for i, h := range recs[0] {
+		if h == label {
+			li = i
+		}
+	}
+	var b strings.Builder
+	var labels []string
+	w := csv.NewWriter(&b)
+	for _, r := range recs[len(recs)-n:] {
+		labels = append(labels, r[li])
+		_ = w.Write(append(append([]string{}, r[:li]...), r[li+1:]...))
+	}
+	w.Flush()
+	return b.String(), labels
+}
+
+func agreement(got, want []string) float64 {
+	if len(got) != len(want) || len(want) == 0 {
+		return 0
+	}
+	same := 0
+	for i := range want {
+		if strings.TrimSpace(got[i]) == want[i] {
+			same++
+		}
+	}
+	return float64(same) / float64(len(want))
+}
+
+// removeContainers deletes what the test left in its namespace of the
+// private containerd: stopping kilnd never stops containers, by design.
+func removeContainers(t *testing.T, addr, ns string) {
+	out, _ := exec.Command("ctr", "-a", addr, "-n", ns, "containers", "ls", "-q").Output()
+	for _, id := range strings.Fields(string(out)) {
+		_ = exec.Command("ctr", "-a", addr, "-n", ns, "tasks", "kill", "-s", "SIGKILL", id).Run()
+		time.Sleep(200 * time.Millisecond)
+		_ = exec.Command("ctr", "-a", addr, "-n", ns, "tasks", "delete", "-f", id).Run()
+		_ = exec.Command("ctr", "-a", addr, "-n", ns, "containers", "delete", id).Run()
+	}
+}
