@@ -5,9 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"os"
 	"slices"
 	"strings"
-	"os"
 	"time"
 
 	"github.com/kiln-edge/kiln/daemon/api"

@@ -83,4 +83,3 @@ func (d *Daemon) wantedContainers() (map[string]bool, error) {
 	})
 	return want, err
 }
-
