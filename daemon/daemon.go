@@ -27,6 +27,7 @@ import (
 
 	"github.com/kiln-edge/kiln/daemon/api"
 	"github.com/kiln-edge/kiln/daemon/config"
+	"github.com/kiln-edge/kiln/daemon/ingest"
 	"github.com/kiln-edge/kiln/daemon/localapi"
 	"github.com/kiln-edge/kiln/daemon/pipeline"
 	"github.com/kiln-edge/kiln/gpu"
@@ -59,6 +60,7 @@ type Daemon struct {
 	ctrs    *containers
 	eps     *endpoints
 	pipes   *pipeline.Manager
+	ingest  *ingest.Manager
 	metrics *metrics
 
 	state     atomic.Value // string: starting | ready | reloading | stopping
@@ -133,6 +135,17 @@ func New(opt Options) (*Daemon, error) {
 		Log:       d.log.With("part", "pipeline"),
 		Version:   opt.Build.Version,
 	})
+
+	d.ingest, err = ingest.New(ingest.Options{
+		Store: store, DropDir: cfg.Paths.DropDir, FeedbackDir: cfg.Paths.FeedbackDir,
+		QuarantineDir: cfg.Paths.QuarantineDir, MinFree: int64(cfg.Disk.MinFree),
+		Log: d.log.With("part", "ingest"), Status: d.setStatus,
+	})
+	if err != nil {
+		_ = rt.Close()
+		_ = store.Close()
+		return nil, err
+	}
 
 	// A bad pipeline folder at start must not keep kilnd down: it starts with
 	// no pipelines, reports why, and the next reload tries again.
@@ -228,6 +241,16 @@ func (d *Daemon) Run(ctx context.Context) error {
 	defer signal.Stop(hup)
 	go d.watchPipelines(ctx)
 	go d.runGC(ctx)
+	// Ingest stops before the store closes (the deferred closeParts runs last).
+	ingestCtx, stopIngest := context.WithCancel(ctx)
+	ingestDone := make(chan struct{})
+	go func() {
+		defer close(ingestDone)
+		if err := d.ingest.Run(ingestCtx); err != nil {
+			d.log.Error("ingest stopped; drop folders are not watched", "err", err)
+		}
+	}()
+	defer func() { stopIngest(); <-ingestDone }()
 	// Pipelines restore in the background: READY does not wait for model
 	// containers, but the endpoints answer as soon as each live model does.
 	d.ctrs.life = ctx

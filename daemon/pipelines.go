@@ -80,6 +80,9 @@ func (d *Daemon) reload(ctx context.Context, trigger string) (api.ReloadResult, 
 	if d.pipes != nil {
 		d.pipes.Apply(specs) // before Start (the load in New) this is a no-op; Start takes the set
 	}
+	if d.ingest != nil {
+		d.ingest.SetPipelines(specs) // added pipelines are watched, removed ones no longer
+	}
 	d.lastReload.Store(&res)
 	d.metrics.reloads.WithLabelValues("applied").Inc()
 	if len(res.Added)+len(res.Changed)+len(res.Removed) > 0 {

@@ -38,6 +38,7 @@ type cli struct {
 	Doctor    doctorCmd    `cmd:"" help:"Check containerd, state dir, disk, NVML and the socket; print a fix for each problem."`
 	Pipelines pipelinesCmd `cmd:"" help:"List, show, validate and reload pipeline specs."`
 	GPU       gpuCmd       `cmd:"" name:"gpu" help:"Show GPUs, their health, leases and cordons."`
+	Datasets  datasetsCmd  `cmd:"" help:"List dataset versions and quarantined batches; show one; release one."`
 	Events    eventsCmd    `cmd:"" help:"List the audit events, or follow them with -f."`
 	Backup    backupCmd    `cmd:"" help:"Write a consistent copy of kilnd's database to FILE."`
 	Runs      runsCmd      `cmd:"" help:"List, show, start and cancel training runs."`

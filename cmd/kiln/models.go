@@ -9,7 +9,7 @@ import (
 )
 
 type runsCmd struct {
-	List   runsListCmd   `cmd:"" default:"1" help:"List runs (the default)."`
+	List   runsListCmd   `cmd:"" default:"withargs" help:"List runs (the default)."`
 	Show   runsShowCmd   `cmd:"" help:"Show one run."`
 	Start  runsStartCmd  `cmd:"" help:"Train a pipeline now, whatever its triggers say."`
 	Cancel runsCancelCmd `cmd:"" help:"Stop a queued or running run."`
@@ -90,7 +90,7 @@ func (c logsCmd) Run(e *cmdEnv) error {
 }
 
 type modelsCmd struct {
-	List modelsListCmd `cmd:"" default:"1" help:"List models (the default)."`
+	List modelsListCmd `cmd:"" default:"withargs" help:"List models (the default)."`
 	Show modelsShowCmd `cmd:"" help:"Show a model: metrics, lineage, state history."`
 }
 

@@ -178,6 +178,10 @@ func (k *kilnd) wait() error {
 	select {
 	case err := <-k.done:
 		k.done <- err
+		// Like systemd's fd store, the notify socket holds the endpoint
+		// listeners kilnd stored with FDSTORE=1 in its unread datagrams;
+		// this fake never hands them back, so it drops them.
+		k.notify.Close()
 		return err
 	case <-time.After(30 * time.Second):
 		k.t.Fatal("kilnd did not exit within 30s")

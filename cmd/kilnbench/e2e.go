@@ -1,0 +1,144 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/kiln-edge/kiln/daemon/apiclient"
+	"github.com/kiln-edge/kiln/examples/tabular/images"
+)
+
+func init() { register(Group{Name: "e2e", Run: benchE2E}) }
+
+const e2eSpec = `name: bench
+data: {format: csv, label: diagnosis, settle: 0s}
+train: {image: kiln.local/tabular-trainer:1, timeout: 5m}
+serve: {image: kiln.local/tabular-server:1}
+triggers: {new_data: {debounce: 0s, min_rows: 1}}
+`
+
+// benchE2E times BENCH.md's e2e.drop_to_serving_s: the example data renamed
+// into a drop folder until a new model answers on the endpoint, with each
+// phase (from the event log's timestamps) in the detail.
+func benchE2E(ctx context.Context, opt Options) []Figure {
+	const name, unit, goal = "e2e.drop_to_serving_s", "s", "<= 2"
+	fail := func(why string) []Figure { return []Figure{unmeasured(name, unit, goal, why)} }
+	addr := os.Getenv("KILN_TEST_CONTAINERD")
+	if addr == "" {
+		return fail("needs a containerd: run under .ci/with-containerd (make bench does)")
+	}
+	if os.Geteuid() != 0 {
+		return fail("needs root for containers")
+	}
+	kilnd := filepath.Join(opt.Bin, "kilnd")
+	if _, err := os.Stat(kilnd); err != nil {
+		return fail("no " + kilnd + " (run make build)")
+	}
+	data, err := os.ReadFile("examples/tabular/data/breast_cancer.csv")
+	if err != nil {
+		return fail("run from the repository root: " + err.Error())
+	}
+	root, err := os.MkdirTemp("/var/tmp", "ke")
+	if err != nil {
+		return fail(err.Error())
+	}
+	defer os.RemoveAll(root)
+	ns := fmt.Sprintf("kiln-bench-%d", os.Getpid())
+	defer cleanNamespace(addr, ns)
+
+	imgDir := filepath.Join(root, "images")
+	if _, err := images.BuildAll(ctx, imgDir, images.Examples); err != nil {
+		return fail("build example images: " + err.Error())
+	}
+	if err := os.MkdirAll(filepath.Join(root, "etc/kiln/pipelines"), 0o755); err != nil {
+		return fail(err.Error())
+	}
+	if err := os.WriteFile(filepath.Join(root, "etc/kiln/kiln.yaml"), []byte("containerd: {address: "+addr+", namespace: "+ns+"}\n"), 0o644); err != nil {
+		return fail(err.Error())
+	}
+	if err := os.WriteFile(filepath.Join(root, "etc/kiln/pipelines/bench.yaml"), []byte(e2eSpec), 0o644); err != nil {
+		return fail(err.Error())
+	}
+	_, proc, err := startKilnd(ctx, kilnd, root)
+	if err != nil {
+		return fail(err.Error())
+	}
+	defer func() { _ = stopKilnd(proc) }()
+	c := apiclient.New(filepath.Join(root, "run/kiln/kiln.sock"))
+	for _, f := range []string{"tabular-trainer.tar", "tabular-server.tar"} {
+		fh, err := os.Open(filepath.Join(imgDir, f))
+		if err != nil {
+			return fail(err.Error())
+		}
+		_, err = c.ImportImages(ctx, fh)
+		_ = fh.Close()
+		if err != nil {
+			return fail("import " + f + ": " + err.Error())
+		}
+	}
+
+	drop := filepath.Join(root, "var/lib/kiln/drop/bench")
+	if err := os.MkdirAll(drop, 0o755); err != nil {
+		return fail(err.Error())
+	}
+	tmp := filepath.Join(drop, ".data.csv.part")
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		return fail(err.Error())
+	}
+	seq, _ := lastSeq(ctx, c)
+	t0 := time.Now()
+	if err := os.Rename(tmp, filepath.Join(drop, "data.csv")); err != nil {
+		return fail(err.Error())
+	}
+	// Served: a prediction answered by the endpoint.
+	row := strings.Join(strings.Split(strings.Split(string(data), "\n")[1], ",")[:30], ",") + "\n"
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		var out strings.Builder
+		if err := c.Predict(ctx, "bench", strings.NewReader(row), &out); err == nil && strings.TrimSpace(out.String()) != "" {
+			break
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fail("no model answered within 5 minutes; see " + filepath.Join(root, "kilnd.log"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	total := time.Since(t0)
+	return []Figure{measured(name, total.Seconds(), unit, goal, phases(ctx, c, seq, t0)+", breast cancer CSV 569 rows, CPU-only")}
+}
+
+func lastSeq(ctx context.Context, c *apiclient.Client) (uint64, error) {
+	st, err := c.Status(ctx)
+	return st.Store.EventSeq, err
+}
+
+// phases lists the time from the rename to each step kilnd recorded.
+func phases(ctx context.Context, c *apiclient.Client, since uint64, t0 time.Time) string {
+	evs, err := c.Events(ctx, since+1, 0)
+	if err != nil {
+		return "phases unknown: " + err.Error()
+	}
+	var parts []string
+	for _, e := range evs {
+		switch e.Kind {
+		case "dataset.accepted", "run.queued", "run.started", "model.candidate", "model.evaluating", "model.promoted":
+			parts = append(parts, fmt.Sprintf("%s +%.2fs", e.Kind, e.Time.Sub(t0).Seconds()))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+func cleanNamespace(addr, ns string) {
+	out, _ := exec.Command("ctr", "-a", addr, "-n", ns, "containers", "ls", "-q").Output()
+	for _, id := range strings.Fields(string(out)) {
+		_ = exec.Command("ctr", "-a", addr, "-n", ns, "tasks", "kill", "-s", "SIGKILL", id).Run()
+		time.Sleep(200 * time.Millisecond)
+		_ = exec.Command("ctr", "-a", addr, "-n", ns, "tasks", "delete", "-f", id).Run()
+		_ = exec.Command("ctr", "-a", addr, "-n", ns, "containers", "delete", id).Run()
+	}
+}

@@ -1,0 +1,100 @@
+// Package ingest owns the way data enters kiln: it watches drop/<pipeline>/ and
+// feedback/<pipeline>/ for every loaded pipeline, decides when a dropped file or batch is
+// complete, reads it once into the blob store while parsing and checking it, splits its rows
+// into train and holdout parts, and records the result as a dataset version (accepted) or a
+// quarantined batch, with lineage and an event, then empties the drop folder.
+//
+// # Completion
+//
+// fsnotify reports a rename into a folder as a plain Create and hides close-after-write, so
+// the kernel is asked instead. A file is taken when
+//
+//   - its size, mtime and mode have not changed for the pipeline's data.settle (0 allowed:
+//     a file renamed in is then taken at once; a file renamed in keeps its mtime, so it has
+//     been unchanged since that mtime), and
+//   - no process holds it open for writing: the worker opens it O_RDONLY|O_NONBLOCK|O_NOFOLLOW
+//     and takes a read lease (fcntl F_SETLEASE F_RDLCK), which the kernel refuses with EAGAIN
+//     while any writer has it open. A refused lease is retried after 100 ms. The lease is
+//     held while the file is read; if it was broken meanwhile (someone opened the file for
+//     writing) the read is thrown away and retried. Filesystems without leases, and
+//     processes without CAP_LEASE, fall back to settle alone (logged once).
+//
+// Names starting with "." or ending in .tmp, .part or ~ are ignored until renamed. A
+// subfolder is one batch, closed by a _SUCCESS file at its top; fsnotify is not recursive,
+// so each subfolder gets its own watch when it appears, and a closed batch still holding
+// temp names is polled until they are gone.
+//
+// # Exactly once
+//
+// One coordinator goroutine owns all watch state: a map of known entries (by folder and
+// name), a timer heap for settle and retries, and a ready queue feeding the workers. Events,
+// the start-up rescan and the rescan after an inotify overflow (fsnotify.ErrEventOverflow)
+// all go through the same map, so an entry seen twice is still taken once; an entry that
+// changes while a worker reads it is looked at again when the worker is done.
+//
+// Across restarts the store is the memory: a dataset record (with the sha256 of every file)
+// is durable before the file leaves the drop folder. A file found again after a crash
+// between the two, or dropped again by a person, has content the index already knows: it
+// is recorded as a dataset.duplicate event and removed, never a second version. Concurrent
+// workers reserve content digests before committing, so two copies in one burst are one
+// version and one duplicate.
+//
+// # Reading
+//
+// Each file is opened once, fstat'ed (it must be the inode lstat saw), read once and
+// streamed into the blob store (storage.PutBlob hashes while copying); the same bytes feed
+// the parser: files up to 1 MiB from memory, bigger ones through a pipe, so hashing runs on
+// one core and parsing on the other (at most two big files at a time). After the read the
+// path must still name the same inode (else "deleted/replaced while being read": an
+// ingest.rejected event and nothing recorded) and the inode must be unchanged (else the
+// read is retried).
+//
+// Rejected before reading, each as a quarantined dataset with no content (release refused),
+// its entry moved to quarantine/<p>/<dN>/ beside REASON.json: symlinks (never followed),
+// hard links (nlink > 1), FIFOs, sockets and devices (never opened), names that are not
+// UTF-8 or not local, empty files, files over data.max_file_size. Lines over MaxLineLength
+// quarantine the batch after reading.
+//
+// # Validation, split, versions
+//
+// CSV (comma, header, RFC 4180 quotes, CRLF and a UTF-8 BOM accepted) and JSONL (one flat
+// object a line) are parsed for real: header and column count, column types (inferred on
+// the first version, then held to the newest admitted version's schema), the label column
+// and its allowed values, row bounds, null/NaN/inf fraction, duplicate-row fraction, value
+// ranges, and drift: the PSI of every feature against the live model's data window, or
+// before there is one, against all admitted versions (see drift.go for the binning that keeps
+// small batches from reading noise as drift). Format files is checked by extension, size
+// and count. The first violation of each rule is kept with file, line, column, observed and
+// allowed values.
+//
+// Every row goes to the holdout part when xxh64(row, evaluate.holdout.seed)/2^64 is below
+// evaluate.holdout.fraction, else to the train part: the same row always lands on the same
+// side, whatever file, batch, line ending or BOM it arrives in. Parts are CSV (with the
+// header) or JSONL blobs of their own, so training links the train part alone; a part that is
+// byte-equal to a dropped file is not stored twice. Feedback is not split. With
+// evaluate.holdout.file every row is train.
+//
+// A batch becomes one storage.Dataset: Files are the dropped files plus MetaName, a JSON blob
+// holding the Manifest (files, parts with rows, schema, split, a profile of each column for
+// later drift checks) and the validation Report; Digest is the sha256 of the manifest's JSON;
+// lineage links the file owner's uid (edge "dropped") and, when quarantined, "check:<rule>"
+// (edge quarantined). Events: dataset.accepted, dataset.quarantined, dataset.duplicate,
+// dataset.released, ingest.rejected, ingest.paused, ingest.resumed.
+//
+// Ingest pauses, says so through Options.Status and an event, while taking a batch would
+// leave less than disk.min_free on the state disk, and resumes on its own.
+//
+// Release (kiln datasets release P/dN) turns a quarantined version into a released one,
+// recorded with the person's uid (edge released and event), and removes its quarantine
+// folder: the content is already in the blob store.
+//
+// # Caveats
+//
+//   - Removing a pipeline stops its watches; its folders, files and history stay, and a
+//     pipeline loaded again rescans its folders.
+//   - A batch folder never closed by _SUCCESS waits forever.
+//   - A writer the kernel cannot see (a network filesystem client) is covered by settle
+//     only, and mtime decides settle: a client that sets an old mtime and keeps writing is
+//     not detected.
+//   - Quarantined batches keep their blobs until gc.quarantine_age expires them.
+package ingest
