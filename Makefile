@@ -14,7 +14,7 @@ GOLANGCI_VERSION := v2.15.0
 # Per test binary; CI as a whole stays under 20 minutes.
 TEST_TIMEOUT ?= 10m
 
-.PHONY: help deps build test lint bench demo clean
+.PHONY: help deps build test lint bench demo clean images
 
 help: ## List the targets.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -29,6 +29,9 @@ test: deps build ## Run every test, beside a private containerd (root for the re
 	$(GO) vet ./...
 	.ci/with-containerd $(GO) test -count=1 -p 1 -timeout $(TEST_TIMEOUT) ./...
 
+images: ## Build the example images as OCI archives: bin/images/tabular-{trainer,server}.tar (no Docker).
+	$(GO) run ./examples/tabular/buildimages -o bin/images
+
 lint: ## Run golangci-lint (installed into bin/ at a pinned version).
 	@test -x bin/golangci-lint || GOBIN=$(CURDIR)/bin $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_VERSION)
 	bin/golangci-lint run ./...
@@ -37,7 +40,7 @@ bench: build ## Run all benchmark groups; writes bench/results.json and prints t
 	@mkdir -p bench
 	.ci/with-containerd bin/kilnbench -bin bin -json bench/results.json
 
-demo: deps build ## Start kilnd under a temp root and show kiln status and kiln doctor.
+demo: deps build images ## Run the whole loop under a temp root: images, a pipeline, a CSV dropped, a model trained, promoted and answering.
 	@.ci/with-containerd .ci/demo
 
 clean: ## Remove build outputs.
