@@ -13,8 +13,16 @@ export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 GOLANGCI_VERSION := v2.15.0
 # Per test binary; CI as a whole stays under 20 minutes.
 TEST_TIMEOUT ?= 10m
+# Packages: nfpm as a pinned tool (outside kiln's module graph).
+NFPM_VERSION := v2.45.2
+NFPM := bin/tools/nfpm-$(NFPM_VERSION)/nfpm
+PKG_ARCHES ?= amd64 arm64
+PKG_VERSION = $(shell packaging/version.sh $(VERSION))
+# The example images, once the images target exists (the bundle and the
+# systemd end-to-end test use them).
+IMAGES_DEP := $(shell grep -qE '^images:' $(firstword $(MAKEFILE_LIST)) && echo images)
 
-.PHONY: help deps build test lint bench demo clean images
+.PHONY: help deps build test lint bench demo clean images packages bundle
 
 help: ## List the targets.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -25,9 +33,16 @@ deps: ## Install containerd, runc and the test/bench baselines from the distribu
 build: ## Build bin/kilnd, bin/kiln and bin/kilnbench.
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ ./cmd/kilnd ./cmd/kiln ./cmd/kilnbench
 
-test: deps build ## Run every test, beside a private containerd (root for the real-part tests).
+test: deps build packages $(IMAGES_DEP) bundle ## Run every test, beside a private containerd (root for the real-part tests).
 	$(GO) vet ./...
 	.ci/with-containerd $(GO) test -count=1 -p 1 -timeout $(TEST_TIMEOUT) ./...
+
+packages: ## Build .deb and .rpm (amd64, arm64) into bin/packages/; lintian checks the amd64 .deb.
+	@test -x $(NFPM) || GOBIN=$(CURDIR)/$(dir $(NFPM)) $(GO) install github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)
+	VERSION='$(VERSION)' COMMIT='$(COMMIT)' BUILD_DATE='$(BUILD_DATE)' GO='$(GO)' NFPM='$(NFPM)' ARCHES='$(PKG_ARCHES)' packaging/build.sh
+
+bundle: packages $(IMAGES_DEP) ## Build bin/kiln-VERSION-offline.tar.gz: packages, example images, SHA256SUMS, install.sh.
+	VERSION='$(PKG_VERSION)' packaging/bundle/build.sh
 
 images: ## Build the example images as OCI archives: bin/images/tabular-{trainer,server}.tar (no Docker).
 	$(GO) run ./examples/tabular/buildimages -o bin/images

@@ -40,7 +40,23 @@ type endpoints struct {
 
 type openEndpoint struct {
 	ep        *serve.Endpoint
+	pipeline  string
 	listeners []net.Listener
+	start     sync.Once
+	log       *slog.Logger
+}
+
+// serve starts accepting on the endpoint's listeners, once.
+func (o *openEndpoint) serve() {
+	o.start.Do(func() {
+		for _, l := range o.listeners {
+			go func() {
+				if err := o.ep.Serve(l); err != nil && !errors.Is(err, serve.ErrClosed) {
+					o.log.Error("pipeline endpoint stopped serving", "pipeline", o.pipeline, "addr", l.Addr().String(), "err", err)
+				}
+			}()
+		}
+	})
 }
 
 func newEndpoints(paths config.Paths, group string, notify *systemd.Notifier, log *slog.Logger) *endpoints {
@@ -60,7 +76,12 @@ func newEndpoints(paths config.Paths, group string, notify *systemd.Notifier, lo
 const fdPrefix = "serve-"
 
 // endpointAdapter lets the pipeline package flip a serve.Endpoint.
-type endpointAdapter struct{ ep *serve.Endpoint }
+type endpointAdapter struct {
+	ep *serve.Endpoint
+	o  *openEndpoint
+}
+
+func (a endpointAdapter) Start() { a.o.serve() }
 
 func (a endpointAdapter) Flip(b pipeline.Backend) pipeline.Backend {
 	var prev serve.Backend
@@ -94,14 +115,14 @@ func (e *endpoints) Open(spec *config.Pipeline) (pipeline.Endpoint, error) {
 		return nil, errors.New("kilnd is stopping")
 	}
 	if o, ok := e.open[spec.Name]; ok {
-		return endpointAdapter{o.ep}, nil
+		return endpointAdapter{o.ep, o}, nil
 	}
 	ep, err := serve.New(serve.Options{Pipeline: spec.Name, PredLogDir: filepath.Join(e.paths.StateDir, "predictions"),
 		Log: e.log})
 	if err != nil {
 		return nil, err
 	}
-	o := &openEndpoint{ep: ep}
+	o := &openEndpoint{ep: ep, pipeline: spec.Name, log: e.log}
 	l, err := e.unixListener(spec.Name)
 	if err != nil {
 		_ = ep.Shutdown(context.Background())
@@ -116,15 +137,8 @@ func (e *endpoints) Open(spec *config.Pipeline) (pipeline.Endpoint, error) {
 			o.listeners = append(o.listeners, tl)
 		}
 	}
-	for _, l := range o.listeners {
-		go func() {
-			if err := ep.Serve(l); err != nil && !errors.Is(err, serve.ErrClosed) {
-				e.log.Error("pipeline endpoint stopped serving", "pipeline", spec.Name, "addr", l.Addr().String(), "err", err)
-			}
-		}()
-	}
 	e.open[spec.Name] = o
-	return endpointAdapter{ep}, nil
+	return endpointAdapter{ep, o}, nil
 }
 
 // unixListener takes the listener kept in systemd's fd store, else creates

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+	"golang.org/x/sys/unix"
 
 	"github.com/kiln-edge/kiln/daemon/config"
 	"github.com/kiln-edge/kiln/storage"
@@ -369,7 +370,7 @@ func (c *coord) applySpecs(ctx context.Context) {
 			{pipeline: name, kind: storage.KindData, dir: filepath.Join(m.opt.DropDir, name)},
 			{pipeline: name, kind: storage.KindFeedback, dir: filepath.Join(m.opt.FeedbackDir, name)},
 		} {
-			if err := os.MkdirAll(s.dir, 0o755); err != nil {
+			if err := makeDropDir(s.dir); err != nil {
 				m.log.Error("create ingest folder", "pipeline", name, "dir", s.dir, "err", err)
 				continue
 			}
@@ -756,4 +757,30 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// makeDropDir creates a pipeline's drop or feedback folder so that the
+// people who feed kiln can write to it: group-writable, owned by the group
+// of its parent (kiln, as the package's tmpfiles.d makes /var/lib/kiln/drop).
+// No setgid bit: the unit's RestrictSUIDSGID= forbids making one. An
+// existing folder is left as the operator set it.
+func makeDropDir(dir string) error {
+	if _, err := os.Stat(dir); err == nil {
+		return nil
+	}
+	parent := filepath.Dir(dir)
+	if err := os.MkdirAll(parent, 0o755); err != nil {
+		return err
+	}
+	if err := os.Mkdir(dir, 0o775); err != nil && !os.IsExist(err) {
+		return err
+	}
+	if err := os.Chmod(dir, 0o775); err != nil { // the umask took the group's write bit
+		return err
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(parent, &st); err != nil {
+		return err
+	}
+	return os.Chown(dir, -1, int(st.Gid))
 }

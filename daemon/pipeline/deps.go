@@ -106,6 +106,10 @@ type Runtime interface {
 
 // Endpoint is a pipeline's stable endpoint (package serve).
 type Endpoint interface {
+	// Start begins accepting connections. restore calls it once the live
+	// model is back, so clients that connected across a kilnd restart wait
+	// in the listen backlog instead of getting "no model"; it is idempotent.
+	Start()
 	// Flip sends new requests to b at once; requests in flight finish on
 	// the previous backend, which it returns.
 	Flip(b Backend) Backend

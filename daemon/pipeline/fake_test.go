@@ -323,6 +323,8 @@ func (e *fakeEndpoint) Live() Backend {
 
 func (e *fakeEndpoint) WaitIdle(context.Context, string) error { return nil }
 
+func (e *fakeEndpoint) Start() {}
+
 func (e *fakeEndpoint) liveModel() string {
 	if b := e.Live(); b != nil {
 		return b.Model()

@@ -78,6 +78,8 @@ func (c *controller) restore(ctx context.Context) error {
 		}
 	}
 
+	c.endpoint.Start()
+
 	// At most one run is in flight per pipeline; a second unfinished one
 	// (from an older kilnd) is recorded lost rather than run twice.
 	for _, r := range runs {

@@ -246,6 +246,10 @@ func (e *Endpoint) FlushLog(ctx context.Context) error {
 	return e.plog.flush(ctx)
 }
 
+// idleCloseGrace is how long an idle connection stays open once Shutdown
+// began, for a request already on its way.
+const idleCloseGrace = 100 * time.Millisecond
+
 // Shutdown stops accepting connections (closing the listeners, never
 // removing a socket file), closes idle client connections, waits for the
 // requests in flight to be answered (each connection then closes), and
@@ -261,8 +265,13 @@ func (e *Endpoint) Shutdown(ctx context.Context) error {
 		}
 	}
 	for c := range e.conns {
-		if c.state.CompareAndSwap(connIdle, connClosed) {
-			_ = c.c.Close() // idle: nothing in flight to lose
+		// An idle keep-alive connection may already hold a request the
+		// client sent an instant ago; closing it now would reset that
+		// request. Give it a moment: a request that arrives is served
+		// (with Connection: close), a connection that stays quiet closes
+		// at the deadline.
+		if c.state.Load() == connIdle {
+			_ = c.c.SetReadDeadline(time.Now().Add(idleCloseGrace))
 		}
 	}
 	e.mu.Unlock()

@@ -121,7 +121,11 @@ func (c *conn) serve() {
 	}()
 	for {
 		if c.br.Buffered() == 0 {
-			if err := c.c.SetReadDeadline(time.Now().Add(idleTimeout)); err != nil {
+			wait := idleTimeout
+			if e.closing.Load() {
+				wait = idleCloseGrace // Shutdown began: only a request already on its way
+			}
+			if err := c.c.SetReadDeadline(time.Now().Add(wait)); err != nil {
 				return
 			}
 			if _, err := c.br.Peek(1); err != nil {

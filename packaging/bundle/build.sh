@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# build.sh: bin/kiln-$VERSION-offline.tar.gz, the offline bundle: the packages
+# of bin/packages/, the example images (bin/images/*.tar, OCI archives, when
+# `make images` made them), install.sh, and SHA256SUMS over all of it. Run by
+# `make bundle` from the repository root with VERSION (the package version).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+: "${VERSION:?}"
+name=kiln-$VERSION-offline
+work=bin/bundlework
+rm -rf "$work"
+mkdir -p "$work/$name/packages" "$work/$name/images"
+shopt -s nullglob
+pkgs=(bin/packages/kiln_"$VERSION"-1_*.deb bin/packages/kiln-"$VERSION"-1.*.rpm)
+[ ${#pkgs[@]} -gt 0 ] || { echo "bundle: no packages of version $VERSION in bin/packages (make packages)" >&2; exit 1; }
+cp "${pkgs[@]}" "$work/$name/packages/"
+imgs=(bin/images/*.tar)
+if [ ${#imgs[@]} -eq 0 ]; then
+	echo "bundle: warning: no example images in bin/images/ (make images): the bundle carries none" >&2
+else
+	cp "${imgs[@]}" "$work/$name/images/"
+fi
+install -m 0755 packaging/bundle/install.sh "$work/$name/install.sh"
+(cd "$work/$name" && find . -type f ! -name SHA256SUMS -printf '%P\n' | LC_ALL=C sort | xargs sha256sum >SHA256SUMS)
+rm -f bin/kiln-*-offline.tar.gz
+out=bin/$name.tar.gz
+tar -C "$work" --owner=0 --group=0 --numeric-owner -czf "$out" "$name"
+rm -rf "$work"
+echo "bundle: $out ($(du -h "$out" | cut -f1)): ${#pkgs[@]} packages, ${#imgs[@]} images"
