@@ -207,3 +207,94 @@ func removeContainers(t *testing.T, addr, ns string) {
 		_ = exec.Command("ctr", "-a", addr, "-n", ns, "containers", "delete", id).Run()
 	}
 }
+
+// slowSpec trains long enough to be interrupted; timeout bounds it.
+func slowSpec(timeout string) string {
+	return strings.Replace(strings.Replace(cancerSpec, "timeout: 5m", "timeout: "+timeout, 1),
+		"train:\n", "train:\n  hyperparameters: {epochs: \"40000\"}\n", 1)
+}
+
+// startLoop starts kilnd on a fresh root with the example images imported
+// and spec loaded, and drops the example data.
+func startLoop(t *testing.T, ns, spec string) (*kilnd, string) {
+	t.Helper()
+	addr := containerdAddr(t)
+	needRoot(t)
+	imgDir, err := exampleImages()
+	if err != nil {
+		t.Fatalf("build example images: %v", err)
+	}
+	root := newRoot(t, "containerd: {address: "+addr+", namespace: "+ns+"}\n")
+	writeFile(t, filepath.Join(root, "etc/kiln/pipelines/cancer.yaml"), spec)
+	k := startKilnd(t, root)
+	k.expect("READY=1")
+	t.Cleanup(func() { removeContainers(t, addr, ns) })
+	for _, f := range []string{"tabular-trainer.tar", "tabular-server.tar"} {
+		if _, stderr, err := k.kiln(nil, "images", "import", filepath.Join(imgDir, f)); err != nil {
+			t.Fatalf("kiln images import %s: %v: %s", f, err, stderr)
+		}
+	}
+	data, err := os.ReadFile("../../examples/tabular/data/breast_cancer.csv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	drop := filepath.Join(root, "var/lib/kiln/drop/cancer")
+	waitFor(t, "the drop folder", func() bool { _, err := os.Stat(drop); return err == nil })
+	writeFile(t, filepath.Join(drop, ".d.part"), string(data))
+	if err := os.Rename(filepath.Join(drop, ".d.part"), filepath.Join(drop, "d.csv")); err != nil {
+		t.Fatal(err)
+	}
+	return k, root
+}
+
+func runsOf(t *testing.T, k *kilnd) []api.Run {
+	out, _, err := k.kiln(nil, "runs", "-p", "cancer", "-o", "json")
+	if err != nil {
+		return nil
+	}
+	var rs []api.Run
+	_ = json.Unmarshal([]byte(out), &rs)
+	return rs
+}
+
+// TestKillKilndMidTraining: kilnd is SIGKILLed while its training container
+// runs; the next kilnd re-attaches to that same container, and the model it
+// writes goes live. Nothing is trained twice.
+func TestKillKilndMidTraining(t *testing.T) {
+	k, root := startLoop(t, "kiln-test-kill", slowSpec("5m"))
+	waitLong(t, time.Minute, "the run to be running", func() bool {
+		rs := runsOf(t, k)
+		return len(rs) == 1 && rs[0].State == "running"
+	})
+	if err := k.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = k.wait()
+	k2 := startKilnd(t, root)
+	k2.expect("READY=1")
+	waitLong(t, 3*time.Minute, "the re-attached run's model live", func() bool {
+		out, _, err := k2.kiln(nil, "models", "-p", "cancer", "-o", "json")
+		return err == nil && strings.Contains(out, `"state": "live"`)
+	})
+	rs := runsOf(t, k2)
+	if len(rs) != 1 || rs[0].State != "succeeded" {
+		t.Errorf("runs after the kill = %+v; want the one run, succeeded", rs)
+	}
+}
+
+// TestTrainingTimeout: a trainer that outlives train.timeout is stopped and
+// its run fails with the reason; nothing goes live.
+func TestTrainingTimeout(t *testing.T) {
+	k, _ := startLoop(t, "kiln-test-timeout", slowSpec("2s"))
+	waitLong(t, 2*time.Minute, "the run to fail", func() bool {
+		rs := runsOf(t, k)
+		return len(rs) == 1 && rs[0].State == "failed"
+	})
+	if r := runsOf(t, k)[0]; !strings.Contains(r.Reason, "timed out") {
+		t.Errorf("failed run reason %q; want the timeout named", r.Reason)
+	}
+	out, _, _ := k.kiln(nil, "models", "-p", "cancer", "-o", "json")
+	if strings.Contains(out, `"state": "live"`) {
+		t.Errorf("a model went live although training timed out: %s", out)
+	}
+}
