@@ -26,13 +26,16 @@ import (
 // /invocations. Its "containers" outlive a Manager, as real ones outlive
 // kilnd, so restart tests can re-attach.
 type fakeRuntime struct {
-	mu       sync.Mutex
-	sockDir  string
-	trains   map[string]*fakeTraining
-	serves   map[string]*fakeServing
-	started  []string // container IDs in start order
-	hold     chan struct{}
-	failNext string // "exit" or "nomodel": the next training fails so
+	mu      sync.Mutex
+	sockDir string
+	trains  map[string]*fakeTraining
+	serves  map[string]*fakeServing
+	started []string // container IDs in start order
+	hold    chan struct{}
+	// readyHold, when set, keeps every serving container unready until
+	// closed: an evaluation (or a promotion) is then in progress.
+	readyHold chan struct{}
+	failNext  string // "exit" or "nomodel": the next training fails so
 }
 
 func newFakeRuntime(sockDir string) *fakeRuntime {
@@ -166,6 +169,7 @@ func fakeTrain(job TrainJob, fail string) TrainResult {
 }
 
 type fakeServing struct {
+	hold    chan struct{}
 	model   string
 	sock    string
 	srv     *http.Server
@@ -180,6 +184,13 @@ func (s *fakeServing) DialContext(ctx context.Context) (net.Conn, error) {
 }
 
 func (s *fakeServing) Ready(ctx context.Context) error {
+	if s.hold != nil {
+		select {
+		case <-s.hold:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	for {
 		c, err := s.DialContext(ctx)
 		if err == nil {
@@ -248,7 +259,7 @@ func (f *fakeRuntime) StartServing(_ context.Context, job ServeJob) (Serving, er
 			fmt.Fprintln(w, nearest(model, row))
 		}
 	})
-	s := &fakeServing{model: job.Model, sock: sock, srv: &http.Server{Handler: mux}}
+	s := &fakeServing{model: job.Model, sock: sock, srv: &http.Server{Handler: mux}, hold: f.readyHold}
 	go func() { _ = s.srv.Serve(l) }()
 	f.serves[job.ContainerID] = s
 	f.started = append(f.started, job.ContainerID)

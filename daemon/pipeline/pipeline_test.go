@@ -368,3 +368,27 @@ func TestWindow(t *testing.T) {
 		}
 	}
 }
+
+// TestRestartMidEvaluation: kilnd stops while a candidate is being
+// evaluated (its server not ready yet); the next kilnd re-adopts the
+// candidate's container, evaluates it again and promotes it.
+func TestRestartMidEvaluation(t *testing.T) {
+	h := newHarness(t)
+	h.rt.readyHold = make(chan struct{})
+	h.start(spec(t, "good", 0))
+	h.addData(100)
+	h.waitFor("candidate evaluating", func() bool {
+		m, err := h.store.Model("iris/m1")
+		return err == nil && m.State == storage.ModelEvaluating
+	})
+	h.stop()
+	close(h.rt.readyHold)
+	h.start(spec(t, "good", 0))
+	h.waitFor("the candidate live after restart", func() bool { return h.live() == "iris/m1" })
+	if n := strings.Count(strings.Join(h.rt.started, " "), "kiln-serve-iris-m1"); n != 1 {
+		t.Errorf("candidate's serving container started %d times; want once, re-adopted", n)
+	}
+	if m := h.model("iris/m1"); m.Metrics["accuracy"] < 0.9 {
+		t.Errorf("m1 metrics after re-evaluation = %v", m.Metrics)
+	}
+}
