@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -94,6 +95,13 @@ func (d *Daemon) handleGC(w http.ResponseWriter, r *http.Request) {
 		localapi.WriteError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
+	var removedImages []string
+	if r.URL.Query().Get("images") == "1" {
+		if removedImages, err = d.collectImages(r.Context(), rep.KeepImages, dry); err != nil {
+			localapi.WriteError(w, http.StatusInternalServerError, err.Error())
+			return
+		}
+	}
 	deleted := make([]string, 0, len(rep.DeletedBlobs))
 	for _, b := range rep.DeletedBlobs {
 		deleted = append(deleted, b.Digest)
@@ -102,8 +110,47 @@ func (d *Daemon) handleGC(w http.ResponseWriter, r *http.Request) {
 		DryRun: dry, KeptModels: nonNil(rep.KeptModels), PrunedModels: nonNil(rep.PrunedModels),
 		Protected: rep.Protected, DeletedBlobs: deleted, FreedBytes: rep.FreedBytes,
 		ExpiredQuarantine: nonNil(rep.ExpiredQuarantine), ExpiredRunLogs: len(rep.ExpiredRunLogs),
-		KeepImages: nonNil(rep.KeepImages), Took: rep.Took,
+		KeepImages: nonNil(rep.KeepImages), RemovedImages: nonNil(removedImages), Took: rep.Took,
 	})
+}
+
+// collectImages deletes the images in kiln's containerd namespace that no
+// kept model or unfinished run recorded and no loaded pipeline names. It is
+// never automatic: an operator may import images before writing the spec
+// that uses them, so only `kiln gc --images` asks for it.
+func (d *Daemon) collectImages(ctx context.Context, keep []string, dryRun bool) ([]string, error) {
+	keep = slices.Clone(keep)
+	for _, p := range d.pipelines.Load().specs {
+		for _, ref := range []string{p.Train.Image, p.Serve.Image} {
+			digest, err := d.rt.Resolve(ctx, ref)
+			if err != nil {
+				continue // not imported: nothing to keep
+			}
+			keep = append(keep, digest)
+		}
+	}
+	if dryRun {
+		ims, err := d.rt.List(ctx)
+		if err != nil {
+			return nil, err
+		}
+		var would []string
+		for _, im := range ims {
+			if !slices.Contains(keep, im.Digest) {
+				would = append(would, im.Name)
+			}
+		}
+		return would, nil
+	}
+	removed, err := d.rt.GC(ctx, keep)
+	var names []string
+	for _, im := range removed {
+		names = append(names, im.Name)
+	}
+	if len(names) > 0 {
+		d.recordEvent(ctx, "images.removed", "", names, map[string]string{"kept_digests": strconv.Itoa(len(keep))})
+	}
+	return names, err
 }
 
 func nonNil(s []string) []string {

@@ -105,12 +105,12 @@ func (d *Daemon) checkImages(ctx context.Context, specs map[string]*config.Pipel
 	var warnings []string
 	// One budget for all: a containerd that does not answer costs seconds
 	// once, not per image.
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	for _, name := range names {
 		p := specs[name]
 		for _, ref := range []string{p.Train.Image, p.Serve.Image} {
-			if err := d.resolveImage(ctx, ref); err != nil {
+			if err := d.resolveImage(rctx, ref); err != nil {
 				w := fmt.Sprintf("pipeline %s: image %s: %v (import it with `kiln images import FILE`)", name, ref, err)
 				warnings = append(warnings, w)
 				d.log.Warn("pipeline image not resolvable", "pipeline", name, "image", ref, "err", err)

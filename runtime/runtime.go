@@ -83,9 +83,17 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"strings"
 	"sync"
+	"time"
 
 	"github.com/containerd/containerd/v2/client"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	"tags.cncf.io/container-device-interface/pkg/cdi"
 )
 
@@ -133,7 +141,7 @@ func New(address, namespace string, log *slog.Logger, opts ...Option) (*Runtime,
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	c, err := client.New(address, client.WithDefaultNamespace(namespace))
+	c, err := client.New(address, client.WithDefaultNamespace(namespace), client.WithDialOpts(dialOptions()))
 	if err != nil {
 		return nil, fmt.Errorf("containerd client for %s: %w", address, err)
 	}
@@ -143,6 +151,39 @@ func New(address, namespace string, log *slog.Logger, opts ...Option) (*Runtime,
 		o(r)
 	}
 	return r, nil
+}
+
+// rootCause is the last ": "-separated part of a gRPC transport error, the
+// errno a person can act on ("connect: no such file or directory").
+func rootCause(err error) string {
+	msg := strings.TrimSuffix(status.Convert(err).Message(), `"`)
+	if i := strings.LastIndex(msg, "dial unix "); i >= 0 {
+		msg = msg[i+len("dial unix "):]
+		if j := strings.Index(msg, ": "); j >= 0 {
+			return msg[j+2:]
+		}
+	}
+	return msg
+}
+
+// dialOptions replace the containerd client's defaults, whose dialer retries
+// a refused connect every 10 ms for as long as a connect attempt lasts: with
+// containerd down that is a hundred connects a second, forever, for a
+// daemon that is meant to sit idle and say "containerd is down". Here one
+// connect is one attempt, and gRPC's own backoff (1 s doubling to 30 s)
+// spaces the retries.
+func dialOptions() []grpc.DialOption {
+	bo := backoff.DefaultConfig
+	bo.MaxDelay = 30 * time.Second
+	return []grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: bo, MinConnectTimeout: 5 * time.Second}),
+		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", strings.TrimPrefix(addr, "unix://"))
+		}),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16<<20), grpc.MaxCallSendMsgSize(16<<20)),
+	}
 }
 
 // Address is the containerd socket this runtime talks to.
@@ -156,9 +197,12 @@ func (r *Runtime) Namespace() string { return r.namespace }
 func (r *Runtime) Version(ctx context.Context) (string, error) {
 	v, err := r.c.Version(ctx)
 	if err != nil {
-		if ctx.Err() != nil {
+		switch {
+		case ctx.Err() != nil:
 			// gRPC's own wording here is long and says nothing more.
 			return "", fmt.Errorf("containerd at %s is unreachable: %w", r.address, ctx.Err())
+		case status.Code(err) == codes.Unavailable:
+			return "", fmt.Errorf("containerd at %s is unreachable: %s", r.address, rootCause(err))
 		}
 		return "", fmt.Errorf("containerd at %s: %w", r.address, err)
 	}

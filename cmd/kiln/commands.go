@@ -353,10 +353,11 @@ func (c backupCmd) Run(e *cmdEnv) error {
 
 type gcCmd struct {
 	DryRun bool `help:"Only report what would be removed and which images must be kept."`
+	Images bool `help:"Also delete images that no kept model, unfinished run or loaded pipeline needs."`
 }
 
 func (c gcCmd) Run(e *cmdEnv) error {
-	r, err := e.client().GC(e.ctx, c.DryRun)
+	r, err := e.client().GC(e.ctx, c.DryRun, c.Images)
 	if err != nil {
 		return err
 	}
@@ -367,9 +368,9 @@ func (c gcCmd) Run(e *cmdEnv) error {
 	if r.DryRun {
 		verb = "would remove"
 	}
-	fmt.Fprintf(e.out, "gc %s %d blobs (%d bytes), pruned models %s, expired quarantine %s, %d run logs; kept %d models, %d images (%s)\n",
+	fmt.Fprintf(e.out, "gc %s %d blobs (%d bytes), pruned models %s, expired quarantine %s, %d run logs, images %s; kept %d models, %d image digests (%s)\n",
 		verb, len(r.DeletedBlobs), r.FreedBytes, list(r.PrunedModels), list(r.ExpiredQuarantine), r.ExpiredRunLogs,
-		len(r.KeptModels), len(r.KeepImages), r.Took)
+		list(r.RemovedImages), len(r.KeptModels), len(r.KeepImages), r.Took)
 	return nil
 }
 

@@ -23,7 +23,7 @@ func TestCommandLinesParse(t *testing.T) {
 		{"events"}, {"events", "-f", "--since", "10"},
 		{"gpu"}, {"gpu", "-o", "json"}, {"gpu", "cordon", "0"}, {"gpu", "uncordon", "0"},
 		{"images", "import", "parse_test.go"}, {"images", "ls"},
-		{"predict", "p"}, {"gc", "--dry-run"},
+		{"predict", "p"}, {"gc", "--dry-run"}, {"gc", "--images"},
 		{"-o", "json", "models", "-p", "p"},
 	} {
 		var c cli

@@ -121,6 +121,14 @@ func TestLoopDropToServing(t *testing.T) {
 		t.Errorf("kiln predict answered %d lines agreeing %.2f with the labels; want %d lines, >= 0.85", len(got), agreement(got, labels), len(labels))
 	}
 
+	// Image GC keeps what the live model and the loaded pipeline need.
+	if out, stderr, err := k.kiln(nil, "gc", "--images"); err != nil || !strings.Contains(out, "images none") {
+		t.Errorf("kiln gc --images = %q, %v, %s; want no image removed", out, err, stderr)
+	}
+	if got := predict(); len(got) != len(labels) {
+		t.Errorf("kiln predict after gc answered %d lines; want %d", len(got), len(labels))
+	}
+
 	// Restart kilnd: the endpoint answers again at once, from the same
 	// container.
 	if err := k.cmd.Process.Signal(os.Interrupt); err != nil {

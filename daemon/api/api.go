@@ -157,7 +157,10 @@ type GCReport struct {
 	ExpiredQuarantine []string `json:"expired_quarantine"`
 	ExpiredRunLogs    int      `json:"expired_run_logs"`
 	KeepImages        []string `json:"keep_images"`
-	Took              string   `json:"took"`
+	// RemovedImages are the images deleted (or, in a dry run, that would
+	// be) by `kiln gc --images`.
+	RemovedImages []string `json:"removed_images"`
+	Took          string   `json:"took"`
 }
 
 // Event is one record of the hash-chained audit log.

@@ -174,12 +174,20 @@ func (c *Client) Backup(ctx context.Context, w io.Writer) (int64, error) {
 	return n, nil
 }
 
-// GC calls POST /v1/gc (?dry_run=1 to only report).
-func (c *Client) GC(ctx context.Context, dryRun bool) (api.GCReport, error) {
+// GC calls POST /v1/gc (?dry_run=1 to only report; ?images=1 to also
+// delete images nothing kept needs).
+func (c *Client) GC(ctx context.Context, dryRun, images bool) (api.GCReport, error) {
 	var r api.GCReport
-	path := api.PathGC
+	q := url.Values{}
 	if dryRun {
-		path += "?dry_run=1"
+		q.Set("dry_run", "1")
+	}
+	if images {
+		q.Set("images", "1")
+	}
+	path := api.PathGC
+	if len(q) > 0 {
+		path += "?" + q.Encode()
 	}
 	return r, c.do(ctx, http.MethodPost, path, nil, &r)
 }

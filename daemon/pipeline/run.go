@@ -412,6 +412,11 @@ func (c *controller) runDone(ctx context.Context, r runResult) {
 		return
 	}
 	run.State, run.Reason = storage.RunSucceeded, ""
+	// The model records the serving image's digest now, so it always
+	// serves with what it was evaluated with, and image GC keeps it.
+	if digest, err := c.deps.Runtime.Resolve(ctx, c.currentSpec().Serve.Image); err == nil {
+		r.model.ServeImage = digest
+	}
 	var model storage.Model
 	err := c.deps.Store.Update(ctx, func(tx *storage.Tx) error {
 		if err := tx.PutRun(run); err != nil {

@@ -103,6 +103,24 @@ func Spec(im Image, bin []byte) ocitar.Spec {
 	}
 }
 
+// goTool finds the go command: on PATH, else beside the toolchain that built
+// this program (empty when it was built with -trimpath), else Go's usual home.
+func goTool() (string, error) {
+	if p, err := exec.LookPath("go"); err == nil {
+		return p, nil
+	}
+	candidates := []string{"/usr/local/go/bin/go"}
+	if root := goruntime.GOROOT(); root != "" {
+		candidates = append([]string{filepath.Join(root, "bin", "go")}, candidates...)
+	}
+	for _, p := range candidates {
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("no go command on PATH or at /usr/local/go/bin: building the example images needs Go")
+}
+
 // GoBinary builds pkg as a static, reproducible binary and returns it.
 func GoBinary(ctx context.Context, pkg string) ([]byte, error) {
 	tmp, err := os.MkdirTemp("", "kiln-img-")
@@ -111,7 +129,10 @@ func GoBinary(ctx context.Context, pkg string) ([]byte, error) {
 	}
 	defer os.RemoveAll(tmp)
 	out := filepath.Join(tmp, "bin")
-	goBin := filepath.Join(goruntime.GOROOT(), "bin", "go")
+	goBin, err := goTool()
+	if err != nil {
+		return nil, err
+	}
 	cmd := exec.CommandContext(ctx, goBin, "build", "-trimpath", "-buildvcs=false",
 		"-ldflags=-s -w -buildid=", "-o", out, pkg)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux")
