@@ -63,10 +63,10 @@ func (d *Daemon) checkDisk() api.Check {
 		c.Result, c.Detail = api.CheckFail, err.Error()
 		return c
 	}
-	c.Detail = fmt.Sprintf("%s free of %s on %s", human(free), human(total), d.cfg.Paths.StateDir)
+	c.Detail = fmt.Sprintf("%s free of %s on %s", gpu.FormatBytes(free)+"B", gpu.FormatBytes(total)+"B", d.cfg.Paths.StateDir)
 	if minFree := uint64(d.cfg.Disk.MinFree); free < minFree { //nolint:gosec // Validate rejects a negative disk.min_free
 		c.Result = api.CheckWarn
-		c.Detail += fmt.Sprintf(", below disk.min_free %s: ingest pauses", human(minFree))
+		c.Detail += fmt.Sprintf(", below disk.min_free %s: ingest pauses", gpu.FormatBytes(minFree)+"B")
 		c.Fix = "free space (kiln prunes by retention.models) or lower disk.min_free in " + d.cfg.Paths.ConfigFile
 		return c
 	}
@@ -176,17 +176,4 @@ func (d *Daemon) checkStore() api.Check {
 	}
 	c.Result = api.CheckOK
 	return c
-}
-
-func human(b uint64) string {
-	const unit = 1024
-	if b < unit {
-		return fmt.Sprintf("%d B", b)
-	}
-	div, exp := uint64(unit), 0
-	for n := b / unit; n >= unit; n /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(b)/float64(div), "KMGTPE"[exp])
 }

@@ -119,22 +119,9 @@ func predictSageMaker(ctx context.Context, hc *http.Client, rows [][]string) ([]
 	if err := w.WriteAll(rows); err != nil {
 		return nil, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://model/invocations", &body)
+	b, err := post(ctx, hc, "/invocations", "text/csv", &body)
 	if err != nil {
 		return nil, err
-	}
-	req.Header.Set("Content-Type", "text/csv")
-	resp, err := hc.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("POST /invocations: %s: %s", resp.Status, firstLine(string(b)))
 	}
 	text := strings.TrimRight(strings.ReplaceAll(string(b), "\r\n", "\n"), "\n")
 	if text == "" {
@@ -172,22 +159,9 @@ func predictV2(ctx context.Context, hc *http.Client, pipeline string, rows [][]s
 	if err != nil {
 		return nil, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://model/v2/models/"+pipeline+"/infer", bytes.NewReader(reqBody))
+	b, err := post(ctx, hc, "/v2/models/"+pipeline+"/infer", "application/json", bytes.NewReader(reqBody))
 	if err != nil {
 		return nil, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := hc.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("POST /v2/models/%s/infer: %s: %s", pipeline, resp.Status, firstLine(string(b)))
 	}
 	var out struct {
 		Outputs []v2Tensor `json:"outputs"`
@@ -206,6 +180,28 @@ func predictV2(ctx context.Context, hc *http.Client, pipeline string, rows [][]s
 		return preds, nil
 	}
 	return nil, errors.New(`v2 answer has no output "label"`)
+}
+
+// post sends body to the model server and returns the answer of a 200.
+func post(ctx context.Context, hc *http.Client, path, contentType string, body io.Reader) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://model"+path, body)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", contentType)
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = resp.Body.Close() }() // read side
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("POST %s: %s: %s", path, resp.Status, firstLine(string(b)))
+	}
+	return b, nil
 }
 
 func firstLine(s string) string {

@@ -69,7 +69,7 @@ func run(modelDir string) error {
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: NewHandler(m, name), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: model.NewHandler(m, name), ReadHeaderTimeout: 10 * time.Second}
 	fmt.Printf("serving model %s (%d features, classes %s) on %s\n", name, len(m.Features),
 		strings.Join(m.Classes, ","), ln.Addr())
 	errc := make(chan error, 1)

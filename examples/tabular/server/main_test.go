@@ -54,7 +54,7 @@ func TestGolden(t *testing.T) {
 	if err := json.Unmarshal(b, &g); err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(NewHandler(g.Model, g.Pipeline))
+	srv := httptest.NewServer(model.NewHandler(g.Model, g.Pipeline))
 	defer srv.Close()
 	for i, c := range g.Cases {
 		req, err := http.NewRequest(c.Method, srv.URL+c.Path, strings.NewReader(c.Request))
@@ -116,7 +116,7 @@ func TestAccuracyOnUnseenRows(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(NewHandler(m, "bc"))
+	srv := httptest.NewServer(model.NewHandler(m, "bc"))
 	defer srv.Close()
 
 	var csvBody strings.Builder
@@ -144,13 +144,13 @@ func TestAccuracyOnUnseenRows(t *testing.T) {
 		t.Logf("/invocations accuracy on %d unseen rows: %.4f", len(holdY), acc)
 	}
 
-	reqBody, _ := json.Marshal(InferRequest{Inputs: []InferTensor{{Name: "input", Datatype: "FP64",
+	reqBody, _ := json.Marshal(model.InferRequest{Inputs: []model.InferTensor{{Name: "input", Datatype: "FP64",
 		Shape: []int{len(holdX), len(all.Features)}, Data: mustJSON(flat)}}})
 	resp, err = http.Post(srv.URL+"/v2/models/bc/infer", "application/json", bytes.NewReader(reqBody))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ir InferResponse
+	var ir model.InferResponse
 	if err := json.NewDecoder(resp.Body).Decode(&ir); err != nil {
 		t.Fatal(err)
 	}

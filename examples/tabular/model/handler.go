@@ -1,4 +1,4 @@
-package main
+package model
 
 import (
 	"bufio"
@@ -9,8 +9,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-
-	"github.com/kiln-edge/kiln/examples/tabular/model"
 )
 
 // maxBody caps one request; the example is not meant for huge batches.
@@ -60,7 +58,7 @@ type modelMeta struct {
 }
 
 // NewHandler serves m under both protocols; name is the v2 model name.
-func NewHandler(m *model.Model, name string) http.Handler {
+func NewHandler(m *Model, name string) http.Handler {
 	mux := http.NewServeMux()
 	ok := func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
@@ -97,7 +95,7 @@ func NewHandler(m *model.Model, name string) http.Handler {
 	return mux
 }
 
-func invocations(m *model.Model, w http.ResponseWriter, r *http.Request) {
+func invocations(m *Model, w http.ResponseWriter, r *http.Request) {
 	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "text/csv") {
 		http.Error(w, fmt.Sprintf("Content-Type %q: want text/csv", ct), http.StatusUnsupportedMediaType)
 		return
@@ -140,7 +138,7 @@ func invocations(m *model.Model, w http.ResponseWriter, r *http.Request) {
 	_, _ = io.WriteString(w, out.String())
 }
 
-func infer(m *model.Model, name string, w http.ResponseWriter, r *http.Request) {
+func infer(m *Model, name string, w http.ResponseWriter, r *http.Request) {
 	var req InferRequest
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
 	if err := dec.Decode(&req); err != nil {
