@@ -41,7 +41,7 @@ func rotateIfOver(path string, half int64) error {
 	if err != nil {
 		return err
 	}
-	defer src.Close()
+	defer func() { _ = src.Close() }() // never written, only truncated: Truncate's error is the one that counts
 	tmp := path + ".1.tmp"
 	dst, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
 	if err != nil {

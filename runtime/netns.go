@@ -39,12 +39,12 @@ func dialLocked(ctx context.Context, pid uint32, addr string) (c net.Conn, resto
 	if err != nil {
 		return nil, true, fmt.Errorf("open own netns: %w", err)
 	}
-	defer orig.Close()
+	defer func() { _ = orig.Close() }() // namespace handle, read-only
 	target, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", pid))
 	if err != nil {
 		return nil, true, fmt.Errorf("open netns of task pid %d: %w", pid, err)
 	}
-	defer target.Close()
+	defer func() { _ = target.Close() }() // namespace handle, read-only
 	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
 		return nil, true, fmt.Errorf("enter netns of task pid %d: %w", pid, err)
 	}

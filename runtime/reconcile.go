@@ -99,7 +99,7 @@ func (r *Runtime) adopt(ctx context.Context, ctr client.Container) (*Task, Vanis
 	if err != nil {
 		return nil, Vanished{}, fmt.Errorf("labels of %s: %w", ctr.ID(), err)
 	}
-	t := r.newHandle(ctr, labels)
+	t := r.newHandle(ctx, ctr, labels)
 	task, err := ctr.Task(ctx, nil)
 	if errdefs.IsNotFound(err) {
 		_ = t.Delete(ctx)

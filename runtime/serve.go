@@ -100,7 +100,7 @@ func (r *Runtime) Serve(ctx context.Context, s ServeSpec) (*Task, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := r.newHandle(ctr, labels)
+	t := r.newHandle(ctx, ctr, labels)
 	if err := t.start(ctx); err != nil {
 		_ = t.Delete(context.WithoutCancel(ctx))
 		return nil, err

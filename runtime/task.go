@@ -113,8 +113,10 @@ func (t *Task) instance() *instance {
 }
 
 // newHandle wraps a container; the task is attached or started separately.
-func (r *Runtime) newHandle(ctr client.Container, labels map[string]string) *Task {
-	life, stop := context.WithCancel(context.Background())
+func (r *Runtime) newHandle(ctx context.Context, ctr client.Container, labels map[string]string) *Task {
+	// WithoutCancel: the handle outlives the call that makes it; its life ends at Detach or
+	// Delete, not when the caller's ctx does.
+	life, stop := context.WithCancel(context.WithoutCancel(ctx))
 	t := &Task{r: r, id: ctr.ID(), kind: labels[LabelKind], labels: labels, ctr: ctr, life: life, stop: stop}
 	if limit, err := strconv.ParseInt(labels[LabelLogLimit], 10, 64); err == nil && limit > 0 && labels[LabelLog] != "" {
 		go capLog(life, labels[LabelLog], limit, r.log.With("container", t.id))
@@ -132,7 +134,7 @@ func (t *Task) start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("create task %s: %w", t.id, err)
 	}
-	inst, err := t.watch(task)
+	inst, err := t.watch(task) //nolint:contextcheck // the watch lives as long as the handle (t.life), not this call's ctx
 	if err != nil {
 		_, _ = task.Delete(context.WithoutCancel(ctx), client.WithProcessKill)
 		return err
@@ -153,7 +155,7 @@ func (t *Task) attach(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	inst, err := t.watch(task)
+	inst, err := t.watch(task) //nolint:contextcheck // the watch lives as long as the handle (t.life), not this call's ctx
 	if err != nil {
 		return err
 	}
@@ -343,7 +345,7 @@ func readFailure(outputDir string) string {
 	if err != nil {
 		return ""
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // opened read-only
 	b := make([]byte, 4096)
 	n, _ := f.Read(b)
 	return string(b[:n])

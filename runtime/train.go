@@ -150,7 +150,7 @@ func (r *Runtime) Train(ctx context.Context, s TrainSpec) (*Task, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := r.newHandle(ctr, labels)
+	t := r.newHandle(ctx, ctr, labels)
 	if err := t.start(ctx); err != nil {
 		_ = t.Delete(context.WithoutCancel(ctx))
 		return nil, err

@@ -253,7 +253,7 @@ func TestLimitsOOMTimeoutStopFailure(t *testing.T) {
 		t.Helper()
 		dir := scratch(t)
 		c.ID, c.Image, c.LogFile = uniqueID(name), testboxRef, filepath.Join(dir, "log")
-		cleanupTask(t, r, c.ID)
+		cleanupTask(t, r, c.ID) //nolint:contextcheck // runs at test cleanup, after ctx ended: it makes its own
 		task, err := r.Train(ctx, TrainSpec{Common: c, Workspace: filepath.Join(dir, "ws"), Timeout: timeout, Grace: 300 * time.Millisecond})
 		if err != nil {
 			t.Fatal(err)

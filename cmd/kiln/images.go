@@ -28,7 +28,7 @@ func (c imagesImportCmd) Run(e *cmdEnv) error {
 	if err != nil {
 		return err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // opened read-only
 	st, err := f.Stat()
 	if err != nil {
 		return err

@@ -47,7 +47,7 @@ func benchE2E(ctx context.Context, opt Options) []Figure {
 	if err != nil {
 		return fail(err.Error())
 	}
-	defer os.RemoveAll(root)
+	defer func() { _ = os.RemoveAll(root) }() // best-effort cleanup of scratch state
 	ns := fmt.Sprintf("kiln-bench-%d", os.Getpid())
 	defer cleanNamespace(addr, ns)
 
@@ -58,7 +58,7 @@ func benchE2E(ctx context.Context, opt Options) []Figure {
 	if err := os.MkdirAll(filepath.Join(root, "etc/kiln/pipelines"), 0o755); err != nil {
 		return fail(err.Error())
 	}
-	if err := os.WriteFile(filepath.Join(root, "etc/kiln/kiln.yaml"), []byte("containerd: {address: "+addr+", namespace: "+ns+"}\n"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(root, "etc/kiln/kiln.yaml"), []byte("containerd: {address: "+addr+", namespace: "+ns+"}\n"), 0o644); err != nil { //nolint:gosec // G703: a fixed name under the scratch folder MkdirTemp just made
 		return fail(err.Error())
 	}
 	if err := os.WriteFile(filepath.Join(root, "etc/kiln/pipelines/bench.yaml"), []byte(e2eSpec), 0o644); err != nil {
@@ -87,7 +87,7 @@ func benchE2E(ctx context.Context, opt Options) []Figure {
 		return fail(err.Error())
 	}
 	tmp := filepath.Join(drop, ".data.csv.part")
-	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+	if err := os.WriteFile(tmp, data, 0o644); err != nil { //nolint:gosec // G703: a fixed name under the scratch folder MkdirTemp just made
 		return fail(err.Error())
 	}
 	seq, _ := lastSeq(ctx, c)

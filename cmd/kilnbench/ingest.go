@@ -125,7 +125,7 @@ func (r *inRig) waitCommitted(n int, limit time.Duration) error {
 
 func (r *inRig) close() {
 	r.cancel()
-	<-r.done
+	<-r.done //nolint:errcheck // Run's return once cancelled; the figures are already taken
 	_ = r.store.Close()
 }
 
@@ -241,7 +241,7 @@ func writeCSV(path string, size int64, seed int) error {
 	w := &countingWriter{w: f}
 	buf := make([]byte, 0, 1<<20)
 	buf = append(buf, "f1,f2,f3,f4,label\n"...)
-	x := uint64(seed)*0x9e3779b97f4a7c15 + 1
+	x := uint64(seed)*0x9e3779b97f4a7c15 + 1 //nolint:gosec // the seed's bits, as they are: any value seeds the stream
 	for w.n+int64(len(buf)) < size {
 		x ^= x << 13
 		x ^= x >> 7

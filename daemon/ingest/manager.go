@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -164,7 +165,6 @@ type cand struct {
 	hidx    int
 	stamp   string
 	changed time.Time
-	backoff time.Duration
 }
 
 const (
@@ -328,10 +328,10 @@ func (c *coord) loop(ctx context.Context) error {
 			c.busy++
 		case r := <-c.results:
 			c.busy--
-			c.finished(r)
+			c.finished(ctx, r)
 		case <-timer.C:
 			if c.paused != "" && !time.Now().Before(c.pauseAt) {
-				c.checkDisk()
+				c.checkDisk(ctx)
 			}
 		}
 	}
@@ -652,7 +652,7 @@ func batchStamp(dir string) (batchState, error) {
 }
 
 // finished takes a worker's result back.
-func (c *coord) finished(r *result) {
+func (c *coord) finished(ctx context.Context, r *result) {
 	cd := c.cands[candKey{r.job.src.dir, r.job.name}]
 	if cd == nil {
 		return
@@ -662,7 +662,7 @@ func (c *coord) finished(r *result) {
 		c.m.setStatus(func(s *Status) { s.Ingested++ })
 	}
 	if r.diskLow != "" {
-		c.pause(r.diskLow)
+		c.pause(ctx, r.diskLow)
 	}
 	switch {
 	case r.retry > 0:
@@ -685,19 +685,20 @@ func (c *coord) finished(r *result) {
 	}
 }
 
-func (c *coord) pause(why string) {
+func (c *coord) pause(ctx context.Context, why string) {
 	if c.paused == "" {
 		c.m.log.Warn("ingest paused: disk low", "reason", why)
 		if c.m.opt.Status != nil {
 			c.m.opt.Status("ingest paused: " + why)
 		}
-		c.m.event(context.Background(), storage.Event{Kind: "ingest.paused", Details: map[string]string{"reason": why}})
+		// WithoutCancel: the pause is recorded even when the loop is stopping.
+		c.m.event(context.WithoutCancel(ctx), storage.Event{Kind: "ingest.paused", Details: map[string]string{"reason": why}})
 	}
 	c.paused = why
 	c.pauseAt = time.Now().Add(5 * time.Second)
 }
 
-func (c *coord) checkDisk() {
+func (c *coord) checkDisk(ctx context.Context) {
 	if why := c.m.diskLow(0); why != "" {
 		c.paused = why
 		c.pauseAt = time.Now().Add(5 * time.Second)
@@ -707,7 +708,8 @@ func (c *coord) checkDisk() {
 	if c.m.opt.Status != nil {
 		c.m.opt.Status("ingest resumed")
 	}
-	c.m.event(context.Background(), storage.Event{Kind: "ingest.resumed"})
+	// WithoutCancel: the resume is recorded even when the loop is stopping.
+	c.m.event(context.WithoutCancel(ctx), storage.Event{Kind: "ingest.resumed"})
 	c.paused = ""
 }
 
@@ -721,8 +723,12 @@ func (m *Manager) diskLow(need int64) string {
 	if err != nil {
 		return "cannot read free disk space: " + err.Error()
 	}
-	if int64(free)-need < m.opt.MinFree {
-		return fmt.Sprintf("%s free on the state disk, %s needed to keep disk.min_free %s", humanBytes(int64(free)), humanBytes(need), humanBytes(m.opt.MinFree))
+	avail := int64(math.MaxInt64) // more than any need: no filesystem reports 8 EiB free
+	if free < math.MaxInt64 {
+		avail = int64(free)
+	}
+	if avail-need < m.opt.MinFree {
+		return fmt.Sprintf("%s free on the state disk, %s needed to keep disk.min_free %s", humanBytes(avail), humanBytes(need), humanBytes(m.opt.MinFree))
 	}
 	return ""
 }

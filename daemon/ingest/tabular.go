@@ -163,7 +163,7 @@ func newTabular(spec *config.Pipeline, kind string, refCols []Column, trainW, ho
 		format:   spec.Data.Format,
 		label:    spec.Data.Label,
 		rules:    &spec.Data.Validate,
-		seed:     uint64(spec.Evaluate.Holdout.Seed),
+		seed:     uint64(spec.Evaluate.Holdout.Seed), //nolint:gosec // the seed's bits, as they are: a negative seed is a seed like any other
 		refCols:  refCols,
 		labelIdx: -1,
 		byRule:   map[string]*Violation{},
@@ -507,7 +507,7 @@ func (c *colStats) offer(v []byte) {
 	c.rng ^= c.rng << 13
 	c.rng ^= c.rng >> 7
 	c.rng ^= c.rng << 17
-	if j := c.rng % uint64(c.seen); j < sampleSize {
+	if j := c.rng % uint64(c.seen); j < sampleSize { //nolint:gosec // seen counts values offered: positive after the increment above
 		x, _ := strconv.ParseFloat(string(v), 64)
 		c.sample[j] = x
 	}
@@ -783,9 +783,10 @@ func scanObject(b []byte, pairs []jsonPair) ([]jsonPair, bool) {
 			for ; i < len(b); i++ {
 				c := b[i]
 				if inStr {
-					if c == '\\' {
+					switch c {
+					case '\\':
 						i++
-					} else if c == '"' {
+					case '"':
 						inStr = false
 					}
 					continue

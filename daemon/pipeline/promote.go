@@ -110,7 +110,7 @@ func (c *controller) holdout(spec *config.Pipeline, m storage.Model) (*Holdout, 
 		if err != nil {
 			return nil, fmt.Errorf("evaluate.holdout.file: %w", err)
 		}
-		defer fh.Close()
+		defer func() { _ = fh.Close() }() // opened read-only
 		return h, h.AddCSV(fh, spec.Data.Label, f)
 	}
 	run, err := c.runRecord(m.Run)
@@ -130,7 +130,7 @@ func (c *controller) holdout(spec *config.Pipeline, m storage.Model) (*Holdout, 
 			return nil, err
 		}
 		err = h.AddCSV(f, spec.Data.Label, id)
-		f.Close()
+		_ = f.Close() // blob opened read-only
 		if err != nil {
 			return nil, err
 		}

@@ -292,7 +292,7 @@ func writeAtomically(file string, write func(io.Writer) error) error {
 	if err != nil {
 		return err
 	}
-	defer os.Remove(f.Name())
+	defer func() { _ = os.Remove(f.Name()) }() // best effort; a no-op (ENOENT) after the rename
 	if err := write(f); err != nil {
 		_ = f.Close()
 		return fmt.Errorf("write %s: %w", file, err)

@@ -103,20 +103,14 @@ func Spec(im Image, bin []byte) ocitar.Spec {
 	}
 }
 
-// goTool finds the go command: on PATH, else beside the toolchain that built
-// this program (empty when it was built with -trimpath), else Go's usual home.
+// goTool finds the go command: on PATH, else at Go's usual home.
 func goTool() (string, error) {
 	if p, err := exec.LookPath("go"); err == nil {
 		return p, nil
 	}
-	candidates := []string{"/usr/local/go/bin/go"}
-	if root := goruntime.GOROOT(); root != "" {
-		candidates = append([]string{filepath.Join(root, "bin", "go")}, candidates...)
-	}
-	for _, p := range candidates {
-		if _, err := os.Stat(p); err == nil {
-			return p, nil
-		}
+	const usual = "/usr/local/go/bin/go"
+	if _, err := os.Stat(usual); err == nil {
+		return usual, nil
 	}
 	return "", fmt.Errorf("no go command on PATH or at /usr/local/go/bin: building the example images needs Go")
 }
@@ -127,7 +121,7 @@ func GoBinary(ctx context.Context, pkg string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(tmp)
+	defer func() { _ = os.RemoveAll(tmp) }() // best-effort cleanup of the scratch build folder
 	out := filepath.Join(tmp, "bin")
 	goBin, err := goTool()
 	if err != nil {

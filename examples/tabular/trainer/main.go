@@ -112,7 +112,7 @@ func train(ctx context.Context, root string) error {
 	if vf < 0 || vf >= 1 {
 		return fmt.Errorf("hyperparameter validation_fraction=%v: want 0 <= f < 1", vf)
 	}
-	tr, va := table.Split(vf, uint64(seed))
+	tr, va := table.Split(vf, uint64(seed)) //nolint:gosec // the seed's bits, as they are: a negative seed is a seed like any other
 	if err := ctx.Err(); err != nil {
 		return errors.New("stopped by SIGTERM before training")
 	}
