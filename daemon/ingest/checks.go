@@ -1,0 +1,111 @@
+package ingest
+
+import (
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// finish runs the batch-wide rules and returns the schema and profile.
+func (t *tabular) finish() ([]Column, map[string]ColumnProfile) {
+	r := t.rules
+	if t.header == nil && t.rows == 0 && len(t.violations) == 0 {
+		t.file, t.line = "", 0
+		t.fail("rows", "", "no header and no rows", "a header line")
+	}
+	t.file, t.line = "", 0
+	if t.rows < int64(r.Rows.Min) {
+		t.fail("rows", "", strconv.FormatInt(t.rows, 10)+" rows", fmt.Sprintf("at least %d", r.Rows.Min))
+	}
+	if r.Rows.Max > 0 && t.rows > int64(r.Rows.Max) {
+		t.fail("rows", "", strconv.FormatInt(t.rows, 10)+" rows", fmt.Sprintf("at most %d", r.Rows.Max))
+	}
+	if r.MaxNullFraction != nil && t.cells > 0 {
+		f := float64(t.nulls) / float64(t.cells)
+		t.nullFrac = f
+		if f > *r.MaxNullFraction {
+			t.fail("max_null_fraction", "", fmtFrac(f)+fmt.Sprintf(" (%d of %d cells)", t.nulls, t.cells), "at most "+fmtFrac(*r.MaxNullFraction))
+		}
+	}
+	if r.MaxDuplicateFraction != nil && t.rows > 0 {
+		slices.Sort(t.hashes)
+		dups := 0
+		for i := 1; i < len(t.hashes); i++ {
+			if t.hashes[i] == t.hashes[i-1] {
+				dups++
+			}
+		}
+		f := float64(dups) / float64(t.rows)
+		t.dupFrac = f
+		if f > *r.MaxDuplicateFraction {
+			t.fail("max_duplicate_fraction", "", fmtFrac(f)+fmt.Sprintf(" (%d of %d rows)", dups, t.rows), "at most "+fmtFrac(*r.MaxDuplicateFraction))
+		}
+		t.hashes = nil
+	}
+	// Violations counted per rule keep their count; those without one read better without.
+	schema := make([]Column, len(t.header))
+	prof := map[string]ColumnProfile{}
+	for i, name := range t.header {
+		c := &t.cols[i]
+		k := c.kind
+		if i == t.labelIdx && c.values > 0 {
+			k = colString
+		}
+		schema[i] = Column{Name: name, Type: k.String()}
+		p := ColumnProfile{Values: c.values, Nulls: c.nulls, HighCard: c.highCard}
+		if len(c.sample) > 0 {
+			p.Sample = slices.Clone(c.sample)
+			slices.Sort(p.Sample)
+		}
+		if len(c.cats) > 0 {
+			p.Categories = make(map[string]int64, len(c.cats))
+			for k, n := range c.cats {
+				p.Categories[k] = *n
+			}
+		}
+		prof[name] = p
+	}
+	return schema, prof
+}
+
+func fmtFrac(f float64) string { return strconv.FormatFloat(f, 'g', 4, 64) }
+
+// checks lists every rule the batch was held to, passed or not, for the report.
+func (t *tabular) checks() []Check {
+	r := t.rules
+	var out []Check
+	add := func(rule, observed, allowed string) {
+		out = append(out, Check{Rule: rule, OK: t.byRule[rule] == nil, Observed: observed, Allowed: allowed})
+	}
+	add("schema", strings.Join(t.header, ","), "the accepted versions' columns")
+	add("columns", "", "as many fields as the header")
+	add("types", "", "the accepted versions' column types")
+	add("max_line_length", "", fmt.Sprintf("%d bytes", MaxLineLength))
+	if t.label != "" {
+		add("label_column", t.label, "present")
+	}
+	rows := fmt.Sprintf("at least %d", r.Rows.Min)
+	if r.Rows.Max > 0 {
+		rows += fmt.Sprintf(", at most %d", r.Rows.Max)
+	}
+	add("rows", strconv.FormatInt(t.rows, 10), rows)
+	if r.MaxNullFraction != nil {
+		add("max_null_fraction", fmtFrac(t.nullFrac), "at most "+fmtFrac(*r.MaxNullFraction))
+	}
+	if r.MaxDuplicateFraction != nil {
+		add("max_duplicate_fraction", fmtFrac(t.dupFrac), "at most "+fmtFrac(*r.MaxDuplicateFraction))
+	}
+	if len(r.Labels) > 0 {
+		add("labels", "", strings.Join(r.Labels, ", "))
+	}
+	if len(r.Ranges) > 0 {
+		add("ranges", "", fmt.Sprintf("%d columns bounded", len(r.Ranges)))
+	}
+	for i := range out {
+		if v := t.byRule[out[i].Rule]; v != nil {
+			out[i].Observed = v.Observed
+		}
+	}
+	return out
+}

@@ -1,0 +1,256 @@
+package ingest
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/kiln-edge/kiln/daemon/config"
+	"github.com/kiln-edge/kiln/storage"
+)
+
+// batchRead is what reading a batch produced.
+type batchRead struct {
+	files   []ManifestFile
+	refs    []storage.FileRef
+	tab     *tabular
+	train   *partSink
+	holdout *partSink
+	owner   uint32
+}
+
+// read opens, leases and reads every file of the batch once, streaming each into the blob
+// store while the parser splits and checks its rows. A file some process still holds open
+// for writing makes the batch wait (retry > 0).
+func (m *Manager) read(ctx context.Context, j *job, ents []entry) (*batchRead, time.Duration, error) {
+	b := &batchRead{}
+	if st, ok := ents[0].fi.Sys().(*syscall.Stat_t); ok {
+		b.owner = st.Uid
+	}
+	tabularFormat := j.spec.Data.Format != config.FormatFiles
+	if tabularFormat {
+		ref, _, err := m.index.schema(m.opt.Store, j.src.pipeline, j.src.kind)
+		if err != nil {
+			return nil, 0, err
+		}
+		b.train = &partSink{ctx: ctx, store: m.opt.Store}
+		b.holdout = &partSink{ctx: ctx, store: m.opt.Store}
+		b.tab = newTabular(j.spec, string(j.src.kind), ref, b.train, b.holdout)
+	}
+	ok := false
+	defer func() {
+		if !ok && b.train != nil {
+			b.train.abort()
+			b.holdout.abort()
+		}
+	}()
+	for _, e := range ents {
+		ref, retry, err := m.readFile(ctx, e, b.tab)
+		if err != nil || retry > 0 {
+			return nil, retry, err
+		}
+		b.files = append(b.files, ManifestFile{Path: e.rel, Digest: ref.Digest, Size: ref.Size})
+		b.refs = append(b.refs, storage.FileRef{Path: e.rel, Blob: ref})
+	}
+	ok = true
+	return b, 0, nil
+}
+
+// testHookAfterCopy lets tests change a file between its read and the checks after it.
+var testHookAfterCopy func(path string)
+
+// leaseBackoff is how soon a file whose writer still has it open is looked at again.
+const leaseBackoff = 100 * time.Millisecond
+
+func (m *Manager) readFile(ctx context.Context, e entry, tab *tabular) (storage.BlobRef, time.Duration, error) {
+	fd, err := unix.Open(e.path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
+	switch {
+	case errors.Is(err, unix.ENOENT):
+		return storage.BlobRef{}, 0, &goneError{e.path, "deleted before it was read"}
+	case errors.Is(err, unix.ELOOP):
+		return storage.BlobRef{}, 0, &goneError{e.path, "replaced by a symbolic link before it was read"}
+	case err != nil:
+		return storage.BlobRef{}, 0, fmt.Errorf("open %s: %w", e.path, err)
+	}
+	f := os.NewFile(uintptr(fd), e.path)
+	defer func() { _ = f.Close() }() // read-only
+	var before unix.Stat_t
+	if err := unix.Fstat(fd, &before); err != nil {
+		return storage.BlobRef{}, 0, fmt.Errorf("fstat %s: %w", e.path, err)
+	}
+	if st, ok := e.fi.Sys().(*syscall.Stat_t); !ok || st.Ino != before.Ino || st.Dev != before.Dev || before.Mode&unix.S_IFMT != unix.S_IFREG {
+		return storage.BlobRef{}, 0, &goneError{e.path, "replaced before it was read"}
+	}
+	// The kernel knows whether anyone holds the file open for writing: a read lease is
+	// refused while they do. Filesystems without leases (and callers without the right to
+	// take one) fall back to settle alone.
+	leased := false
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETLEASE, unix.F_RDLCK); err == nil {
+		leased = true
+		defer func() { _, _ = unix.FcntlInt(uintptr(fd), unix.F_SETLEASE, unix.F_UNLCK) }()
+	} else if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EBUSY) {
+		return storage.BlobRef{}, leaseBackoff, nil
+	} else {
+		m.leaseUnsupported(e.path, err)
+	}
+	ref, err := m.copyFile(ctx, f, before.Size, tab, e.rel)
+	if err != nil {
+		return storage.BlobRef{}, 0, err
+	}
+	if testHookAfterCopy != nil {
+		testHookAfterCopy(e.path)
+	}
+	// The path first: a delete or a replace also changes the old inode's ctime.
+	var now unix.Stat_t
+	if err := unix.Lstat(e.path, &now); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return storage.BlobRef{}, 0, &goneError{e.path, "deleted while being read"}
+		}
+		return storage.BlobRef{}, 0, fmt.Errorf("lstat %s: %w", e.path, err)
+	}
+	if now.Ino != before.Ino || now.Dev != before.Dev {
+		return storage.BlobRef{}, 0, &goneError{e.path, "replaced while being read"}
+	}
+	var after unix.Stat_t
+	if err := unix.Fstat(fd, &after); err != nil {
+		return storage.BlobRef{}, 0, fmt.Errorf("fstat %s: %w", e.path, err)
+	}
+	if after.Size != before.Size || after.Mtim != before.Mtim || after.Ctim != before.Ctim || ref.Size != before.Size {
+		return storage.BlobRef{}, leaseBackoff, nil // written while being read: read it again later
+	}
+	if leased {
+		if l, err := unix.FcntlInt(uintptr(fd), unix.F_GETLEASE, 0); err == nil && l != unix.F_RDLCK {
+			return storage.BlobRef{}, leaseBackoff, nil // opened for writing while being read
+		}
+	}
+	return ref, 0, nil
+}
+
+func (m *Manager) leaseUnsupported(path string, err error) {
+	if m.leaseWarned.CompareAndSwap(false, true) {
+		m.log.Warn("read leases unavailable; completion relies on settle alone", "path", path, "err", err)
+	}
+}
+
+// copyFile streams f into the blob store once, feeding the parser on the way.
+func (m *Manager) copyFile(ctx context.Context, f *os.File, size int64, tab *tabular, name string) (storage.BlobRef, error) {
+	if size <= smallFile {
+		buf := make([]byte, size+1)
+		n, err := io.ReadFull(f, buf)
+		if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+			return storage.BlobRef{}, fmt.Errorf("read %s: %w", f.Name(), err)
+		}
+		buf = buf[:n]
+		ref, err := m.opt.Store.PutBlob(ctx, bytes.NewReader(buf))
+		if err != nil {
+			return storage.BlobRef{}, err
+		}
+		if tab != nil {
+			if err := tab.parse(name, bytes.NewReader(buf)); err != nil {
+				return storage.BlobRef{}, err
+			}
+		}
+		return ref, nil
+	}
+	select {
+	case m.big <- struct{}{}:
+		defer func() { <-m.big }()
+	case <-ctx.Done():
+		return storage.BlobRef{}, ctx.Err()
+	}
+	if tab == nil {
+		return m.opt.Store.PutBlob(ctx, f)
+	}
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		err := tab.parse(name, pr)
+		_, _ = io.Copy(io.Discard, pr) // let the writer finish whatever the parser left
+		done <- err
+	}()
+	ref, err := m.opt.Store.PutBlob(ctx, io.TeeReader(f, pw))
+	_ = pw.CloseWithError(err) // nil closes with EOF
+	perr := <-done
+	if err != nil {
+		return storage.BlobRef{}, err
+	}
+	if perr != nil {
+		return storage.BlobRef{}, perr
+	}
+	return ref, nil
+}
+
+// partSink collects one part (train or holdout). Small parts stay in memory, so a part that
+// turns out byte-equal to a dropped file is not written twice; a part outgrowing spillAt
+// streams into the blob store through a pipe.
+type partSink struct {
+	ctx   context.Context
+	store Store
+	buf   bytes.Buffer
+	pw    *io.PipeWriter
+	bw    *bufio.Writer // rows are small: batch them before the pipe's goroutine handoff
+	done  chan struct{}
+	ref   storage.BlobRef
+	err   error
+}
+
+const spillAt = 1 << 20
+
+func (p *partSink) Write(b []byte) (int, error) {
+	if p.pw == nil && p.buf.Len()+len(b) > spillAt {
+		pr, pw := io.Pipe()
+		p.pw, p.done = pw, make(chan struct{})
+		go func() {
+			defer close(p.done)
+			p.ref, p.err = p.store.PutBlob(p.ctx, pr)
+			_ = pr.CloseWithError(p.err)
+		}()
+		p.bw = bufio.NewWriterSize(pw, 256<<10)
+		if _, err := p.bw.Write(p.buf.Bytes()); err != nil {
+			return 0, err
+		}
+		p.buf = bytes.Buffer{}
+	}
+	if p.bw != nil {
+		return p.bw.Write(b)
+	}
+	return p.buf.Write(b)
+}
+
+// close stores the part unless it equals one of the batch's files, and returns its ref.
+func (p *partSink) close(files []storage.FileRef) (storage.BlobRef, error) {
+	if p.pw != nil {
+		err := p.bw.Flush()
+		_ = p.pw.CloseWithError(err)
+		<-p.done
+		if p.err == nil && err != nil {
+			p.err = err
+		}
+		return p.ref, p.err
+	}
+	sum := sha256.Sum256(p.buf.Bytes())
+	digest := "sha256:" + hex.EncodeToString(sum[:])
+	for _, f := range files {
+		if f.Blob.Digest == digest {
+			return f.Blob, nil
+		}
+	}
+	return p.store.PutBlob(p.ctx, bytes.NewReader(p.buf.Bytes()))
+}
+
+func (p *partSink) abort() {
+	if p.pw != nil {
+		_ = p.pw.CloseWithError(errors.New("batch abandoned"))
+		<-p.done
+	}
+}
