@@ -5,6 +5,8 @@
 // installs nothing: `make deps` installs the baselines.
 //
 //	kilnbench [-only GROUP[,GROUP]] [-json FILE] [-quick] [-bin DIR]
+//
+// Each group lives in its own file and registers itself from init.
 package main
 
 import (
