@@ -122,7 +122,7 @@ func (h *harness) addData(n int) string {
 
 func (h *harness) waitFor(what string, cond func() bool) {
 	h.t.Helper()
-	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		if cond() {
 			return
 		}
