@@ -72,7 +72,7 @@ func modelView(m storage.Model) api.Model {
 	return v
 }
 
-// pipelinesOf is the ?pipeline= filter, or every pipeline with records.
+// listRecords runs list with the ?pipeline= filter ("" lists every pipeline).
 func (d *Daemon) listRecords(r *http.Request, list func(tx *storage.Tx, p string) error) error {
 	return d.store.View(func(tx *storage.Tx) error { return list(tx, r.URL.Query().Get("pipeline")) })
 }

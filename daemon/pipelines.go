@@ -164,7 +164,7 @@ func (d *Daemon) watchPipelines(ctx context.Context) {
 			if !ok {
 				return
 			}
-			if isSpecName(ev.Name) {
+			if config.IsSpecFile(ev.Name) {
 				timer.Reset(debounce)
 			}
 		case err, ok := <-w.Errors:
@@ -180,12 +180,4 @@ func (d *Daemon) watchPipelines(ctx context.Context) {
 			}
 		}
 	}
-}
-
-func isSpecName(path string) bool {
-	base := path[strings.LastIndexByte(path, '/')+1:]
-	if strings.HasPrefix(base, ".") {
-		return false
-	}
-	return strings.HasSuffix(base, ".yaml") || strings.HasSuffix(base, ".yml")
 }

@@ -96,17 +96,7 @@ func (r *Runtime) Serve(ctx context.Context, s ServeSpec) (*Task, error) {
 	if args == nil {
 		args = []string{"serve"}
 	}
-	ctr, err := r.createContainer(ctx, &s.Common, img, labels, r.specOpts(&s.Common, img, args, mounts, envList(s.Env, extra)))
-	if err != nil {
-		return nil, err
-	}
-	t := r.newHandle(ctx, ctr, labels)
-	if err := t.start(ctx); err != nil {
-		_ = t.Delete(context.WithoutCancel(ctx))
-		return nil, err
-	}
-	r.log.Info("serving started", "container", s.ID, "image", digest, "pid", t.Pid())
-	return t, nil
+	return r.launch(ctx, "serving", &s.Common, img, digest, labels, r.specOpts(&s.Common, img, args, mounts, envList(s.Env, extra)))
 }
 
 // DialContext connects to the serving task: its socket, or TCP 127.0.0.1

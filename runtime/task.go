@@ -379,6 +379,22 @@ func (r *Runtime) loadContainer(ctx context.Context, id string) (client.Containe
 	return ctr, labels, nil
 }
 
+// launch creates the container and starts its task; a task that fails to
+// start takes its container with it. what names the kind in the log.
+func (r *Runtime) launch(ctx context.Context, what string, c *Common, img client.Image, digest string, labels map[string]string, specOpts []oci.SpecOpts) (*Task, error) {
+	ctr, err := r.createContainer(ctx, c, img, labels, specOpts)
+	if err != nil {
+		return nil, err
+	}
+	t := r.newHandle(ctx, ctr, labels)
+	if err := t.start(ctx); err != nil {
+		_ = t.Delete(context.WithoutCancel(ctx))
+		return nil, err
+	}
+	r.log.Info(what+" started", "container", c.ID, "image", digest, "pid", t.Pid())
+	return t, nil
+}
+
 // createContainer makes a labelled container for img with spec options.
 // The snapshot is writable even when the root filesystem is read-only: runc
 // must create mount points (channels, CDI mounts) before it remounts the

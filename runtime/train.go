@@ -146,17 +146,7 @@ func (r *Runtime) Train(ctx context.Context, s TrainSpec) (*Task, error) {
 		labels[LabelGrace] = s.Grace.String()
 	}
 	labels[LabelLogLimit] = strconv.FormatInt(s.LogLimit, 10)
-	ctr, err := r.createContainer(ctx, &s.Common, img, labels, r.specOpts(&s.Common, img, args, mounts, env))
-	if err != nil {
-		return nil, err
-	}
-	t := r.newHandle(ctx, ctr, labels)
-	if err := t.start(ctx); err != nil {
-		_ = t.Delete(context.WithoutCancel(ctx))
-		return nil, err
-	}
-	r.log.Info("training started", "container", s.ID, "image", digest, "pid", t.Pid())
-	return t, nil
+	return r.launch(ctx, "training", &s.Common, img, digest, labels, r.specOpts(&s.Common, img, args, mounts, env))
 }
 
 // image resolves ref to an image record and its digest, pinned: the

@@ -34,6 +34,13 @@ func specName(file string) string {
 	return ""
 }
 
+// IsSpecFile reports whether LoadPipelines reads the file at path: a
+// .yaml or .yml name that is not a dot-file (an editor's or installer's temp).
+func IsSpecFile(path string) bool {
+	name := filepath.Base(path)
+	return !strings.HasPrefix(name, ".") && specName(name) != ""
+}
+
 // ParsePipeline decodes one spec strictly, applies the defaults and validates it. file names
 // the spec in errors and supplies its name: a spec's name is its file's base name, so a name:
 // that differs is refused here as it would be on reload.
@@ -111,7 +118,7 @@ func LoadPipelines(dir string) (map[string]*Pipeline, error) {
 	var errs []error
 	for _, e := range entries { // ReadDir sorts by name, so errors come in a stable order.
 		name := e.Name()
-		if strings.HasPrefix(name, ".") || specName(name) == "" {
+		if !IsSpecFile(name) {
 			continue
 		}
 		path := filepath.Join(dir, name)
