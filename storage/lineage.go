@@ -24,6 +24,8 @@ const (
 	EdgeQuarantined EdgeType = "quarantined" // what quarantined a dataset (a rollback deployment, a check) -> dataset
 	EdgeReleased    EdgeType = "released"    // who released a dataset ("uid:1000") -> dataset
 	EdgeRanOn       EdgeType = "ran_on"      // "gpu:<uuid>" -> run
+	EdgeScored      EdgeType = "scored"      // feedback dataset -> a model it was scored through
+	EdgeJoined      EdgeType = "joined"      // labels dataset -> the joined feedback version made from it
 )
 
 // edgeType interns a stored type so reading edges does not allocate.
@@ -45,6 +47,10 @@ func edgeType(v []byte) EdgeType {
 		return EdgeReleased
 	case string(EdgeRanOn):
 		return EdgeRanOn
+	case string(EdgeScored):
+		return EdgeScored
+	case string(EdgeJoined):
+		return EdgeJoined
 	}
 	return EdgeType(v)
 }

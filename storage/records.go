@@ -98,9 +98,14 @@ type FileRef struct {
 // Dataset is a batch: an accepted (or quarantined, then released) dataset
 // version of kind data or feedback, with its train and holdout parts.
 type Dataset struct {
-	ID       string       `json:"id"`
-	Pipeline string       `json:"pipeline"`
-	Kind     DatasetKind  `json:"kind"`
+	ID       string      `json:"id"`
+	Pipeline string      `json:"pipeline"`
+	Kind     DatasetKind `json:"kind"`
+	// Feedback is what a feedback version holds: FeedbackRows, FeedbackLabels
+	// or FeedbackJoined (empty for data).
+	Feedback string `json:"feedback,omitempty"`
+	// Source is the labels version a joined version was made from.
+	Source   string       `json:"source,omitempty"`
 	State    DatasetState `json:"state"`
 	Digest   string       `json:"digest,omitempty"` // sha256 of the manifest
 	Rows     int64        `json:"rows,omitempty"`

@@ -10,7 +10,7 @@ import (
 
 // SchemaVersion is the schema this code writes. Open upgrades older
 // databases through migrations and refuses newer ones.
-const SchemaVersion = 6
+const SchemaVersion = 7
 
 var (
 	bucketMeta      = []byte("meta")
@@ -28,6 +28,8 @@ var (
 	bucketCordons   = []byte("cordons")
 	bucketPins      = []byte("pins")
 	bucketEventRefs = []byte("eventrefs")
+	bucketScores    = []byte("scores")
+	bucketSignals   = []byte("signals")
 
 	keySchema = []byte("schema")
 	keyHead   = []byte("head")
@@ -114,6 +116,14 @@ var migrations = []migration{
 			}
 			return indexEventRefs(btx, e.Seq, e.Refs)
 		})
+	}},
+	{7, "add scores (feedback versions scored by the monitor) and signals (hourly label-free signals)", func(btx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketScores, bucketSignals} {
+			if _, err := btx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
 	}},
 }
 
