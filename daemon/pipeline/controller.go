@@ -21,6 +21,7 @@ const (
 	cmdUnpin
 	cmdCancel
 	cmdTrain
+	cmdBackends
 )
 
 type command struct {
@@ -31,6 +32,7 @@ type command struct {
 	actor   string
 	reply   chan error
 	started chan string // cmdTrain: the new run's ID
+	serving chan ServingPair // cmdBackends: the live and standby backends
 }
 
 // deployed is a model serving behind (or beside) the endpoint.
@@ -307,6 +309,8 @@ func (c *controller) handle(ctx context.Context, cmd command) {
 		err = c.pin(ctx, cmd.model, cmd.actor)
 	case cmdUnpin:
 		err = c.unpin(ctx, cmd.actor)
+	case cmdBackends:
+		cmd.serving <- c.servingPair()
 	}
 	cmd.reply <- err
 }
