@@ -60,9 +60,12 @@ func (m *Manager) Start(ctx context.Context, specs map[string]*config.Pipeline) 
 func (m *Manager) Wait() { m.wg.Wait() }
 
 // isDataEvent reports whether e may add training data to its pipeline: a
-// dataset accepted by ingest or released from quarantine by a person.
+// dataset accepted by ingest or released from quarantine by a person. Feedback
+// versions (details "kind": "feedback") never start training by themselves;
+// events written before ingest named the kind were all data's.
 func isDataEvent(e storage.Event) bool {
-	return e.Pipeline != "" && (e.Kind == "dataset.accepted" || e.Kind == "dataset.released")
+	return e.Pipeline != "" && (e.Kind == "dataset.accepted" || e.Kind == "dataset.released") &&
+		e.Details["kind"] != string(storage.KindFeedback)
 }
 
 // Apply makes the running controllers match specs: new pipelines start,
