@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kiln-edge/kiln/daemon/config"
+	"github.com/kiln-edge/kiln/daemon/contract"
 	"github.com/kiln-edge/kiln/storage"
 )
 
@@ -67,32 +68,32 @@ func (c *controller) execEval(ctx context.Context, model string, live Serving) e
 	}
 	res.cand = srv
 	metric := spec.Evaluate.Metric
-	preds, err := Predict(ctx, srv, spec.Serve.Protocol, c.name, holdout.Rows)
+	preds, err := predict(ctx, srv, spec.Serve.Protocol, c.name, holdout.Rows)
 	if err != nil {
 		res.err = fmt.Errorf("score the candidate: %w", err)
 		return res
 	}
-	if res.score, err = Score(metric, holdout.Labels, preds); err != nil {
+	if res.score, err = contract.Score(metric, holdout.Labels, preds); err != nil {
 		res.err = err
 		return res
 	}
 	res.rows = holdout.Len()
 	if live != nil && live.Model() != model {
-		lp, err := Predict(ctx, live, spec.Serve.Protocol, c.name, holdout.Rows)
+		lp, err := predict(ctx, live, spec.Serve.Protocol, c.name, holdout.Rows)
 		if err != nil {
 			// The live model failing to answer is no reason to keep a good
 			// candidate out; say so and gate on the floor alone.
 			c.log.Warn("live model did not answer the holdout; gating on the floor alone", "live", live.Model(), "err", err)
-		} else if res.liveScore, err = Score(metric, holdout.Labels, lp); err == nil {
+		} else if res.liveScore, err = contract.Score(metric, holdout.Labels, lp); err == nil {
 			res.hasLive = true
 		}
 	}
-	res.pass, res.reason = Gate(metric, res.score, gateFloor(spec.Evaluate), spec.Evaluate.Gate.MinImprovement, res.liveScore, res.hasLive)
+	res.pass, res.reason = contract.Gate(metric, res.score, gateFloor(spec.Evaluate), spec.Evaluate.Gate.MinImprovement, res.liveScore, res.hasLive)
 	return res
 }
 
 func gateFloor(e config.Evaluate) *float64 {
-	if LowerIsBetter(e.Metric) {
+	if contract.LowerIsBetter(e.Metric) {
 		return e.Gate.Max
 	}
 	return e.Gate.Min
@@ -100,8 +101,8 @@ func gateFloor(e config.Evaluate) *float64 {
 
 // holdout gathers the rows a model is scored on: the spec's holdout file,
 // else the holdout parts of the datasets its run trained on.
-func (c *controller) holdout(spec *config.Pipeline, m storage.Model) (*Holdout, error) {
-	h := &Holdout{}
+func (c *controller) holdout(spec *config.Pipeline, m storage.Model) (*contract.Labelled, error) {
+	h := &contract.Labelled{}
 	if spec.Data.Format != config.FormatCSV {
 		return nil, fmt.Errorf("kilnd evaluates csv pipelines; %s is %s", c.name, spec.Data.Format)
 	}

@@ -1,10 +1,19 @@
-package pipeline
+package contract
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"strconv"
 	"strings"
+)
+
+// The metrics a spec's evaluate.metric may name.
+const (
+	MetricAccuracy = "accuracy"
+	MetricMacroF1  = "macro_f1"
+	MetricMAE      = "mae"
+	MetricRMSE     = "rmse"
 )
 
 // Score computes metric over predictions against the truth, row by row.
@@ -15,10 +24,10 @@ func Score(metric string, truth, pred []string) (float64, error) {
 		return 0, fmt.Errorf("%d predictions for %d rows", len(pred), len(truth))
 	}
 	if len(truth) == 0 {
-		return 0, fmt.Errorf("no holdout rows to score")
+		return 0, errors.New("no labelled rows to score")
 	}
 	switch metric {
-	case "accuracy":
+	case MetricAccuracy:
 		right := 0
 		for i := range truth {
 			if strings.TrimSpace(truth[i]) == strings.TrimSpace(pred[i]) {
@@ -26,25 +35,49 @@ func Score(metric string, truth, pred []string) (float64, error) {
 			}
 		}
 		return float64(right) / float64(len(truth)), nil
-	case "macro_f1":
+	case MetricMacroF1:
 		return macroF1(truth, pred), nil
-	case "mae", "rmse":
+	case MetricMAE, MetricRMSE:
 		var sumAbs, sumSq float64
 		for i := range truth {
-			t, err1 := strconv.ParseFloat(strings.TrimSpace(truth[i]), 64)
-			p, err2 := strconv.ParseFloat(strings.TrimSpace(pred[i]), 64)
-			if err1 != nil || err2 != nil {
-				return 0, fmt.Errorf("row %d: %s needs numbers, got truth %q and prediction %q", i+1, metric, truth[i], pred[i])
+			d, err := absError(metric, truth[i], pred[i])
+			if err != nil {
+				return 0, fmt.Errorf("row %d: %w", i+1, err)
 			}
-			sumAbs += math.Abs(t - p)
-			sumSq += (t - p) * (t - p)
+			sumAbs += d
+			sumSq += d * d
 		}
-		if metric == "mae" {
+		if metric == MetricMAE {
 			return sumAbs / float64(len(truth)), nil
 		}
 		return math.Sqrt(sumSq / float64(len(truth))), nil
 	}
 	return 0, fmt.Errorf("unknown metric %q", metric)
+}
+
+// RowOutcome is one row's result under metric, for scores kept row by row
+// (the monitor's paired outcomes of live and standby). For classification
+// metrics correct is trimmed string equality and absErr 0; for regression
+// metrics absErr is |truth - pred| and correct is false, a regression has
+// no right answer to hit.
+func RowOutcome(metric, truth, pred string) (correct bool, absErr float64, err error) {
+	switch metric {
+	case MetricAccuracy, MetricMacroF1:
+		return strings.TrimSpace(truth) == strings.TrimSpace(pred), 0, nil
+	case MetricMAE, MetricRMSE:
+		d, err := absError(metric, truth, pred)
+		return false, d, err
+	}
+	return false, 0, fmt.Errorf("unknown metric %q", metric)
+}
+
+func absError(metric, truth, pred string) (float64, error) {
+	t, err1 := strconv.ParseFloat(strings.TrimSpace(truth), 64)
+	p, err2 := strconv.ParseFloat(strings.TrimSpace(pred), 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("%s needs numbers, got truth %q and prediction %q", metric, truth, pred)
+	}
+	return math.Abs(t - p), nil
 }
 
 // macroF1 is the unweighted mean of per-class F1 over every class seen in
@@ -80,7 +113,7 @@ func macroF1(truth, pred []string) float64 {
 }
 
 // LowerIsBetter reports whether a smaller value of metric is a better model.
-func LowerIsBetter(metric string) bool { return metric == "mae" || metric == "rmse" }
+func LowerIsBetter(metric string) bool { return metric == MetricMAE || metric == MetricRMSE }
 
 // Gate decides whether a candidate scoring cand may replace a live model
 // scoring live (hasLive false when there is none). floor is the absolute
