@@ -1,11 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"maps"
 	"os"
 	"slices"
 	"strings"
+
+	"github.com/kiln-edge/kiln/daemon/contract"
 )
 
 type runsCmd struct {
@@ -241,9 +244,48 @@ func (c lineageCmd) Run(e *cmdEnv) error {
 
 type predictCmd struct {
 	Pipeline string `arg:"" help:"Pipeline name."`
+	Protocol string `help:"How to read the endpoint's answer for -o json: sagemaker or v2 (default: the pipeline's serve.protocol)." placeholder:"PROTOCOL"`
 }
 
 // Run sends stdin (CSV rows, no header) through the pipeline's endpoint.
+// The answer is copied as it comes; with -o json it is read with the serving
+// contract and printed as a JSON array, one prediction per row.
 func (c predictCmd) Run(e *cmdEnv) error {
-	return e.client().Predict(e.ctx, c.Pipeline, os.Stdin, e.out)
+	if !e.json() {
+		return e.client().Predict(e.ctx, c.Pipeline, os.Stdin, e.out)
+	}
+	protocol := c.Protocol
+	if protocol == "" {
+		p, err := e.client().Pipeline(e.ctx, c.Pipeline)
+		if err != nil {
+			return err
+		}
+		protocol = specProtocol(p.Spec)
+	}
+	if protocol != contract.ProtocolSageMaker && protocol != contract.ProtocolV2 {
+		return fmt.Errorf("--protocol %q: want %s or %s", protocol, contract.ProtocolSageMaker, contract.ProtocolV2)
+	}
+	var answer bytes.Buffer
+	if err := e.client().Predict(e.ctx, c.Pipeline, os.Stdin, &answer); err != nil {
+		return err
+	}
+	preds, err := contract.ParseAnswer(protocol, answer.Bytes())
+	if err != nil {
+		return fmt.Errorf("pipeline %s: %w", c.Pipeline, err)
+	}
+	if preds == nil {
+		preds = []string{} // no rows: [], not null
+	}
+	return writeJSON(e.out, preds)
+}
+
+// specProtocol reads serve.protocol from a spec as the API sends it (JSON,
+// defaults applied); the CLI does not link package config.
+func specProtocol(spec any) string {
+	m, _ := spec.(map[string]any)
+	serve, _ := m["serve"].(map[string]any)
+	if p, _ := serve["protocol"].(string); p != "" {
+		return p
+	}
+	return contract.ProtocolSageMaker
 }
