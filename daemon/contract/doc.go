@@ -2,9 +2,10 @@
 // pipeline's rows become a request to a model server in either protocol
 // (SageMaker CSV on /invocations, Open Inference Protocol v2 JSON on
 // /v2/models/<pipeline>/infer), how a logged request body turns back into
-// rows, how an answer turns into one prediction per row, and how predictions
-// are scored against labels (whole sets with Score, single rows with
-// RowOutcome, and the promotion Gate).
+// rows, how an answer turns into one prediction per row, how labelled rows
+// are read (Labelled: CSV parts and JSON Lines), and how predictions are
+// scored against labels (whole sets with Score, single rows with RowOutcome,
+// and the promotion Gate).
 //
 // The evaluator (daemon/pipeline), the monitor (daemon/monitor), the
 // prediction log (daemon/serve) and `kiln predict` all go through it, so the
