@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os/user"
 	"regexp"
 	"strconv"
 	"sync"
@@ -31,9 +32,8 @@ var ErrClosed = http.ErrServerClosed
 // Defaults for the zero values of Options.
 const (
 	DefaultSegmentBytes    = 64 << 20
-	DefaultMaxSegments     = 8
-	DefaultOutputCap       = 4 << 10
-	DefaultLogBuffer       = 4 << 20
+	DefaultOutputCap       = 1 << 20
+	DefaultLogBuffer       = 8 << 20
 	DefaultSyncInterval    = 10 * time.Millisecond
 	DefaultMaxIdleConns    = 64
 	DefaultTimeout         = 60 * time.Second
@@ -47,11 +47,23 @@ type Options struct {
 	// PredLogDir is the root of the prediction logs: this pipeline's segments
 	// go to PredLogDir/<Pipeline>/. Empty turns the log off.
 	PredLogDir string
-	// SegmentBytes closes a segment at this size; MaxSegments is how many
-	// are kept (the oldest are deleted).
+	// Protocol is the pipeline's serve.protocol ("sagemaker" or "v2"),
+	// recorded with each prediction so it can be replayed.
+	Protocol string
+	// SegmentBytes closes a segment at this size (and indexes it).
 	SegmentBytes int64
-	MaxSegments  int
-	// OutputCap is how much of each response body the log keeps.
+	// LogPolicy is the log's retention and which inputs it keeps; the zero
+	// value keeps everything. SetLogPolicy changes it.
+	LogPolicy LogPolicy
+	// LogGroup names the group the log's folder and files belong to (the
+	// daemon's admin group): they are 0750/0640, for root and that group
+	// only. Empty leaves the group as created.
+	LogGroup string
+	// MinFreeBytes is the daemon's free-disk floor: below it the log stops
+	// keeping inputs (and says so in the log) until there is room again.
+	MinFreeBytes int64
+	// OutputCap is how much of each response body the log keeps; a longer
+	// answer is logged cut, with Record.OutputTruncated.
 	OutputCap int
 	// LogBuffer bounds the records waiting for the writer, in bytes; past it
 	// records are dropped and counted, never waited for.
@@ -111,6 +123,9 @@ type Stats struct {
 	LogWritten    uint64 // prediction records written to disk
 	LogDropped    uint64 // prediction records dropped because the buffer was full
 	LogErrors     uint64 // failed writes or syncs of the prediction log
+	// LogInputsSkipped counts records logged without the input they were
+	// to keep: the disk was below its floor, or an input file failed.
+	LogInputsSkipped uint64
 }
 
 // New builds an endpoint for opt.Pipeline and, when opt.PredLogDir is set,
@@ -127,7 +142,6 @@ func New(opt Options) (*Endpoint, error) {
 	if opt.SegmentBytes <= 0 {
 		opt.SegmentBytes = DefaultSegmentBytes
 	}
-	def(&opt.MaxSegments, DefaultMaxSegments)
 	def(&opt.OutputCap, DefaultOutputCap)
 	def(&opt.LogBuffer, DefaultLogBuffer)
 	def(&opt.MaxIdleConns, DefaultMaxIdleConns)
@@ -153,7 +167,15 @@ func New(opt Options) (*Endpoint, error) {
 		listeners: map[net.Listener]struct{}{}, conns: map[*conn]struct{}{}}
 	e.dialCtx, e.cancelDial = context.WithCancel(context.Background())
 	if opt.PredLogDir != "" {
-		pl, err := openPredLog(opt, log)
+		gid := -1
+		if opt.LogGroup != "" {
+			if g, err := user.LookupGroup(opt.LogGroup); err != nil {
+				log.Warn("prediction log: group not found; the log's files keep the daemon's group", "group", opt.LogGroup, "err", err)
+			} else if gid, err = strconv.Atoi(g.Gid); err != nil {
+				gid = -1
+			}
+		}
+		pl, err := openPredLog(opt, gid, log)
 		if err != nil {
 			return nil, err
 		}
@@ -232,6 +254,7 @@ func (e *Endpoint) Stats() Stats {
 		s.LogWritten = e.plog.written.Load()
 		s.LogDropped = e.plog.dropped.Load()
 		s.LogErrors = e.plog.errors.Load()
+		s.LogInputsSkipped = e.plog.inputsSkipped.Load()
 	}
 	return s
 }
@@ -243,7 +266,33 @@ func (e *Endpoint) FlushLog(ctx context.Context) error {
 	if e.plog == nil {
 		return nil
 	}
-	return e.plog.flush(ctx)
+	return e.plog.flush(ctx, false)
+}
+
+// RotateLog closes the segment being written (after FlushLog's work), so
+// that Purge can reach every record logged so far; the next record opens a
+// new segment.
+func (e *Endpoint) RotateLog(ctx context.Context) error {
+	if e.plog == nil {
+		return errLogOff
+	}
+	return e.plog.flush(ctx, true)
+}
+
+// SetLogPolicy changes the log's retention and input policy (a pipeline
+// reload); it applies from the next record and the next rotation.
+func (e *Endpoint) SetLogPolicy(p LogPolicy) {
+	if e.plog != nil {
+		e.plog.policy.Store(&p)
+	}
+}
+
+// LogGID is the group id the log's files are given, -1 when none.
+func (e *Endpoint) LogGID() int {
+	if e.plog == nil {
+		return -1
+	}
+	return e.plog.gid
 }
 
 // idleCloseGrace is how long an idle connection stays open once Shutdown

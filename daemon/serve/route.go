@@ -131,6 +131,7 @@ type exchange struct {
 	c        *conn
 	model    string
 	outCap   int
+	start    time.Time
 	deadline time.Time
 
 	gotBytes     bool // any byte of a response arrived
@@ -248,6 +249,9 @@ func (r *route) roundTrip(c *bconn, x *exchange) (keep bool, err error) {
 	if rechunk {
 		_, _ = bw.WriteString("0\r\n\r\n") // errors are sticky; Flush reports them
 	}
+	// Logged before the client has the end of the answer: a client that
+	// got its answer can count on FlushLog making the record visible.
+	cl.logAnswer(x)
 	if err := bw.Flush(); err != nil {
 		return !hd.close, errClientWrite
 	}

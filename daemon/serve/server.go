@@ -37,6 +37,7 @@ type span struct{ a, b int }
 // request is the parsed head of one request; spans index conn.head.
 type request struct {
 	method, target, host span
+	ctype                span   // the Content-Type value, for the prediction log
 	fwd                  []span // header lines to forward, whole, without CRLF
 	connTokens           []span // the Connection header's tokens other than close/keep-alive
 	http10               bool
@@ -180,7 +181,7 @@ func (c *conn) serveOne() bool {
 		e.badRequests.Add(1)
 		return c.writeError(status, rt.model, msg, true)
 	}
-	x := exchange{c: c, model: rt.model, deadline: start.Add(rt.timeout)}
+	x := exchange{c: c, model: rt.model, start: start, deadline: start.Add(rt.timeout)}
 	if e.plog != nil {
 		x.outCap = e.opt.OutputCap
 	}
@@ -208,10 +209,18 @@ func (c *conn) serveOne() bool {
 		return c.writeError(status, rt.model, fmt.Sprintf("model %s: %v", rt.model, err), false)
 	}
 	e.requests.Add(1)
-	if e.plog != nil {
-		e.plog.append(req.id, rt.model, start, time.Since(start), c.body, x.status, c.out, x.outTruncated)
+	if cap(c.out) > 64<<10 {
+		c.out = nil // a rare large answer: do not keep its buffer per connection
 	}
 	return x.keepClient
+}
+
+// logAnswer appends the exchange's record to the prediction log, when on.
+func (c *conn) logAnswer(x *exchange) {
+	if e := c.e; e.plog != nil {
+		req := &c.req
+		e.plog.append(req.id, x.model, x.start, time.Since(x.start), c.head[req.ctype.a:req.ctype.b], c.body, x.status, c.out, x.outTruncated)
+	}
 }
 
 // readHead reads and checks a request head. status is 0 when it is fine,
@@ -305,6 +314,9 @@ func (c *conn) readHead() (status int, msg string) {
 		switch requestHeaderKind(name) {
 		case hkForward:
 			req.fwd = append(req.fwd, span{a, a + len(line)})
+		case hkContentType:
+			req.fwd = append(req.fwd, span{a, a + len(line)})
+			req.ctype = vs
 		case hkHost:
 			if hostSeen {
 				return http.StatusBadRequest, "more than one Host header"
@@ -517,6 +529,7 @@ const (
 	hkExpect
 	hkRequestID
 	hkModel
+	hkContentType
 	hkHop
 )
 
@@ -549,6 +562,9 @@ func requestHeaderKind(name []byte) headerKind {
 	case 12:
 		if bytes.EqualFold(name, []byte(hdrModel)) {
 			return hkModel
+		}
+		if bytes.EqualFold(name, []byte("Content-Type")) {
+			return hkContentType
 		}
 	case 14:
 		if bytes.EqualFold(name, []byte("Content-Length")) {

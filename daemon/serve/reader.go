@@ -1,0 +1,370 @@
+package serve
+
+import (
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// LogReader reads one pipeline's prediction log: Lookup by request id
+// through the indexes, Scan in order. It is safe for concurrent use. It
+// notices new, removed and rewritten segments by the folder's change time,
+// checked on each Lookup.
+type LogReader struct {
+	dir string
+
+	mu       sync.RWMutex // guards segs and the folder state
+	segs     []*rseg      // ascending
+	dirMtime int64
+	dirCtime int64
+	settled  bool // the folder's times were old enough at the last listing to trust
+
+	tailMu sync.Mutex
+	tail   *tailIndex
+}
+
+// rseg is one segment as the reader holds it: open for preads, with its
+// index mapped when it has a valid one.
+type rseg struct {
+	num    uint64
+	f      *os.File
+	ino    uint64
+	idx    *mappedIndex
+	idxIno uint64 // the index file mapped (0: none)
+}
+
+// loadIndex maps s's index when the file at its path is not the one mapped.
+func (s *rseg) loadIndex(dir string, segSize int64) {
+	var ist syscall.Stat_t
+	if err := syscall.Stat(idxPath(dir, s.num), &ist); err != nil {
+		s.idx.close()
+		s.idx, s.idxIno = nil, 0
+		return
+	}
+	if s.idx != nil && ist.Ino == s.idxIno && s.idx.segSize == segSize {
+		return
+	}
+	s.idx.close()
+	s.idx, s.idxIno = nil, 0
+	if x, err := openIndex(idxPath(dir, s.num), segSize); err == nil {
+		s.idx, s.idxIno = x, ist.Ino
+	}
+}
+
+// tailIndex indexes the newest segment without an index (the one being
+// written) in memory, catching up with its end on each lookup: bounded by
+// the segment size.
+type tailIndex struct {
+	num uint64
+	ino uint64
+	end int64 // indexed up to here
+	ids map[string]int64
+}
+
+// OpenLogReader opens pipeline's log under predLogDir (Options.PredLogDir).
+// A log that does not exist yet reads as empty.
+func OpenLogReader(predLogDir, pipeline string) (*LogReader, error) {
+	r := &LogReader{dir: filepath.Join(predLogDir, pipeline)}
+	if err := r.refresh(); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// Close releases the files and mappings; the reader must not be used after.
+func (r *LogReader) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, s := range r.segs {
+		s.close()
+	}
+	r.segs = nil
+	return nil
+}
+
+func (s *rseg) close() {
+	_ = s.f.Close() // read-only
+	s.idx.close()
+}
+
+// changed says whether the folder may have changed since the last listing.
+func (r *LogReader) changed() bool {
+	var st syscall.Stat_t
+	if err := syscall.Stat(r.dir, &st); err != nil {
+		return true
+	}
+	r.mu.RLock()
+	same := r.settled && st.Mtim.Nano() == r.dirMtime && st.Ctim.Nano() == r.dirCtime
+	r.mu.RUnlock()
+	return !same
+}
+
+// refresh lists the folder again, keeping what did not change.
+func (r *LogReader) refresh() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var st syscall.Stat_t
+	err := syscall.Stat(r.dir, &st)
+	if errors.Is(err, os.ErrNotExist) {
+		for _, s := range r.segs {
+			s.close()
+		}
+		r.segs, r.settled = nil, false
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("prediction log %s: %w", r.dir, err)
+	}
+	nums, err := listSegments(r.dir)
+	if err != nil {
+		return fmt.Errorf("prediction log %s: %w", r.dir, err)
+	}
+	// File times are coarse (a clock tick): a second change within the
+	// tick of the one seen would keep the same time, so a listing taken
+	// while the time is recent is retried on the next call.
+	r.dirMtime, r.dirCtime = st.Mtim.Nano(), st.Ctim.Nano()
+	r.settled = time.Since(time.Unix(0, max(r.dirMtime, r.dirCtime))) > 50*time.Millisecond
+	old := map[uint64]*rseg{}
+	for _, s := range r.segs {
+		old[s.num] = s
+	}
+	segs := make([]*rseg, 0, len(nums))
+	for _, n := range nums {
+		var fst syscall.Stat_t
+		if err := syscall.Stat(segPath(r.dir, n), &fst); err != nil {
+			continue // removed meanwhile
+		}
+		if s := old[n]; s != nil && s.ino == fst.Ino {
+			s.loadIndex(r.dir, fst.Size)
+			delete(old, n)
+			segs = append(segs, s)
+			continue
+		}
+		f, err := os.Open(segPath(r.dir, n))
+		if err != nil {
+			continue
+		}
+		s := &rseg{num: n, f: f, ino: fst.Ino}
+		s.loadIndex(r.dir, fst.Size)
+		segs = append(segs, s)
+	}
+	for _, s := range old {
+		s.close()
+	}
+	r.segs = segs
+	return nil
+}
+
+// Lookup returns the newest record of requestID (without a ":row"
+// suffix: SplitRowID). ErrNotFound (wrapped) when the log does not hold it.
+// Records become visible once the endpoint has written them (at most
+// Options.SyncInterval after the answer, or after Endpoint.FlushLog).
+func (r *LogReader) Lookup(requestID string) (Record, error) {
+	if r.changed() {
+		if err := r.refresh(); err != nil {
+			return Record{}, err
+		}
+	}
+	h := idHash(requestID)
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	newestUnindexed := -1
+	for i := len(r.segs) - 1; i >= 0; i-- {
+		if r.segs[i].idx == nil {
+			newestUnindexed = i
+			break
+		}
+	}
+	for i := len(r.segs) - 1; i >= 0; i-- {
+		s := r.segs[i]
+		var (
+			rec   Record
+			found bool
+			err   error
+		)
+		switch {
+		case s.idx != nil:
+			s.idx.find(h, func(off int64) bool {
+				rec, found, err = r.readAt(s, off, requestID)
+				return found || err != nil
+			})
+		case i == newestUnindexed:
+			rec, found, err = r.lookupTail(s, requestID)
+		default:
+			// A closed segment whose index is missing: read it whole
+			// until RebuildIndexes has written the index.
+			rec, found, err = r.scanFor(s, requestID)
+		}
+		if err != nil {
+			return Record{}, err
+		}
+		if found {
+			return rec, nil
+		}
+	}
+	return Record{}, fmt.Errorf("request %s in prediction log %s: %w", requestID, r.dir, ErrNotFound)
+}
+
+// readAt reads the frame at off of s and returns it when it is id's.
+func (r *LogReader) readAt(s *rseg, off int64, id string) (Record, bool, error) {
+	var small [4096]byte
+	n, err := s.f.ReadAt(small[:], off)
+	if n < 8 {
+		if err == nil || errors.Is(err, io.EOF) {
+			return Record{}, false, nil // an index pointing past the end: stale
+		}
+		return Record{}, false, fmt.Errorf("read %s: %w", s.f.Name(), err)
+	}
+	l := frameLen(small[:])
+	if l > maxFrame || l < frameHeader {
+		return Record{}, false, nil
+	}
+	b := small[:min(n, l)]
+	// The id sits right after the header: compare it before reading more.
+	if idl := int(small[32]); l >= frameHeader+idl && n >= frameHeader+idl && string(small[frameHeader:frameHeader+idl]) != id {
+		return Record{}, false, nil
+	}
+	if l > n {
+		b = make([]byte, l)
+		if _, err := s.f.ReadAt(b, off); err != nil {
+			return Record{}, false, fmt.Errorf("read %s: %w", s.f.Name(), err)
+		}
+	}
+	f, err := parseFrame(b, true)
+	if err != nil || string(f.id) != id {
+		return Record{}, false, nil //nolint:nilerr // a stale or torn entry is no match
+	}
+	return r.toRecord(&f), true, nil
+}
+
+// toRecord copies f into a Record, reading its input file when it has one.
+func (r *LogReader) toRecord(f *frame) Record {
+	if f.flags&flagInputFile == 0 {
+		return f.record(nil, false)
+	}
+	in, err := os.ReadFile(inputFilePath(r.dir, f.input[:32]))
+	ok := err == nil && uint64(len(in)) == binary.LittleEndian.Uint64(f.input[32:])
+	if !ok {
+		in = nil // purged, or left out of a backup: the input is not kept
+	}
+	return f.record(in, ok)
+}
+
+func inputFilePath(dir string, sum []byte) string {
+	name := hex.EncodeToString(sum)
+	return filepath.Join(dir, inputsDir, name[:2], name)
+}
+
+// lookupTail catches the tail index up with the end of s and looks id up.
+func (r *LogReader) lookupTail(s *rseg, id string) (Record, bool, error) {
+	r.tailMu.Lock()
+	t := r.tail
+	if t == nil || t.num != s.num || t.ino != s.ino {
+		t = &tailIndex{num: s.num, ino: s.ino, ids: map[string]int64{}}
+		r.tail = t
+	}
+	fi, err := s.f.Stat()
+	if err == nil && fi.Size() > max(t.end, segHeaderSize) {
+		start := t.end
+		var src io.Reader
+		if start == 0 {
+			src = io.NewSectionReader(s.f, 0, fi.Size())
+		} else {
+			src = io.NewSectionReader(s.f, start, fi.Size()-start)
+		}
+		end, _ := scanFrames(src, start, func(off int64, f *frame) error {
+			t.ids[string(f.id)] = off
+			return nil
+		})
+		if end > t.end {
+			t.end = end
+		}
+	}
+	off, ok := t.ids[id]
+	r.tailMu.Unlock()
+	if !ok {
+		return Record{}, false, nil
+	}
+	return r.readAt(s, off, id)
+}
+
+// scanFor reads s whole for the newest record of id.
+func (r *LogReader) scanFor(s *rseg, id string) (Record, bool, error) {
+	var rec Record
+	found := false
+	_, err := scanFrames(io.NewSectionReader(s.f, 0, 1<<62), 0, func(_ int64, f *frame) error {
+		if string(f.id) == id {
+			rec, found = r.toRecord(f), true
+		}
+		return nil
+	})
+	return rec, found, err
+}
+
+// Scan calls fn for each record with a Time at or after since, in log
+// order, until fn returns an error, which Scan returns. Log order is the
+// order requests were answered; it is time order up to the latency of the
+// requests in flight together. Segments wholly before since are skipped by
+// their index. Scan reads files of its own, so a slow fn never holds up
+// lookups.
+func (r *LogReader) Scan(since time.Time, fn func(Record) error) error {
+	if err := r.refresh(); err != nil {
+		return err
+	}
+	type seg struct {
+		num  uint64
+		maxT int64
+		ok   bool
+	}
+	r.mu.RLock()
+	segs := make([]seg, 0, len(r.segs))
+	for _, s := range r.segs {
+		x := seg{num: s.num}
+		if s.idx != nil {
+			x.maxT, x.ok = s.idx.maxT, true
+		}
+		segs = append(segs, x)
+	}
+	r.mu.RUnlock()
+	sinceNS := since.UnixNano()
+	if since.IsZero() {
+		sinceNS = 0
+	}
+	for _, s := range segs {
+		if s.ok && s.maxT < sinceNS {
+			continue
+		}
+		_, err := scanSegment(segPath(r.dir, s.num), func(_ int64, f *frame) error {
+			if f.time < sinceNS {
+				return nil
+			}
+			return fn(r.toRecord(f))
+		})
+		if errors.Is(err, os.ErrNotExist) {
+			continue // removed by retention meanwhile
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// segmentNumbers is for tests: the segments the reader holds.
+func (r *LogReader) segmentNumbers() []uint64 {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]uint64, 0, len(r.segs))
+	for _, s := range r.segs {
+		out = append(out, s.num)
+	}
+	return slices.Clip(out)
+}
