@@ -31,7 +31,7 @@ type command struct {
 	force   bool
 	actor   string
 	reply   chan error
-	started chan string // cmdTrain: the new run's ID
+	started chan string      // cmdTrain: the new run's ID
 	serving chan ServingPair // cmdBackends: the live and standby backends
 }
 

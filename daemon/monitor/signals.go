@@ -1,0 +1,275 @@
+package monitor
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/kiln-edge/kiln/daemon/contract"
+	"github.com/kiln-edge/kiln/storage"
+)
+
+// Label-free signals. Labels come late or never; two signals need none:
+// the mix of predicted classes and the PSI of each logged input feature
+// against the training data of the model that answered, per hour. They only
+// alert (event monitor.drift): without labels nothing says the model is
+// worse, only that the world looks different.
+
+// signalEvery is how often the current hour is brought up to date.
+const signalEvery = 10 * time.Minute
+
+// signalLookback is how far back a pipeline with no signal yet starts.
+const signalLookback = 24 * time.Hour
+
+// minPSIValues is the fewest values on each side for a PSI; below it the
+// index reads noise as drift (the same floor ingest's drift check uses).
+const minPSIValues = 50
+
+// maxHourValues bounds the values kept per feature and hour.
+const maxHourValues = 20000
+
+func (m *Monitor) runSignals(ctx context.Context) {
+	t := time.NewTimer(time.Minute) // let the start settle first
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		m.mu.Lock()
+		specs := make([]pipelineSpec, 0, len(m.specs))
+		for _, s := range m.specs {
+			specs = append(specs, s)
+		}
+		m.mu.Unlock()
+		for _, s := range specs {
+			if err := m.Signals(ctx, s.name); err != nil && ctx.Err() == nil {
+				m.log.Warn("label-free signals", "pipeline", s.name, "err", err)
+			}
+		}
+		t.Reset(signalEvery)
+	}
+}
+
+// hourAgg gathers one hour of the log.
+type hourAgg struct {
+	requests, rows int64
+	models         map[string]int64
+	classes        map[string]int64
+	values         map[string][]float64
+}
+
+// Signals brings pipeline's hourly signals up to now: the hour of its last
+// signal (it may have been partial) onwards. An hour that has ended and
+// shows drift raises one monitor.drift event.
+func (m *Monitor) Signals(ctx context.Context, pipeline string) error {
+	spec, ok := m.spec(pipeline)
+	if !ok {
+		return nil
+	}
+	now := m.deps.Now().UTC()
+	var last []storage.Signal
+	err := m.deps.Store.View(func(tx *storage.Tx) (err error) {
+		last, err = tx.Signals(pipeline, now.Add(-signalLookback).Truncate(time.Hour))
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	from := now.Add(-signalLookback).Truncate(time.Hour)
+	done := map[time.Time]bool{} // hours whose signal was taken after they ended
+	for _, s := range last {
+		from = s.Hour
+		done[s.Hour] = !s.Created.Before(s.Hour.Add(time.Hour))
+	}
+	hours := map[time.Time]*hourAgg{}
+	err = m.deps.Log.Scan(pipeline, from, func(r Logged) error {
+		if r.Time.Before(from) || r.Status/100 != 2 {
+			return nil
+		}
+		h := r.Time.UTC().Truncate(time.Hour)
+		a := hours[h]
+		if a == nil {
+			a = &hourAgg{models: map[string]int64{}, classes: map[string]int64{}, values: map[string][]float64{}}
+			hours[h] = a
+		}
+		a.requests++
+		a.models[r.Model]++
+		preds, err := contract.ParseAnswer(r.Protocol, r.Output)
+		if err != nil {
+			return nil // an answer kiln cannot read says nothing of the mix
+		}
+		a.rows += int64(len(preds))
+		if !contract.LowerIsBetter(spec.metric) {
+			for _, p := range preds {
+				a.classes[strings.TrimSpace(p)]++
+			}
+		}
+		if r.Input != nil {
+			if in, err := contract.DecodeRequest(r.Protocol, r.ContentType, r.Input); err == nil {
+				a.addInputs(r.Model, in, m, spec)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, h := range slices.SortedFunc(maps.Keys(hours), func(a, b time.Time) int { return a.Compare(b) }) {
+		a := hours[h]
+		model := topModel(a.models)
+		sig := storage.Signal{Pipeline: pipeline, Hour: h, Model: model, Requests: a.requests, Rows: a.rows, Created: now}
+		if len(a.classes) > 0 {
+			sig.Classes = a.classes
+		}
+		var alerts []string
+		if ti, err := m.train.get(model, spec); err == nil {
+			for col, vals := range a.values {
+				if psi, ok := psiOf(ti.values[col], vals); ok {
+					if sig.PSI == nil {
+						sig.PSI = map[string]float64{}
+					}
+					sig.PSI[col] = psi
+					if psi > spec.psiMax {
+						alerts = append(alerts, fmt.Sprintf("%s psi %.3f", col, psi))
+					}
+				}
+			}
+			if psi, ok := mixPSI(ti.labels, a.classes); ok && psi > spec.psiMax {
+				alerts = append(alerts, fmt.Sprintf("predicted class mix psi %.3f", psi))
+			}
+		}
+		ended := !now.Before(h.Add(time.Hour))
+		err := m.deps.Store.Update(ctx, func(tx *storage.Tx) error {
+			if err := tx.PutSignal(sig); err != nil {
+				return err
+			}
+			if !ended || done[h] || len(alerts) == 0 {
+				return nil
+			}
+			slices.Sort(alerts)
+			_, err := tx.Append(storage.Event{Actor: "kilnd", Kind: "monitor.drift", Pipeline: pipeline, Refs: []string{model},
+				Details: map[string]string{"hour": h.Format(time.RFC3339), "requests": strconv.FormatInt(a.requests, 10),
+					"signals": strings.Join(alerts, "; "), "psi_max": strconv.FormatFloat(spec.psiMax, 'f', 3, 64),
+					"note": "alert only: no labels say the model is worse"}})
+			return err
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (a *hourAgg) addInputs(model string, rows [][]string, m *Monitor, spec pipelineSpec) {
+	ti, err := m.train.get(model, spec)
+	if err != nil {
+		return
+	}
+	for _, r := range rows {
+		for j, v := range r {
+			if j >= len(ti.columns) {
+				break
+			}
+			col := ti.columns[j]
+			if len(a.values[col]) >= maxHourValues {
+				continue
+			}
+			if f, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil {
+				a.values[col] = append(a.values[col], f)
+			}
+		}
+	}
+}
+
+// psiOf is the population stability index of cur against ref over ref's
+// deciles (edges at its quantiles, so each reference bin holds about a
+// tenth), with empty bins smoothed.
+func psiOf(ref, cur []float64) (float64, bool) {
+	if len(ref) < minPSIValues || len(cur) < minPSIValues {
+		return 0, false
+	}
+	r := slices.Clone(ref)
+	slices.Sort(r)
+	var edges []float64
+	for i := 1; i < 10; i++ {
+		e := r[i*len(r)/10]
+		if len(edges) == 0 || e > edges[len(edges)-1] {
+			edges = append(edges, e)
+		}
+	}
+	bin := func(v float64) int {
+		i, _ := slices.BinarySearch(edges, v)
+		return i
+	}
+	pr := make([]float64, len(edges)+1)
+	pc := make([]float64, len(edges)+1)
+	for _, v := range ref {
+		pr[bin(v)]++
+	}
+	for _, v := range cur {
+		pc[bin(v)]++
+	}
+	return psiCounts(pr, pc), true
+}
+
+// mixPSI compares the predicted class mix with the training label mix.
+func mixPSI(train, pred map[string]int64) (float64, bool) {
+	var nt, np int64
+	for _, n := range train {
+		nt += n
+	}
+	for _, n := range pred {
+		np += n
+	}
+	if nt < minPSIValues || np < minPSIValues {
+		return 0, false
+	}
+	keys := map[string]bool{}
+	for k := range train {
+		keys[k] = true
+	}
+	for k := range pred {
+		keys[k] = true
+	}
+	var pr, pc []float64
+	for k := range keys {
+		pr = append(pr, float64(train[k]))
+		pc = append(pc, float64(pred[k]))
+	}
+	return psiCounts(pr, pc), true
+}
+
+// psiCounts is sum (c - r) ln(c / r) over bins of proportions; a bin empty
+// on one side gets half an observation, so one empty bin does not read as
+// infinite drift.
+func psiCounts(ref, cur []float64) float64 {
+	var nr, nc float64
+	for i := range ref {
+		nr += ref[i]
+		nc += cur[i]
+	}
+	var psi float64
+	for i := range ref {
+		r := math.Max(ref[i], 0.5) / nr
+		c := math.Max(cur[i], 0.5) / nc
+		psi += (c - r) * math.Log(c/r)
+	}
+	return psi
+}
+
+func topModel(counts map[string]int64) string {
+	best := ""
+	for name, n := range counts {
+		if best == "" || n > counts[best] || n == counts[best] && name < best {
+			best = name
+		}
+	}
+	return best
+}
