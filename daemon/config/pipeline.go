@@ -267,6 +267,100 @@ type Monitor struct {
 	// cooldown: after a rollback or retrain, how long the monitor waits before acting again.
 	// Default 10m.
 	Cooldown Duration `yaml:"cooldown" json:"cooldown"`
+	// log: the prediction log's retention and which inputs it keeps.
+	Log MonitorLog `yaml:"log" json:"log"`
+}
+
+// MonitorLog is the retention of the pipeline's prediction log (see daemon/serve).
+type MonitorLog struct {
+	// keep: whole log segments whose newest record is older are removed; 14d, 36h, 90m.
+	// 0 keeps them until max_size. Default 14d.
+	Keep Age `yaml:"keep" json:"keep"`
+	// max_size: the log's folder (records, indexes, input files) is kept under this, the
+	// oldest segments removed first. Default 4Gi.
+	MaxSize Bytes `yaml:"max_size" json:"max_size"`
+	// inputs: which request bodies are kept for replay and late labels: all, none, or
+	// "sample F" (the fraction F of requests, chosen by a stable hash of the request id).
+	// Default all.
+	Inputs string `yaml:"inputs" json:"inputs"`
+}
+
+// InputFraction is the fraction of requests whose inputs the log keeps: 1 for all, 0 for
+// none, F for "sample F". It is only called on a validated spec.
+func (l MonitorLog) InputFraction() float64 {
+	f, _ := parseInputs(l.Inputs) // validated: cannot fail
+	return f
+}
+
+func parseInputs(s string) (float64, error) {
+	switch f := strings.Fields(s); {
+	case len(f) == 1 && f[0] == LogInputsAll:
+		return 1, nil
+	case len(f) == 1 && f[0] == LogInputsNone:
+		return 0, nil
+	case len(f) == 2 && f[0] == LogInputsSample:
+		v, err := strconv.ParseFloat(f[1], 64)
+		if err != nil || !(v > 0 && v < 1) {
+			return 0, fmt.Errorf("sample %q is not a fraction above 0 and below 1 (e.g. sample 0.1)", f[1])
+		}
+		return v, nil
+	}
+	return 0, fmt.Errorf("%q is not all, none or sample F (e.g. sample 0.1)", clip(s))
+}
+
+// Age is a Duration that also takes whole days ("14d"), as retention is written.
+type Age struct{ Duration }
+
+func (a Age) String() string {
+	if d := a.Duration.Duration; d > 0 && d%(24*time.Hour) == 0 {
+		return strconv.FormatInt(int64(d/(24*time.Hour)), 10) + "d"
+	}
+	return a.Duration.String()
+}
+
+func parseAge(s string) (Age, error) {
+	t := strings.TrimSpace(s)
+	if days, ok := strings.CutSuffix(t, "d"); ok {
+		n, err := strconv.ParseUint(days, 10, 16)
+		if err != nil {
+			return Age{}, fmt.Errorf("invalid age %q (want e.g. 14d, 36h, 90m)", clip(s))
+		}
+		return Age{D(time.Duration(n) * 24 * time.Hour)}, nil
+	}
+	d, err := parseDuration(t)
+	if err != nil {
+		return Age{}, fmt.Errorf("invalid age %q (want e.g. 14d, 36h, 90m)", clip(s))
+	}
+	return Age{d}, nil
+}
+
+func (a *Age) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return fmt.Errorf("want an age such as 14d, got %s", describe(n))
+	}
+	v, err := parseAge(n.Value)
+	if err != nil {
+		return err
+	}
+	*a = v
+	return nil
+}
+
+func (a Age) MarshalYAML() (any, error) { return a.String(), nil }
+
+func (a Age) MarshalJSON() ([]byte, error) { return json.Marshal(a.String()) }
+
+func (a *Age) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("want an age string such as \"14d\", got %s", b)
+	}
+	v, err := parseAge(s)
+	if err != nil {
+		return err
+	}
+	*a = v
+	return nil
 }
 
 // Retention is how much history is kept.
@@ -300,7 +394,15 @@ const (
 	ChannelValidation = "validation"
 
 	WindowAll = "all"
+
+	LogInputsAll    = "all"
+	LogInputsNone   = "none"
+	LogInputsSample = "sample"
 )
+
+// MinLogSize is the smallest monitor.log.max_size: two of the log's 64 MiB segments, the
+// one being written and one closed.
+const MinLogSize = 128 * MiB
 
 // defaultPipeline is the value a spec is decoded over; see the package doc for why.
 func defaultPipeline() Pipeline {
@@ -326,7 +428,8 @@ func defaultPipeline() Pipeline {
 			NewData:     NewData{Debounce: D(10 * time.Second), MinRows: 1},
 			Degradation: DegradationRetrain,
 		},
-		Monitor:   Monitor{TargetFalseAlarm: 0.01, Cooldown: D(10 * time.Minute)},
+		Monitor: Monitor{TargetFalseAlarm: 0.01, Cooldown: D(10 * time.Minute),
+			Log: MonitorLog{Keep: Age{D(14 * 24 * time.Hour)}, MaxSize: 4 * GiB, Inputs: LogInputsAll}},
 		Retention: Retention{Models: 10},
 	}
 }
@@ -675,6 +778,13 @@ func (m *Monitor) validate(c *checker, path string) {
 		c.failf(path+".target_false_alarm", "%v is out of range (want above 0 and below 1, e.g. 0.01)", m.TargetFalseAlarm)
 	}
 	c.nonNegative(path+".cooldown", m.Cooldown)
+	c.nonNegative(path+".log.keep", m.Log.Keep.Duration)
+	if m.Log.MaxSize < MinLogSize {
+		c.failf(path+".log.max_size", "%s is too small (want at least %s: two log segments)", m.Log.MaxSize, MinLogSize)
+	}
+	if _, err := parseInputs(m.Log.Inputs); err != nil {
+		c.failf(path+".log.inputs", "%v", err)
+	}
 }
 
 func (r *Retention) validate(c *checker, path string) {

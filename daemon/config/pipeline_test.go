@@ -75,7 +75,7 @@ func TestParsePipelineFull(t *testing.T) {
 			Schedule:    "0 3 * * *",
 			Degradation: "retrain",
 		},
-		Monitor:   config.Monitor{TargetFalseAlarm: 0.01, Cooldown: config.D(10 * time.Minute)},
+		Monitor:   config.Monitor{TargetFalseAlarm: 0.01, Cooldown: config.D(10 * time.Minute), Log: defaultLog},
 		Retention: config.Retention{Models: 10},
 		File:      "../../examples/pipelines/pumps.yaml",
 		Digest:    got.Digest,
@@ -85,6 +85,40 @@ func TestParsePipelineFull(t *testing.T) {
 	}
 	if !strings.HasPrefix(got.Digest, "sha256:") || len(got.Digest) != len("sha256:")+64 {
 		t.Errorf("Digest = %q, want sha256:<64 hex>", got.Digest)
+	}
+}
+
+var defaultLog = config.MonitorLog{Keep: config.Age{Duration: config.D(14 * 24 * time.Hour)}, MaxSize: 4 * config.GiB, Inputs: "all"}
+
+// TestMonitorLog: the prediction log's keys, days included, and what the
+// endpoint is told.
+func TestMonitorLog(t *testing.T) {
+	base := "name: pumps\ndata: {label: c}\ntrain: {image: t:1}\nserve: {image: s:1}\n"
+	for _, tc := range []struct {
+		spec     string
+		want     config.MonitorLog
+		fraction float64
+	}{
+		{"", defaultLog, 1},
+		{"monitor: {log: {keep: 36h, max_size: 1Gi, inputs: none}}\n",
+			config.MonitorLog{Keep: config.Age{Duration: config.D(36 * time.Hour)}, MaxSize: config.GiB, Inputs: "none"}, 0},
+		{"monitor: {log: {keep: 30d, inputs: sample 0.1}}\n",
+			config.MonitorLog{Keep: config.Age{Duration: config.D(30 * 24 * time.Hour)}, MaxSize: 4 * config.GiB, Inputs: "sample 0.1"}, 0.1},
+		{"monitor: {log: {keep: 0}}\n", config.MonitorLog{MaxSize: 4 * config.GiB, Inputs: "all"}, 1},
+	} {
+		p, err := config.ParsePipeline("pumps.yaml", []byte(base+tc.spec))
+		if err != nil {
+			t.Fatalf("%q: %v", tc.spec, err)
+		}
+		if diff := cmp.Diff(tc.want, p.Monitor.Log); diff != "" {
+			t.Errorf("%q (-want +got):\n%s", tc.spec, diff)
+		}
+		if f := p.Monitor.Log.InputFraction(); f != tc.fraction {
+			t.Errorf("%q: InputFraction %v, want %v", tc.spec, f, tc.fraction)
+		}
+	}
+	if s := defaultLog.Keep.String(); s != "14d" {
+		t.Errorf("keep prints as %q", s)
 	}
 }
 
@@ -120,7 +154,7 @@ func TestParsePipelineDefaults(t *testing.T) {
 			NewData:     config.NewData{Debounce: config.D(10 * time.Second), MinRows: 1},
 			Degradation: "retrain",
 		},
-		Monitor:   config.Monitor{TargetFalseAlarm: 0.01, Cooldown: config.D(10 * time.Minute)},
+		Monitor:   config.Monitor{TargetFalseAlarm: 0.01, Cooldown: config.D(10 * time.Minute), Log: defaultLog},
 		Retention: config.Retention{Models: 10},
 		File:      "iris.yaml",
 		Digest:    got.Digest,
@@ -303,6 +337,10 @@ func TestParsePipelineErrors(t *testing.T) {
 			`pumps.yaml:2:34: data.validate.labels: applies to csv and jsonl data, not format files`},
 		{"retention", "", base + "retention: {models: 1}\n", `pumps.yaml:8:21: retention.models: 1 is too few (want at least 2: the live model and its standby)`},
 		{"false alarm", "", base + "monitor: {target_false_alarm: 0}\n", `pumps.yaml:8:31: monitor.target_false_alarm: 0 is out of range (want above 0 and below 1, e.g. 0.01)`},
+		{"log keep", "", base + "monitor: {log: {keep: 2w}}\n", `pumps.yaml:8:23: monitor.log.keep: invalid age "2w" (want e.g. 14d, 36h, 90m)`},
+		{"log max_size", "", base + "monitor: {log: {max_size: 64Mi}}\n", `pumps.yaml:8:27: monitor.log.max_size: 64Mi is too small (want at least 128Mi: two log segments)`},
+		{"log inputs", "", base + "monitor: {log: {inputs: some}}\n", `pumps.yaml:8:25: monitor.log.inputs: "some" is not all, none or sample F (e.g. sample 0.1)`},
+		{"log sample", "", base + "monitor: {log: {inputs: sample 1.5}}\n", `pumps.yaml:8:25: monitor.log.inputs: sample "1.5" is not a fraction above 0 and below 1 (e.g. sample 0.1)`},
 		{"int overflow", "", mergeTop(base, "train: {image: t:1, retries: 99999999999999999999}\n"),
 			`pumps.yaml:4:30: train.retries: 99999999999999999999 is out of range`},
 		{"unknown alias", "", base + "window: *w\n", `pumps.yaml:8:9: invalid YAML: unknown anchor 'w' referenced`},
