@@ -29,6 +29,7 @@ import (
 	"github.com/kiln-edge/kiln/daemon/config"
 	"github.com/kiln-edge/kiln/daemon/ingest"
 	"github.com/kiln-edge/kiln/daemon/localapi"
+	"github.com/kiln-edge/kiln/daemon/monitor"
 	"github.com/kiln-edge/kiln/daemon/pipeline"
 	"github.com/kiln-edge/kiln/gpu"
 	"github.com/kiln-edge/kiln/runtime"
@@ -61,6 +62,7 @@ type Daemon struct {
 	eps     *endpoints
 	pipes   *pipeline.Manager
 	ingest  *ingest.Manager
+	mon     *monitor.Monitor
 	metrics *metrics
 
 	state     atomic.Value // string: starting | ready | reloading | stopping
@@ -146,6 +148,7 @@ func New(opt Options) (*Daemon, error) {
 		_ = store.Close()
 		return nil, err
 	}
+	d.mon = d.newMonitor()
 
 	// A bad pipeline folder at start must not keep kilnd down: it starts with
 	// no pipelines, reports why, and the next reload tries again.
@@ -255,6 +258,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	// containers, but the endpoints answer as soon as each live model does.
 	d.ctrs.life = ctx
 	d.pipes.Start(ctx, d.pipelines.Load().specs)
+	// The monitor scores feedback through the pipelines' models: it asks
+	// each controller, which answers once its pipeline is restored.
+	d.mon.Start(ctx, d.pipelines.Load().specs)
 	go d.sweepContainers(ctx)
 
 	if _, err := d.store.Append(ctx, storage.Event{Actor: actorKilnd, Kind: "kilnd.started",
@@ -292,6 +298,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	drainCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.cfg.ShutdownTimeout.Duration)
 	defer cancel()
 	d.pipes.Wait()
+	d.mon.Wait()
 	if eerr := d.eps.shutdownAll(drainCtx); eerr != nil {
 		d.log.Warn("drain pipeline endpoints", "err", eerr)
 	}

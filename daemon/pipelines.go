@@ -83,6 +83,9 @@ func (d *Daemon) reload(ctx context.Context, trigger string) (api.ReloadResult, 
 	if d.ingest != nil {
 		d.ingest.SetPipelines(specs) // added pipelines are watched, removed ones no longer
 	}
+	if d.mon != nil {
+		d.mon.Apply(specs)
+	}
 	d.lastReload.Store(&res)
 	d.metrics.reloads.WithLabelValues("applied").Inc()
 	if len(res.Added)+len(res.Changed)+len(res.Removed) > 0 {

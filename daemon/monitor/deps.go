@@ -59,6 +59,9 @@ type Logged struct {
 	Rows                         int
 	Input                        []byte // nil when the log kept no input
 	Output                       []byte
+	// Truncated says Output holds only the start of a longer answer, which
+	// cannot be scored.
+	Truncated bool
 }
 
 // ErrNotLogged is what PredictionLog.Lookup wraps for a request id the log

@@ -253,6 +253,18 @@ func (m *Monitor) scoreLabels(ctx context.Context, spec pipelineSpec, d storage.
 			r = m.request(spec, reqID)
 			reqs[reqID] = r
 		}
+		if errors.Is(r.err, ErrNotLogged) && reqID != id {
+			// A client's own request id may hold a colon: "order:7" is
+			// then row 0 of request "order:7", not row 7 of "order".
+			whole := reqs[id]
+			if whole == nil {
+				whole = m.request(spec, id)
+				reqs[id] = whole
+			}
+			if !errors.Is(whole.err, ErrNotLogged) {
+				r, row = whole, 0
+			}
+		}
 		switch {
 		case errors.Is(r.err, ErrNotLogged):
 			join.Unmatched++
@@ -404,6 +416,10 @@ func (m *Monitor) request(spec pipelineSpec, reqID string) *request {
 	}
 	if rec.Status/100 != 2 {
 		r.err = fmt.Errorf("the logged request failed with status %d", rec.Status)
+		return r
+	}
+	if rec.Truncated {
+		r.err = errors.New("the logged answer was cut at the log's output cap")
 		return r
 	}
 	r.preds, r.err = contract.ParseAnswer(rec.Protocol, rec.Output)

@@ -1,0 +1,138 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/kiln-edge/kiln/daemon/ingest"
+	"github.com/kiln-edge/kiln/daemon/monitor"
+	"github.com/kiln-edge/kiln/daemon/pipeline"
+	"github.com/kiln-edge/kiln/daemon/serve"
+	"github.com/kiln-edge/kiln/storage"
+)
+
+// newMonitor wires the monitor to the parts it reads: the pipelines' live
+// and standby backends, feedback versions through ingest, and the
+// prediction logs the endpoints write.
+func (d *Daemon) newMonitor() *monitor.Monitor {
+	return monitor.New(monitor.Deps{
+		Store:    d.store,
+		Serving:  d.servingPair,
+		Feedback: feedbackSource{store: d.store, ing: d.ingest},
+		Log:      &predictionLogs{dir: d.predLogDir(), eps: d.eps, readers: map[string]*serve.LogReader{}},
+		Logger:   d.log.With("part", "monitor"),
+	})
+}
+
+func (d *Daemon) predLogDir() string { return filepath.Join(d.cfg.Paths.StateDir, "predictions") }
+
+func (d *Daemon) servingPair(ctx context.Context, p string) (monitor.Backend, monitor.Backend, error) {
+	pair, err := d.pipes.Serving(ctx, p)
+	if err != nil {
+		return nil, nil, err
+	}
+	return asMonitorBackend(pair.Live), asMonitorBackend(pair.Standby), nil
+}
+
+// asMonitorBackend keeps a nil backend nil (not a non-nil interface
+// holding nil).
+func asMonitorBackend(b pipeline.Backend) monitor.Backend {
+	if b == nil {
+		return nil
+	}
+	return b
+}
+
+// feedbackSource reads feedback versions the way ingest stored them.
+type feedbackSource struct {
+	store *storage.Store
+	ing   *ingest.Manager
+}
+
+func (f feedbackSource) ReadFeedback(d storage.Dataset, label string) (*monitor.Feedback, error) {
+	fb, err := ingest.ReadFeedback(f.store, d, label)
+	if err != nil {
+		return nil, err
+	}
+	return &monitor.Feedback{Type: fb.Type, Columns: fb.Columns, Rows: fb.Rows, Labels: fb.Labels, IDs: fb.IDs}, nil
+}
+
+func (f feedbackSource) CommitJoined(ctx context.Context, p, source string, cols []string, rows [][]string, labels []string) (storage.Dataset, error) {
+	return f.ing.CommitJoined(ctx, p, source, cols, rows, labels)
+}
+
+// predictionLogs opens one reader per pipeline's log and keeps it: a
+// reader maps the closed segments' indexes once and refreshes itself as
+// segments come and go.
+type predictionLogs struct {
+	dir     string
+	eps     *endpoints
+	mu      sync.Mutex
+	readers map[string]*serve.LogReader
+}
+
+func (l *predictionLogs) reader(p string) (*serve.LogReader, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if r := l.readers[p]; r != nil {
+		return r, nil
+	}
+	r, err := serve.OpenLogReader(l.dir, p)
+	if err != nil {
+		return nil, err
+	}
+	l.readers[p] = r
+	return r, nil
+}
+
+func (l *predictionLogs) Flush(ctx context.Context, p string) error {
+	return l.eps.flushLog(ctx, p)
+}
+
+func (l *predictionLogs) Lookup(p, id string) (monitor.Logged, error) {
+	r, err := l.reader(p)
+	if err != nil {
+		return monitor.Logged{}, err
+	}
+	rec, err := r.Lookup(id)
+	if errors.Is(err, serve.ErrNotFound) {
+		return monitor.Logged{}, fmt.Errorf("%w: %w", monitor.ErrNotLogged, err)
+	}
+	if err != nil {
+		return monitor.Logged{}, err
+	}
+	return logged(rec), nil
+}
+
+func (l *predictionLogs) Scan(p string, since time.Time, fn func(monitor.Logged) error) error {
+	r, err := l.reader(p)
+	if err != nil {
+		return err
+	}
+	return r.Scan(since, func(rec serve.Record) error { return fn(logged(rec)) })
+}
+
+func logged(r serve.Record) monitor.Logged {
+	out := monitor.Logged{Model: r.Model, Protocol: r.Protocol, ContentType: r.ContentType, Time: r.Time,
+		Status: r.Status, Rows: r.Rows, Output: r.Output, Truncated: r.OutputTruncated}
+	if r.InputKept {
+		out.Input = r.Input
+	}
+	return out
+}
+
+// flushLog makes what p's endpoint has buffered visible to log readers; a
+// pipeline with no open endpoint has nothing buffered.
+func (e *endpoints) flushLog(ctx context.Context, p string) error {
+	e.mu.Lock()
+	o := e.open[p]
+	e.mu.Unlock()
+	if o == nil {
+		return nil
+	}
+	return o.ep.FlushLog(ctx)
+}
