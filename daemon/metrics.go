@@ -38,6 +38,7 @@ func newMetrics(d *Daemon) *metrics {
 			ConstLabels: prometheus.Labels{"version": d.build.Version, "commit": d.build.Commit},
 		}, func() float64 { return 1 }),
 		d.gpus.Collector(),
+		newMonitorCollector(d),
 	)
 	return m
 }

@@ -151,6 +151,10 @@ func (d *Daemon) handleModel(w http.ResponseWriter, r *http.Request) {
 	for _, e := range evs {
 		v.History = append(v.History, eventView(e))
 	}
+	if v.Monitor, err = d.modelMonitorOf(m); err != nil {
+		writeStoreError(w, err)
+		return
+	}
 	localapi.WriteJSON(w, http.StatusOK, v)
 }
 

@@ -41,6 +41,10 @@ func (d *Daemon) routes() []localapi.Route {
 		{Method: http.MethodGet, Path: api.PathImages, Access: api.Read, Handler: d.handleImages},
 		{Method: http.MethodPost, Path: api.PathImagesImport, Access: api.Write, Handler: d.handleImagesImport},
 		{Method: http.MethodPost, Path: api.PathPredict, Access: api.Read, Handler: d.handlePredict},
+		{Method: http.MethodPost, Path: api.PathPredictionsPurge, Access: api.Write, Handler: d.handlePredictionsPurge},
+		{Method: http.MethodGet, Path: api.PathPredictionsBackup, Access: api.Write, Handler: d.handlePredictionsBackup},
+		{Method: http.MethodGet, Path: api.PathAccuracy, Access: api.Read, Handler: d.handleAccuracy},
+		{Method: http.MethodPost, Path: api.PathFeedback, Access: api.Write, Handler: d.handleFeedback},
 	}, d.modelRoutes()...)
 }
 
@@ -97,6 +101,7 @@ func (d *Daemon) status(ctx context.Context) api.Status {
 		s.Containerd = api.ComponentStatus{OK: true, Detail: "containerd " + v + " at " + d.rt.Address()}
 	}
 	s.LastReload = d.lastReload.Load()
+	s.Monitor = d.monitorStatus()
 	s.Message = d.readyStatus()
 	if s.LastReload != nil && !s.LastReload.OK {
 		s.Message += "; last pipeline reload rejected: " + firstLine(s.LastReload.Error)

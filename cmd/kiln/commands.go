@@ -38,6 +38,9 @@ func (statusCmd) Run(e *cmdEnv) error {
 	row(tw, "pipelines", fmt.Sprint(s.Pipelines))
 	row(tw, "events", fmt.Sprintf("%d (chain head %.16s)", s.Store.EventSeq, s.Store.EventHead))
 	row(tw, "systemd", fmt.Sprint(s.Systemd))
+	for _, pm := range s.Monitor {
+		row(tw, "pipeline "+pm.Pipeline, statusMonitorLine(pm))
+	}
 	return tw.Flush()
 }
 

@@ -33,25 +33,27 @@ type globals struct {
 type cli struct {
 	globals
 
-	Status    statusCmd    `cmd:"" help:"Show what kilnd is doing."`
-	Version   versionCmd   `cmd:"" help:"Show the versions of kiln and kilnd."`
-	Doctor    doctorCmd    `cmd:"" help:"Check containerd, state dir, disk, NVML and the socket; print a fix for each problem."`
-	Pipelines pipelinesCmd `cmd:"" help:"List, show, validate and reload pipeline specs."`
-	GPU       gpuCmd       `cmd:"" name:"gpu" help:"Show GPUs, their health, leases and cordons."`
-	Datasets  datasetsCmd  `cmd:"" help:"List dataset versions and quarantined batches; show one; release one."`
-	Events    eventsCmd    `cmd:"" help:"List the audit events, or follow them with -f."`
-	Backup    backupCmd    `cmd:"" help:"Write a consistent copy of kilnd's database to FILE."`
-	Runs      runsCmd      `cmd:"" help:"List, show, start and cancel training runs."`
-	Logs      logsCmd      `cmd:"" help:"Print a run's training log; -f follows it."`
-	Models    modelsCmd    `cmd:"" help:"List models and show their metrics, lineage and history."`
-	Promote   promoteCmd   `cmd:"" help:"Make a model live, through the evaluation and gate unless --force."`
-	Rollback  rollbackCmd  `cmd:"" help:"Flip a pipeline back to its standby model (or --to MODEL)."`
-	Pin       pinCmd       `cmd:"" help:"Hold a pipeline on a model; automatic promotion and rollback stop."`
-	Unpin     unpinCmd     `cmd:"" help:"Turn a pipeline's automation back on."`
-	Lineage   lineageCmd   `cmd:"" help:"What an ID descends from (--up) or what descends from it (--down); --dot for Graphviz."`
-	Predict   predictCmd   `cmd:"" help:"Send CSV rows on stdin through a pipeline's endpoint."`
-	GC        gcCmd        `cmd:"" name:"gc" help:"Collect garbage now: pruned models' files, unreferenced blobs, expired quarantine and logs."`
-	Images    imagesCmd    `cmd:"" help:"Import image archives (air-gapped) and list images."`
+	Status      statusCmd      `cmd:"" help:"Show what kilnd is doing."`
+	Version     versionCmd     `cmd:"" help:"Show the versions of kiln and kilnd."`
+	Doctor      doctorCmd      `cmd:"" help:"Check containerd, state dir, disk, NVML and the socket; print a fix for each problem."`
+	Pipelines   pipelinesCmd   `cmd:"" help:"List, show, validate and reload pipeline specs."`
+	GPU         gpuCmd         `cmd:"" name:"gpu" help:"Show GPUs, their health, leases and cordons."`
+	Datasets    datasetsCmd    `cmd:"" help:"List dataset versions and quarantined batches; show one; release one."`
+	Events      eventsCmd      `cmd:"" help:"List the audit events, or follow them with -f."`
+	Backup      backupCmd      `cmd:"" help:"Write a consistent copy of kilnd's database to FILE."`
+	Runs        runsCmd        `cmd:"" help:"List, show, start and cancel training runs."`
+	Logs        logsCmd        `cmd:"" help:"Print a run's training log; -f follows it."`
+	Models      modelsCmd      `cmd:"" help:"List models and show their metrics, lineage and history."`
+	Promote     promoteCmd     `cmd:"" help:"Make a model live, through the evaluation and gate unless --force."`
+	Rollback    rollbackCmd    `cmd:"" help:"Flip a pipeline back to its standby model (or --to MODEL)."`
+	Pin         pinCmd         `cmd:"" help:"Hold a pipeline on a model; automatic promotion and rollback stop."`
+	Unpin       unpinCmd       `cmd:"" help:"Turn a pipeline's automation back on."`
+	Lineage     lineageCmd     `cmd:"" help:"What an ID descends from (--up) or what descends from it (--down); --dot for Graphviz."`
+	Predict     predictCmd     `cmd:"" help:"Send CSV rows on stdin through a pipeline's endpoint."`
+	Predictions predictionsCmd `cmd:"" help:"Purge records from a pipeline's prediction log."`
+	Feedback    feedbackCmd    `cmd:"" help:"Send labelled rows or late labels (FILE or stdin) to a pipeline's monitor."`
+	GC          gcCmd          `cmd:"" name:"gc" help:"Collect garbage now: pruned models' files, unreferenced blobs, expired quarantine and logs."`
+	Images      imagesCmd      `cmd:"" help:"Import image archives (air-gapped) and list images."`
 }
 
 func main() {

@@ -93,8 +93,9 @@ func (c logsCmd) Run(e *cmdEnv) error {
 }
 
 type modelsCmd struct {
-	List modelsListCmd `cmd:"" default:"withargs" help:"List models (the default)."`
-	Show modelsShowCmd `cmd:"" help:"Show a model: metrics, lineage, state history."`
+	List     modelsListCmd     `cmd:"" default:"withargs" help:"List models (the default)."`
+	Show     modelsShowCmd     `cmd:"" help:"Show a model: metrics, lineage, state history."`
+	Accuracy modelsAccuracyCmd `cmd:"" help:"Each model's metric on labelled feedback over time (--csv, --svg FILE)."`
 }
 
 type modelsListCmd struct {
@@ -142,6 +143,7 @@ func (c modelsShowCmd) Run(e *cmdEnv) error {
 	if m.Reason != "" {
 		fmt.Fprintf(e.out, "reason   %s\n", m.Reason)
 	}
+	monitorLines(e.out, m.Monitor)
 	fmt.Fprintf(e.out, "files    %s\n\nhistory:\n", orDash(strings.Join(m.Files, ", ")))
 	for _, ev := range m.History {
 		fmt.Fprintf(e.out, "  %d\t%s\t%s\t%s\n", ev.Seq, ev.Time.Format("2006-01-02 15:04:05"), ev.Actor, ev.Kind)

@@ -25,6 +25,9 @@ func TestCommandLinesParse(t *testing.T) {
 		{"images", "import", "parse_test.go"}, {"images", "ls"},
 		{"predict", "p"}, {"gc", "--dry-run"}, {"gc", "--images"},
 		{"-o", "json", "models", "-p", "p"},
+		{"models", "accuracy", "p"}, {"models", "accuracy", "p", "--csv"}, {"-o", "json", "models", "accuracy", "p"},
+		{"models", "accuracy", "p", "--svg", "/tmp/p.svg"},
+		{"feedback", "p"}, {"feedback", "p", "labels.csv"}, {"feedback", "p", "-"},
 	} {
 		var c cli
 		k, err := kong.New(&c, kong.Vars{"default_socket": "/run/kiln/kiln.sock"})

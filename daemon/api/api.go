@@ -74,6 +74,9 @@ type Status struct {
 	Pipelines  int             `json:"pipelines"`
 	Systemd    bool            `json:"systemd"`
 	LastReload *ReloadResult   `json:"last_reload,omitempty"`
+	// Monitor is one line per pipeline: live and standby, and the live
+	// model's metric on labelled feedback since its promotion.
+	Monitor []PipelineMonitor `json:"monitor,omitempty"`
 }
 
 // ComponentStatus is the health of one part kilnd depends on.

@@ -52,6 +52,8 @@ type Model struct {
 	History []Event `json:"history,omitempty"`
 	// Lineage is what the model descends from (show only).
 	Lineage []LineageNode `json:"lineage,omitempty"`
+	// Monitor is the model's score on labelled feedback (show only).
+	Monitor *ModelMonitor `json:"monitor,omitempty"`
 }
 
 // PinRequest is the body of POST /v1/pipelines/{name}/pin.
