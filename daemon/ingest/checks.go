@@ -5,20 +5,30 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/kiln-edge/kiln/storage"
 )
 
 // finish runs the batch-wide rules and returns the schema and profile.
 func (t *tabular) finish() ([]Column, map[string]ColumnProfile) {
 	r := t.rules
+	if t.feedback {
+		t.finishFeedback()
+	}
+	if t.fbType == storage.FeedbackLabels {
+		return []Column{{Name: "request_id", Type: TypeString}, {Name: "label", Type: TypeString}}, nil
+	}
 	if t.header == nil && t.rows == 0 && len(t.violations) == 0 {
 		t.file, t.line = "", 0
 		t.fail("rows", "", "no header and no rows", "a header line")
 	}
 	t.file, t.line = "", 0
-	if t.rows < int64(r.Rows.Min) {
+	// Feedback is not held to the data's batch-size and duplicate rules: a handful of
+	// labelled rows, some of them repeated, is ordinary feedback.
+	if !t.feedback && t.rows < int64(r.Rows.Min) {
 		t.fail("rows", "", strconv.FormatInt(t.rows, 10)+" rows", fmt.Sprintf("at least %d", r.Rows.Min))
 	}
-	if r.Rows.Max > 0 && t.rows > int64(r.Rows.Max) {
+	if !t.feedback && r.Rows.Max > 0 && t.rows > int64(r.Rows.Max) {
 		t.fail("rows", "", strconv.FormatInt(t.rows, 10)+" rows", fmt.Sprintf("at most %d", r.Rows.Max))
 	}
 	if r.MaxNullFraction != nil && t.cells > 0 {
@@ -28,7 +38,7 @@ func (t *tabular) finish() ([]Column, map[string]ColumnProfile) {
 			t.fail("max_null_fraction", "", fmtFrac(f)+fmt.Sprintf(" (%d of %d cells)", t.nulls, t.cells), "at most "+fmtFrac(*r.MaxNullFraction))
 		}
 	}
-	if r.MaxDuplicateFraction != nil && t.rows > 0 {
+	if r.MaxDuplicateFraction != nil && t.rows > 0 && !t.feedback {
 		slices.Sort(t.hashes)
 		dups := 0
 		for i := 1; i < len(t.hashes); i++ {
@@ -74,6 +84,9 @@ func fmtFrac(f float64) string { return strconv.FormatFloat(f, 'g', 4, 64) }
 // checks lists every rule the batch was held to, passed or not, for the report.
 func (t *tabular) checks() []Check {
 	r := t.rules
+	if t.fbType == storage.FeedbackLabels {
+		return t.labelsChecks()
+	}
 	var out []Check
 	add := func(rule, observed, allowed string) {
 		out = append(out, Check{Rule: rule, OK: t.byRule[rule] == nil, Observed: observed, Allowed: allowed})
@@ -89,11 +102,16 @@ func (t *tabular) checks() []Check {
 	if r.Rows.Max > 0 {
 		rows += fmt.Sprintf(", at most %d", r.Rows.Max)
 	}
-	add("rows", strconv.FormatInt(t.rows, 10), rows)
+	if t.feedback {
+		add(RuleFeedbackColumns, strings.Join(t.header, ","), "the data's columns, or request_id,label")
+		add(RuleNoUsableRows, fmt.Sprintf("%d of %d rows usable", t.usableRows(), t.rows), "at least 1")
+	} else {
+		add("rows", strconv.FormatInt(t.rows, 10), rows)
+	}
 	if r.MaxNullFraction != nil {
 		add("max_null_fraction", fmtFrac(t.nullFrac), "at most "+fmtFrac(*r.MaxNullFraction))
 	}
-	if r.MaxDuplicateFraction != nil {
+	if r.MaxDuplicateFraction != nil && !t.feedback {
 		add("max_duplicate_fraction", fmtFrac(t.dupFrac), "at most "+fmtFrac(*r.MaxDuplicateFraction))
 	}
 	if len(r.Labels) > 0 {
@@ -105,6 +123,9 @@ func (t *tabular) checks() []Check {
 	for i := range out {
 		if v := t.byRule[out[i].Rule]; v != nil {
 			out[i].Observed = v.Observed
+		}
+		if v := t.leftBy[out[i].Rule]; v != nil { // feedback: rows left out, not a failure
+			out[i].Observed = fmt.Sprintf("%d rows left out (first: %s)", v.Count, v.Observed)
 		}
 	}
 	return out

@@ -23,27 +23,66 @@ import (
 	"github.com/kiln-edge/kiln/storage"
 )
 
+// commitIn is what commit records: a batch read from a drop folder, or rows the monitor
+// joined (source set).
+type commitIn struct {
+	spec     *config.Pipeline
+	pipeline string
+	kind     storage.DatasetKind
+	path     string // the drop path, for the event ("" when joined)
+	owner    uint32 // the dropped files' owner (edge dropped)
+	source   string // joined: the labels version the rows come from (edge joined)
+	b        *batchRead
+	start    time.Time
+}
+
 // commit validates the read batch, writes its meta blob and records the dataset (accepted or
 // quarantined) with its lineage and event in one transaction.
 func (m *Manager) commit(ctx context.Context, j *job, b *batchRead, start time.Time) (storage.Dataset, *Meta, error) {
-	spec := j.spec
-	man := &Manifest{Format: spec.Data.Format, Files: b.files}
+	return m.commitBatch(ctx, commitIn{spec: j.spec, pipeline: j.src.pipeline, kind: j.src.kind,
+		path: filepath.Join(j.src.dir, j.name), owner: b.owner, b: b, start: start})
+}
+
+func (m *Manager) commitBatch(ctx context.Context, in commitIn) (storage.Dataset, *Meta, error) {
+	spec, b := in.spec, in.b
+	man := &Manifest{Format: spec.Data.Format, Files: b.files, Source: in.source}
 	rep := Report{}
-	d := storage.Dataset{Pipeline: j.src.pipeline, Kind: j.src.kind, Files: slices.Clone(b.refs)}
+	d := storage.Dataset{Pipeline: in.pipeline, Kind: in.kind, Source: in.source, Files: slices.Clone(b.refs)}
 	var violations []Violation
 	if b.tab != nil {
 		t := b.tab
 		schema, prof := t.finish()
 		man.Rows, man.Label, man.Schema, man.Profile = t.rows, spec.Data.Label, schema, prof
-		if t.fraction > 0 {
+		if in.kind == storage.KindFeedback {
+			d.Feedback = t.fbType
+			if in.source != "" && t.fbType == storage.FeedbackRows {
+				d.Feedback = storage.FeedbackJoined
+			}
+			man.Feedback = d.Feedback
+			man.Rows = t.usableRows()
+			rep.Feedback = t.feedbackCounts()
+			rep.Feedback.Type = d.Feedback
+			for _, v := range t.leftOut {
+				rep.LeftOut = append(rep.LeftOut, *v)
+			}
+		}
+		if t.fraction > 0 && t.fbType != storage.FeedbackLabels {
 			man.Split = &Split{Fraction: t.fraction, Seed: spec.Evaluate.Holdout.Seed}
 		}
-		for _, part := range []struct {
+		parts := []struct {
 			name string
 			sink *partSink
 			rows int64
 			dst  **storage.BlobRef
-		}{{"train", b.train, t.train, &d.Train}, {"holdout", b.holdout, t.holdout, &d.Holdout}} {
+		}{{"train", b.train, t.train, &d.Train}, {"holdout", b.holdout, t.holdout, &d.Holdout}}
+		var labels *storage.BlobRef
+		if t.fbType == storage.FeedbackLabels {
+			// One normalised part, request_id,label, named in Files (see LabelsName).
+			man.Label = "label"
+			parts[0].name, parts[0].rows, parts[0].dst = "labels", t.usable, &labels
+			parts[1].rows = 0
+		}
+		for _, part := range parts {
 			if part.rows == 0 {
 				part.sink.abort()
 				continue
@@ -55,12 +94,15 @@ func (m *Manager) commit(ctx context.Context, j *job, b *batchRead, start time.T
 			*part.dst = &ref
 			man.Parts = append(man.Parts, Part{Name: part.name, Digest: ref.Digest, Size: ref.Size, Rows: part.rows})
 		}
+		if labels != nil {
+			d.Files = append(d.Files, storage.FileRef{Path: LabelsName, Blob: *labels})
+		}
 		rep.Checks = t.checks()
 		for _, v := range t.violations {
 			violations = append(violations, *v)
 		}
-		if dr := spec.Data.Validate.Drift; dr != nil && j.src.kind == storage.KindData && len(violations) == 0 {
-			ref, desc, err := m.index.reference(m.opt.Store, j.src.pipeline)
+		if dr := spec.Data.Validate.Drift; dr != nil && in.kind == storage.KindData && len(violations) == 0 {
+			ref, desc, err := m.index.reference(m.opt.Store, in.pipeline)
 			if err != nil {
 				return d, nil, fmt.Errorf("drift reference: %w", err)
 			}
@@ -113,8 +155,21 @@ func (m *Manager) commit(ctx context.Context, j *job, b *batchRead, start time.T
 		d.Reason = violations[0].String()
 	}
 	details := map[string]string{
-		"path": quoteName(filepath.Join(j.src.dir, j.name)), "digest": d.Digest, "rows": strconv.FormatInt(d.Rows, 10),
-		"files": strconv.Itoa(len(b.files)), "took": time.Since(start).Round(time.Microsecond).String(),
+		"digest": d.Digest, "rows": strconv.FormatInt(d.Rows, 10), "kind": string(in.kind),
+		"files": strconv.Itoa(len(b.files)), "took": time.Since(in.start).Round(time.Microsecond).String(),
+	}
+	if in.path != "" {
+		details["path"] = quoteName(in.path)
+	}
+	if d.Feedback != "" {
+		details["feedback"] = d.Feedback
+	}
+	if in.source != "" {
+		details["source"] = in.source
+	}
+	if c := rep.Feedback; c != nil {
+		details["read"] = strconv.FormatInt(c.Read, 10)
+		details["left_out"] = strconv.FormatInt(c.Read-c.Usable, 10)
 	}
 	for _, p := range man.Parts {
 		details[p.Name+"_rows"] = strconv.FormatInt(p.Rows, 10)
@@ -134,7 +189,11 @@ func (m *Manager) commit(ctx context.Context, j *job, b *batchRead, start time.T
 			details["column"] = v.Column
 		}
 	}
-	out, err := m.record(ctx, d, b.owner, kind, details, violations)
+	parent, edge := "uid:"+strconv.FormatUint(uint64(in.owner), 10), EdgeDropped
+	if in.source != "" {
+		parent, edge = in.source, storage.EdgeJoined
+	}
+	out, err := m.record(ctx, d, parent, edge, kind, details, violations)
 	return out, meta, err
 }
 
@@ -189,16 +248,25 @@ func (m *Manager) putMeta(ctx context.Context, meta *Meta) (storage.BlobRef, err
 // EdgeDropped links the uid owning a dropped batch to the dataset made of it.
 const EdgeDropped storage.EdgeType = "dropped"
 
-// record creates the dataset with its lineage and event in one transaction.
-func (m *Manager) record(ctx context.Context, d storage.Dataset, owner uint32, kind string, details map[string]string, violations []Violation) (storage.Dataset, error) {
+// record creates the dataset with its lineage (parent -edge-> dataset) and event in one
+// transaction. A joined version whose source already has one is not made twice: the
+// existing one is returned (CommitJoined is retried after crashes).
+func (m *Manager) record(ctx context.Context, d storage.Dataset, parent string, edge storage.EdgeType, kind string, details map[string]string, violations []Violation) (storage.Dataset, error) {
 	var out storage.Dataset
 	err := m.opt.Store.Update(ctx, func(tx *storage.Tx) error {
+		if d.Source != "" {
+			prev, ok, err := joinedFrom(tx, d.Pipeline, d.Source)
+			if err != nil || ok {
+				out = prev
+				return err
+			}
+		}
 		var err error
 		out, err = tx.CreateDataset(d)
 		if err != nil {
 			return err
 		}
-		if err := tx.Link("uid:"+strconv.FormatUint(uint64(owner), 10), out.ID, EdgeDropped); err != nil {
+		if err := tx.Link(parent, out.ID, edge); err != nil {
 			return err
 		}
 		if len(violations) > 0 {
@@ -216,15 +284,18 @@ func (m *Manager) record(ctx context.Context, d storage.Dataset, owner uint32, k
 // folder emptied (into the quarantine folder when the first copy is quarantined, which also
 // finishes a move a crash interrupted).
 func (m *Manager) duplicate(ctx context.Context, j *job, root string, ents []entry, existing string) {
-	m.event(ctx, storage.Event{Kind: "dataset.duplicate", Pipeline: j.src.pipeline, Refs: []string{existing},
-		Details: map[string]string{"path": quoteName(root), "kind": string(j.src.kind)}})
-	m.observe("duplicate", root, existing)
 	var d storage.Dataset
 	err := m.opt.Store.View(func(tx *storage.Tx) error {
 		var err error
 		d, err = tx.Dataset(existing)
 		return err
 	})
+	details := map[string]string{"path": quoteName(root), "kind": string(j.src.kind)}
+	if d.Feedback != "" {
+		details["feedback"] = d.Feedback
+	}
+	m.event(ctx, storage.Event{Kind: "dataset.duplicate", Pipeline: j.src.pipeline, Refs: []string{existing}, Details: details})
+	m.observe("duplicate", root, existing)
 	if err == nil && d.State == storage.DatasetQuarantined {
 		qdir := filepath.Join(m.opt.QuarantineDir, d.ID)
 		if _, err := os.Lstat(filepath.Join(qdir, j.name)); errors.Is(err, fs.ErrNotExist) {

@@ -71,15 +71,55 @@
 // evaluate.holdout.fraction, else to the train part: the same row always lands on the same
 // side, whatever file, batch, line ending or BOM it arrives in. Parts are CSV (with the
 // header) or JSONL blobs of their own, so training links the train part alone; a part that is
-// byte-equal to a dropped file is not stored twice. Feedback is not split. With
-// evaluate.holdout.file every row is train.
+// byte-equal to a dropped file is not stored twice. Labelled feedback is split the same way
+// (see Feedback). With evaluate.holdout.file every row is train. A JSONL pipeline's column
+// order is its first version's key order: later objects may write keys in any order.
 //
 // A batch becomes one storage.Dataset: Files are the dropped files plus MetaName, a JSON blob
 // holding the Manifest (files, parts with rows, schema, split, a profile of each column for
 // later drift checks) and the validation Report; Digest is the sha256 of the manifest's JSON;
 // lineage links the file owner's uid (edge "dropped") and, when quarantined, "check:<rule>"
 // (edge quarantined). Events: dataset.accepted, dataset.quarantined, dataset.duplicate,
-// dataset.released, ingest.rejected, ingest.paused, ingest.resumed.
+// dataset.released, ingest.rejected, ingest.paused, ingest.resumed. The dataset events carry
+// details "kind" (data or feedback) and, for feedback, "feedback" (its type, once known), so
+// the pipeline controller trains on data events alone.
+//
+// # Feedback
+//
+// A batch in feedback/<p>/ is a feedback version (Dataset.Kind feedback) of one of two types,
+// decided by its first file's header (CSV) or first object (JSONL); every file of a batch
+// must be of that type:
+//
+//   - labelled rows (Dataset.Feedback "rows"): exactly the data's columns, label included,
+//     in the data's order (JSONL: the same keys), held to the newest admitted data version's
+//     schema and types as data is. They are split into train and holdout parts by the data's
+//     hash and seed, so a row held out of the data is held out of the feedback, and a retrain
+//     can be gated on feedback it never saw. Before any data version is admitted there are no
+//     columns to hold them to: they are quarantined (feedback_before_data), data first.
+//   - late labels (Dataset.Feedback "labels"): the header request_id,label (JSONL: objects
+//     with the keys id and label), joined later by the monitor to the prediction log. They
+//     need no data. Usable rows are stored as one normalised CSV, request_id,label, listed
+//     in Files as LabelsName and in the manifest as the part "labels"; Train and Holdout
+//     are nil. A request id repeated in a batch keeps its first usable label.
+//
+// A header that is neither is quarantined (feedback_columns) naming the file, the line, the
+// first column that differs and both accepted headers. Feedback is not held to the data's
+// batch rules (validate.rows, max_duplicate_fraction, drift): a few labelled rows, some
+// repeated, are ordinary. Bad rows of feedback (a label missing or outside
+// data.validate.labels, an empty or repeated request id, a malformed label line) are left out
+// of the version and counted in its report (Report.Feedback, and Report.LeftOut with the
+// file and line of the first of each), never dropped silently; only a batch with no usable
+// row left is quarantined (no_usable_rows), its reason saying why each kind of row went.
+// Other rules (types, syntax of labelled rows, line length of data) quarantine as for data.
+// Empty and oversized feedback files are rejected unread like data.
+//
+// Feedback never starts a training run. The monitor reads feedback back with ReadFeedback,
+// leaves out of a model's score the rows it trained on with TrainRowKeys and RowKey (a
+// seedless hash of the trimmed feature values, numbers by value), and records the rows it
+// joined from a labels version with CommitJoined: a feedback version of type "joined",
+// parsed, checked and split exactly like labelled rows, linked from its labels version
+// (edge joined, Dataset.Source), made once per source. Its parts hold the joined inputs, so
+// retraining never depends on the prediction log, which expires.
 //
 // Ingest pauses, says so through Options.Status and an event, while taking a batch would
 // leave less than disk.min_free on the state disk, and resumes on its own.

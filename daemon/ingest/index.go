@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"sync"
 
 	"github.com/kiln-edge/kiln/storage"
@@ -15,6 +16,13 @@ import (
 // kept by GC) exactly as long as the record.
 const MetaName = ".kiln-dataset.json"
 
+// BlobOpener is what reading a dataset back needs of the store (storage.Store has it).
+type BlobOpener interface {
+	OpenBlob(ref storage.BlobRef) (*os.File, error)
+}
+
+var _ BlobOpener = (*storage.Store)(nil)
+
 // Meta is the blob MetaName names.
 type Meta struct {
 	V        int       `json:"v"`
@@ -25,14 +33,18 @@ type Meta struct {
 // Manifest describes a dataset version's content; the record's Digest is the sha256 of its
 // JSON encoding, so equal content and split give equal digests.
 type Manifest struct {
-	Format  string                   `json:"format"`
-	Files   []ManifestFile           `json:"files"`
-	Parts   []Part                   `json:"parts,omitempty"`
-	Rows    int64                    `json:"rows"`
-	Label   string                   `json:"label,omitempty"`
-	Schema  []Column                 `json:"schema,omitempty"`
-	Split   *Split                   `json:"split,omitempty"`
-	Profile map[string]ColumnProfile `json:"profile,omitempty"`
+	Format string `json:"format"`
+	// Feedback is a feedback version's type (storage.FeedbackRows, ...); Source the labels
+	// version a joined one was made from. Both empty for data, so data digests are as before.
+	Feedback string                   `json:"feedback,omitempty"`
+	Source   string                   `json:"source,omitempty"`
+	Files    []ManifestFile           `json:"files"`
+	Parts    []Part                   `json:"parts,omitempty"`
+	Rows     int64                    `json:"rows"`
+	Label    string                   `json:"label,omitempty"`
+	Schema   []Column                 `json:"schema,omitempty"`
+	Split    *Split                   `json:"split,omitempty"`
+	Profile  map[string]ColumnProfile `json:"profile,omitempty"`
 }
 
 // ManifestFile is one dropped file, by its path inside the batch.
@@ -42,9 +54,10 @@ type ManifestFile struct {
 	Size   int64  `json:"size"`
 }
 
-// Part is the train or holdout part of a version: a CSV (with the header) or JSONL blob.
+// Part is the train or holdout part of a version: a CSV (with the header) or JSONL blob; or
+// the labels part of a late-labels version (CSV request_id,label, Files entry LabelsName).
 type Part struct {
-	Name   string `json:"name"` // train | holdout
+	Name   string `json:"name"` // train | holdout | labels
 	Digest string `json:"digest"`
 	Size   int64  `json:"size"`
 	Rows   int64  `json:"rows"`
@@ -71,10 +84,15 @@ type Report struct {
 	Violations []Violation             `json:"violations,omitempty"`
 	Drift      map[string]FeatureDrift `json:"drift,omitempty"`
 	Reference  string                  `json:"reference,omitempty"` // what drift and schema were checked against
+	// Feedback counts a feedback version's rows; LeftOut is the first row left out under
+	// each rule (with its count): bad rows of feedback are reported, never dropped silently,
+	// and quarantine the batch only when no row is usable.
+	Feedback *FeedbackCounts `json:"feedback,omitempty"`
+	LeftOut  []Violation     `json:"left_out,omitempty"`
 }
 
 // ReadMeta reads a dataset's manifest and report from the blob store.
-func ReadMeta(s Store, d storage.Dataset) (*Meta, error) {
+func ReadMeta(s BlobOpener, d storage.Dataset) (*Meta, error) {
 	for _, f := range d.Files {
 		if f.Path != MetaName {
 			continue
@@ -93,15 +111,21 @@ func ReadMeta(s Store, d storage.Dataset) (*Meta, error) {
 	return nil, fmt.Errorf("dataset %s has no %s: %w", d.ID, MetaName, storage.ErrNotFound)
 }
 
-// DataFiles are a record's files without the meta entry.
+// DataFiles are a record's dropped files: without the meta entry and the labels part.
 func DataFiles(d storage.Dataset) []storage.FileRef {
 	out := make([]storage.FileRef, 0, len(d.Files))
 	for _, f := range d.Files {
-		if f.Path != MetaName {
+		if f.Path != MetaName && f.Path != LabelsName {
 			out = append(out, f)
 		}
 	}
 	return out
+}
+
+// hasContent reports whether a batch was read (it has files or parts): one rejected
+// unread has only its meta, and cannot be released.
+func hasContent(d storage.Dataset) bool {
+	return len(DataFiles(d)) > 0 || d.Train != nil || d.Holdout != nil
 }
 
 // admitted reports whether a dataset counts as data: accepted, or released by a person.

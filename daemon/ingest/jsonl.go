@@ -41,7 +41,7 @@ func (t *tabular) jsonRow(pairs []jsonPair) {
 				}
 			}
 			if !has {
-				t.fail("label_missing", t.label, "no key", "a label on every row")
+				t.badLabel("label_missing", t.label, "no key", "a label on every row")
 			}
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -28,8 +29,9 @@ func (m *Manager) reject(ctx context.Context, j *job, root string, v *Violation)
 	}
 	d := storage.Dataset{Pipeline: j.src.pipeline, Kind: j.src.kind, State: storage.DatasetQuarantined,
 		Files: []storage.FileRef{{Path: MetaName, Blob: ref}}, Reason: v.String()}
-	details := map[string]string{"path": quoteName(root), "rule": v.Rule, "observed": v.Observed, "allowed": v.Allowed, "file": quoteName(v.File), "read": "no"}
-	d, err = m.record(ctx, d, owner, "dataset.quarantined", details, []Violation{*v})
+	details := map[string]string{"path": quoteName(root), "rule": v.Rule, "observed": v.Observed, "allowed": v.Allowed,
+		"file": quoteName(v.File), "read": "no", "kind": string(j.src.kind)}
+	d, err = m.record(ctx, d, "uid:"+strconv.FormatUint(uint64(owner), 10), EdgeDropped, "dataset.quarantined", details, []Violation{*v})
 	if err != nil {
 		m.log.Error("ingest: record rejection", "path", root, "err", err)
 		return
@@ -67,7 +69,7 @@ func reasonOf(d storage.Dataset, rep Report) *Reason {
 	v := rep.Violations[0]
 	r := &Reason{Dataset: d.ID, Pipeline: d.Pipeline, Kind: string(d.Kind), Rule: v.Rule, File: v.File, Line: v.Line,
 		Column: v.Column, Observed: v.Observed, Allowed: v.Allowed, Message: v.String(), Violations: rep.Violations,
-		Time: d.Created, Read: len(DataFiles(d)) > 0}
+		Time: d.Created, Read: hasContent(d)}
 	if r.Read {
 		r.Release = "kiln datasets release " + d.ID
 	} else {

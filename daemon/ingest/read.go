@@ -39,7 +39,8 @@ func (m *Manager) read(ctx context.Context, j *job, ents []entry) (*batchRead, t
 	}
 	tabularFormat := j.spec.Data.Format != config.FormatFiles
 	if tabularFormat {
-		ref, _, err := m.index.schema(m.opt.Store, j.src.pipeline, j.src.kind)
+		// Feedback is held to the data's schema too: labelled rows must be the data's columns.
+		ref, _, err := m.index.schema(m.opt.Store, j.src.pipeline, storage.KindData)
 		if err != nil {
 			return nil, 0, err
 		}

@@ -33,7 +33,7 @@ func (m *Manager) Release(ctx context.Context, id, actor string) (storage.Datase
 		if d.State != storage.DatasetQuarantined {
 			return fmt.Errorf("dataset %s is %s: %w", id, d.State, ErrNotQuarantined)
 		}
-		if len(DataFiles(d)) == 0 {
+		if !hasContent(d) {
 			return fmt.Errorf("dataset %s (%s): %w", id, d.Reason, ErrUnread)
 		}
 		d.State, d.Released = storage.DatasetReleased, actor

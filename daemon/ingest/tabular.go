@@ -13,6 +13,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/kiln-edge/kiln/daemon/config"
+	"github.com/kiln-edge/kiln/storage"
 )
 
 // MaxLineLength is the longest line (CSV record or JSONL object) ingest reads; a longer one
@@ -111,8 +112,20 @@ type tabular struct {
 
 	trainW, holdoutW io.Writer
 	file             string
+	files            []string // every file parsed, in order
 	line             int64
 	skipRows         bool // this file's header is wrong: rows are counted and split only
+
+	// Feedback (see feedback.go): the batch's type, decided by its first header, and the
+	// rows left out of the version (counted per rule, the first of each kept).
+	feedback  bool
+	fbType    string
+	leftOut   []*Violation
+	leftBy    map[string]*Violation
+	dropRow   bool                // the row being checked is left out
+	ids       map[uint64]struct{} // late labels: xxh64 of each request id taken so far
+	usable    int64               // late labels: rows stored
+	labelsBuf []byte
 
 	fields  [][]byte
 	pairs   []jsonPair
@@ -129,10 +142,14 @@ func newTabular(spec *config.Pipeline, kind string, refCols []Column, trainW, ho
 		refCols:  refCols,
 		labelIdx: -1,
 		byRule:   map[string]*Violation{},
+		leftBy:   map[string]*Violation{},
 		trainW:   trainW,
 		holdoutW: holdoutW,
+		feedback: kind == string(storage.KindFeedback),
 	}
-	if kind == "data" && spec.Evaluate.Holdout.File == "" {
+	// Feedback rows are split exactly as data rows are, so a retrain can be gated on
+	// feedback it never saw and a row held out of the data stays held out.
+	if (kind == string(storage.KindData) || t.feedback) && spec.Evaluate.Holdout.File == "" {
 		t.fraction = spec.Evaluate.Holdout.Fraction
 	}
 	if len(t.rules.Labels) > 0 {
@@ -146,6 +163,10 @@ func newTabular(spec *config.Pipeline, kind string, refCols []Column, trainW, ho
 
 // fail records a violation; only the first of each rule is kept, the rest are counted.
 func (t *tabular) fail(rule, column, observed, allowed string) {
+	if t.fbType == storage.FeedbackLabels && rule == "max_line_length" {
+		t.leave(rule, column, observed, allowed) // one label line lost, not the file
+		return
+	}
 	if v := t.byRule[rule]; v != nil {
 		v.Count++
 		return
@@ -170,6 +191,7 @@ func clipValue(s string) string {
 // into the blob store and the report can say how much was wrong.
 func (t *tabular) parse(name string, r io.Reader) error {
 	t.file, t.line, t.skipRows = name, 0, false
+	t.files = append(t.files, name)
 	br := bufio.NewReaderSize(r, MaxLineLength)
 	first := true
 	for {
@@ -277,6 +299,29 @@ func (t *tabular) headerLine(rec []byte) {
 			names = append(names, p.key)
 		}
 	}
+	if t.feedback {
+		if !t.feedbackHeader(names) {
+			t.skipRows = true
+			return
+		}
+		if t.fbType == storage.FeedbackLabels {
+			if t.format == config.FormatJSONL {
+				t.row(rec) // the first object is a row too
+			}
+			return
+		}
+	}
+	if t.header == nil && t.format == config.FormatJSONL && t.refCols != nil {
+		// The accepted versions' key order is the pipeline's column order (in the schema,
+		// and in RowKey), whatever order a later object writes its keys in.
+		ref := make([]string, len(t.refCols))
+		for i, c := range t.refCols {
+			ref[i] = c.Name
+		}
+		if slices.Equal(slices.Sorted(slices.Values(ref)), slices.Sorted(slices.Values(names))) {
+			names = ref
+		}
+	}
 	if t.header == nil {
 		t.setHeader(names, rec)
 	} else if t.format == config.FormatCSV && !slices.Equal(names, t.header) {
@@ -353,9 +398,30 @@ func (t *tabular) setHeader(names []string, rec []byte) {
 }
 
 // row handles one data record: the split first (every row lands in a part, whatever is
-// wrong with it, so a released batch has all its rows), then the checks.
+// wrong with it, so a released batch has all its rows), then the checks. Feedback rows are
+// checked first: a row whose label is missing or outside the set is left out (and counted)
+// rather than quarantining the file.
 func (t *tabular) row(rec []byte) {
+	if t.fbType == storage.FeedbackLabels {
+		t.labelRow(rec)
+		return
+	}
 	t.rows++
+	if t.feedback {
+		t.dropRow = false
+		t.check(rec)
+		if !t.dropRow {
+			t.split(rec)
+		}
+		return
+	}
+	t.split(rec)
+	t.check(rec)
+}
+
+// split writes a row to the train or holdout part: holdout when xxh64(row, seed)/2^64 is
+// below the fraction.
+func (t *tabular) split(rec []byte) {
 	h := xxh64(rec, t.seed)
 	w := t.trainW
 	if t.fraction > 0 && float64(h>>11)/(1<<53) < t.fraction {
@@ -366,9 +432,13 @@ func (t *tabular) row(rec []byte) {
 	}
 	_, _ = w.Write(rec)
 	_, _ = w.Write([]byte{'\n'})
-	if t.rules.MaxDuplicateFraction != nil {
+	if t.rules.MaxDuplicateFraction != nil && !t.feedback {
 		t.hashes = append(t.hashes, h)
 	}
+}
+
+// check runs the per-row rules.
+func (t *tabular) check(rec []byte) {
 	if t.skipRows || t.header == nil {
 		return
 	}
@@ -407,14 +477,14 @@ func (t *tabular) cell(i int, v []byte, quotedString bool) {
 		t.nulls++
 		c.nulls++
 		if i == t.labelIdx {
-			t.fail("label_missing", name, `""`, "a label on every row")
+			t.badLabel("label_missing", name, `""`, "a label on every row")
 		}
 		return
 	}
 	c.values++
 	if i == t.labelIdx {
 		if t.allowed != nil && !t.allowed[string(v)] {
-			t.fail("labels", name, clipValue(string(v)), strings.Join(t.rules.Labels, ", "))
+			t.badLabel("labels", name, clipValue(string(v)), strings.Join(t.rules.Labels, ", "))
 		}
 		c.count(v)
 		return

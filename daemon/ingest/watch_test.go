@@ -155,18 +155,6 @@ func TestSuccessClosesBatchInNewSubfolder(t *testing.T) {
 	e.waitDatasets("p", 2, 5*time.Second)
 }
 
-func TestFeedbackFolderMakesFeedbackDatasets(t *testing.T) {
-	e := newEnv(t, spec(t, "p", "format: csv\nlabel: label\nsettle: 0s\n"))
-	renameIn(t, e.feedback("p"), "fb.csv", csvRows(20, 0))
-	ds := e.waitDatasets("p", 1, 5*time.Second)
-	if ds[0].Kind != storage.KindFeedback || ds[0].State != storage.DatasetAccepted {
-		t.Fatalf("dataset = %+v", ds[0])
-	}
-	if ds[0].Holdout != nil {
-		t.Errorf("feedback is not split: holdout = %+v", ds[0].Holdout)
-	}
-}
-
 func TestRemovedPipelineStopsIngestKeepsFolders(t *testing.T) {
 	p := spec(t, "p", "format: csv\nlabel: label\nsettle: 0s\n")
 	e := newEnv(t, p)
