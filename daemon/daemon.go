@@ -127,7 +127,7 @@ func New(opt Options) (*Daemon, error) {
 	}
 	d.metrics = newMetrics(d)
 	d.ctrs = &containers{rt: rt, sockets: filepath.Join(cfg.Paths.RunDir, "models"), log: d.log.With("part", "runtime")}
-	d.eps = newEndpoints(cfg.Paths, cfg.Groups.Read, d.notify, d.log.With("part", "serve"))
+	d.eps = newEndpoints(cfg.Paths, cfg.Groups.Read, cfg.Groups.Admin, int64(cfg.Disk.MinFree), d.notify, d.log.With("part", "serve"))
 	d.pipes = pipeline.New(pipeline.Deps{
 		Store:     store,
 		Runtime:   d.ctrs,
@@ -272,6 +272,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err := d.notify.Ready(); err != nil {
 		d.log.Warn("sd_notify READY", "err", err)
 	}
+	d.eps.markReady() // prediction log index rebuilds start now
 	d.setStatus(d.readyStatus())
 	d.log.Info("kilnd ready", "socket", ln.Addr().String(), "events", seq, "chain_head", head,
 		"pipelines", len(d.pipelines.Load().specs), "gpu", d.gpus.Snapshot().Summary())

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"os/user"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
@@ -26,16 +25,22 @@ import (
 // (ServeDir/<p>.sock, mode 0660, group of the read group) and optional TCP
 // address. The unix listener is handed to systemd's fd store under
 // "serve-<p>" and taken back at the next start, so clients queue instead of
-// failing across `systemctl restart kilnd`.
+// failing across `systemctl restart kilnd`. Each endpoint's prediction log
+// (StateDir/predictions/<p>/) belongs to the admin group, 0750/0640: it
+// holds what clients sent.
 type endpoints struct {
 	paths    config.Paths
 	group    string
+	admin    string // the admin group: the prediction logs' group
+	minFree  int64  // disk.min_free: below it the logs stop keeping inputs
 	notify   *systemd.Notifier
 	log      *slog.Logger
 	mu       sync.Mutex
 	open     map[string]*openEndpoint
 	inherit  map[string][]net.Listener
 	shutdown bool
+	ready    chan struct{} // closed after READY: index rebuilds may start
+	warned   map[string]bool
 }
 
 type openEndpoint struct {
@@ -59,7 +64,7 @@ func (o *openEndpoint) serve() {
 	})
 }
 
-func newEndpoints(paths config.Paths, group string, notify *systemd.Notifier, log *slog.Logger) *endpoints {
+func newEndpoints(paths config.Paths, group, admin string, minFree int64, notify *systemd.Notifier, log *slog.Logger) *endpoints {
 	inherit := map[string][]net.Listener{}
 	if ls, err := systemd.Listeners(); err == nil {
 		for name, l := range ls {
@@ -70,7 +75,65 @@ func newEndpoints(paths config.Paths, group string, notify *systemd.Notifier, lo
 	} else {
 		log.Warn("socket activation listeners", "err", err)
 	}
-	return &endpoints{paths: paths, group: group, notify: notify, log: log, open: map[string]*openEndpoint{}, inherit: inherit}
+	return &endpoints{paths: paths, group: group, admin: admin, minFree: minFree, notify: notify, log: log,
+		open: map[string]*openEndpoint{}, inherit: inherit, ready: make(chan struct{}), warned: map[string]bool{}}
+}
+
+// markReady lets the prediction log index rebuilds start: kilnd calls it
+// after READY, so a rebuild's reading never delays the start.
+func (e *endpoints) markReady() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	select {
+	case <-e.ready:
+	default:
+		close(e.ready)
+	}
+}
+
+// adminGID is the admin group's id, -1 when it does not exist here.
+func (e *endpoints) adminGID() int {
+	gid, err := groupID(e.admin)
+	if err != nil {
+		return -1
+	}
+	return gid
+}
+
+// rotateLog closes p's open log segment, when p is serving.
+func (e *endpoints) rotateLog(ctx context.Context, p string) error {
+	e.mu.Lock()
+	o := e.open[p]
+	e.mu.Unlock()
+	if o == nil {
+		return nil
+	}
+	return o.ep.RotateLog(ctx)
+}
+
+// warnRetentionOnce says whether p's retention warning is new since start.
+func (e *endpoints) warnRetentionOnce(p string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.warned[p] {
+		return false
+	}
+	e.warned[p] = true
+	return true
+}
+
+// rebuildIndexes writes the indexes p's log lacks (a crash, or a segment
+// closed by a stop) once kilnd is ready; lookups scan such segments until
+// then.
+func (e *endpoints) rebuildIndexes(p string) {
+	<-e.ready
+	n, err := serve.RebuildIndexes(predLogDir(e.paths), p, e.adminGID())
+	if err != nil {
+		e.log.Warn("prediction log index rebuild", "pipeline", p, "err", err)
+	}
+	if n > 0 {
+		e.log.Info("prediction log indexes rebuilt", "pipeline", p, "segments", n)
+	}
 }
 
 const fdPrefix = "serve-"
@@ -115,13 +178,18 @@ func (e *endpoints) Open(spec *config.Pipeline) (pipeline.Endpoint, error) {
 		return nil, errors.New("kilnd is stopping")
 	}
 	if o, ok := e.open[spec.Name]; ok {
+		// A reload: the log follows the new spec from the next record.
+		o.ep.SetLogPolicy(logPolicy(spec.Monitor.Log))
+		o.ep.SetProtocol(spec.Serve.Protocol)
 		return endpointAdapter{o.ep, o}, nil
 	}
-	ep, err := serve.New(serve.Options{Pipeline: spec.Name, PredLogDir: filepath.Join(e.paths.StateDir, "predictions"),
-		Log: e.log})
+	ep, err := serve.New(serve.Options{Pipeline: spec.Name, PredLogDir: predLogDir(e.paths),
+		Protocol: spec.Serve.Protocol, LogPolicy: logPolicy(spec.Monitor.Log), LogGroup: e.admin,
+		MinFreeBytes: e.minFree, Log: e.log})
 	if err != nil {
 		return nil, err
 	}
+	go e.rebuildIndexes(spec.Name)
 	o := &openEndpoint{ep: ep, pipeline: spec.Name, log: e.log}
 	l, err := e.unixListener(spec.Name)
 	if err != nil {

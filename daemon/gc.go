@@ -34,9 +34,10 @@ func (d *Daemon) runGC(ctx context.Context) {
 	}
 }
 
-// collectGarbage applies the retention of the loaded pipelines, then removes
-// what the store expired that lives outside it: quarantine folders and run
-// logs, each only inside its own folder.
+// collectGarbage applies the retention of the loaded pipelines (models, and
+// the prediction logs' monitor.log), then removes what the store expired that
+// lives outside it: quarantine folders and run logs, each only inside its own
+// folder.
 func (d *Daemon) collectGarbage(ctx context.Context, dryRun bool, actor string) (storage.GCReport, error) {
 	keep := map[string]int{}
 	for name, p := range d.pipelines.Load().specs {
@@ -55,6 +56,7 @@ func (d *Daemon) collectGarbage(ctx context.Context, dryRun bool, actor string) 
 		return rep, nil
 	}
 	var errs []error
+	errs = append(errs, d.collectPredictions(ctx, d.pipelines.Load().specs))
 	for _, id := range rep.ExpiredQuarantine {
 		errs = append(errs, removeWithin(d.cfg.Paths.QuarantineDir, filepath.Join(d.cfg.Paths.QuarantineDir, id)))
 	}

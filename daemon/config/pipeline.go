@@ -285,6 +285,12 @@ type MonitorLog struct {
 	Inputs string `yaml:"inputs" json:"inputs"`
 }
 
+// DefaultMonitorLog is monitor.log when a spec leaves it out; kilnd also applies it to the
+// log of a pipeline no longer loaded.
+func DefaultMonitorLog() MonitorLog {
+	return MonitorLog{Keep: Age{D(14 * 24 * time.Hour)}, MaxSize: 4 * GiB, Inputs: LogInputsAll}
+}
+
 // InputFraction is the fraction of requests whose inputs the log keeps: 1 for all, 0 for
 // none, F for "sample F". It is only called on a validated spec.
 func (l MonitorLog) InputFraction() float64 {
@@ -428,8 +434,7 @@ func defaultPipeline() Pipeline {
 			NewData:     NewData{Debounce: D(10 * time.Second), MinRows: 1},
 			Degradation: DegradationRetrain,
 		},
-		Monitor: Monitor{TargetFalseAlarm: 0.01, Cooldown: D(10 * time.Minute),
-			Log: MonitorLog{Keep: Age{D(14 * 24 * time.Hour)}, MaxSize: 4 * GiB, Inputs: LogInputsAll}},
+		Monitor:   Monitor{TargetFalseAlarm: 0.01, Cooldown: D(10 * time.Minute), Log: DefaultMonitorLog()},
 		Retention: Retention{Models: 10},
 	}
 }

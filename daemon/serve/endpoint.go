@@ -287,6 +287,14 @@ func (e *Endpoint) SetLogPolicy(p LogPolicy) {
 	}
 }
 
+// SetProtocol changes the protocol recorded with each prediction (a reload
+// that changed serve.protocol).
+func (e *Endpoint) SetProtocol(protocol string) {
+	if e.plog != nil {
+		e.plog.proto.Store(&protocol)
+	}
+}
+
 // LogGID is the group id the log's files are given, -1 when none.
 func (e *Endpoint) LogGID() int {
 	if e.plog == nil {

@@ -82,10 +82,10 @@ type predLog struct {
 	interval time.Duration
 	gid      int
 	minFree  int64
-	proto    string
 	log      *slog.Logger
 
 	policy  atomic.Pointer[LogPolicy]
+	proto   atomic.Pointer[string]
 	lowDisk atomic.Bool
 
 	mu     sync.Mutex
@@ -133,15 +133,16 @@ func openPredLog(opt Options, gid int, log *slog.Logger) (*predLog, error) {
 	}
 	p := &predLog{
 		dir: dir, segBytes: opt.SegmentBytes, maxBuf: opt.LogBuffer, interval: opt.SyncInterval,
-		gid: gid, minFree: opt.MinFreeBytes, proto: opt.Protocol, log: log.With("prediction_log", dir),
+		gid: gid, minFree: opt.MinFreeBytes, log: log.With("prediction_log", dir),
 		buf: make([]byte, 0, min(opt.LogBuffer, 64<<10)), spare: make([]byte, 0, min(opt.LogBuffer, 64<<10)),
 		wake: make(chan struct{}, 1), urgent: make(chan struct{}, 1), flushReq: make(chan flushReq),
 		stop: make(chan struct{}), done: make(chan struct{}),
 		maint: make(chan *segIndex, 16), maintDone: make(chan struct{}),
 		touched: map[[32]byte]time.Time{},
 	}
-	pol := opt.LogPolicy
+	pol, proto := opt.LogPolicy, opt.Protocol
 	p.policy.Store(&pol)
+	p.proto.Store(&proto)
 	if len(segs) > 0 {
 		p.num = segs[len(segs)-1]
 	}
@@ -201,7 +202,7 @@ func (p *predLog) append(id []byte, model string, t time.Time, lat time.Duration
 		return
 	}
 	start := len(p.buf)
-	b := appendFrame(p.buf, flags, status, t, lat, rows, id, model, p.proto, ctype, input, out)
+	b := appendFrame(p.buf, flags, status, t, lat, rows, id, model, *p.proto.Load(), ctype, input, out)
 	if len(b) > p.maxBuf && start > 0 {
 		p.buf = b[:start]
 		p.mu.Unlock()
