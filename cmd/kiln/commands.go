@@ -322,19 +322,41 @@ func details(ev api.Event) string {
 }
 
 type backupCmd struct {
-	File string `arg:"" type:"path" help:"Where to write the copy (it is replaced atomically)."`
+	File          string `arg:"" type:"path" help:"Where to write the copy (it is replaced atomically)."`
+	NoPredictions bool   `help:"Leave the prediction logs out. Otherwise they go to FILE.predictions.tar: records and indexes, with the inputs kept inline (bodies up to 64 KiB); larger inputs, kept as files, are left out and read back as not kept."`
 }
 
 // Run writes the stream to a temp file beside FILE, fsyncs and renames, so a
-// cut stream never leaves a half backup under the final name.
+// cut stream never leaves a half backup under the final name; then the
+// prediction logs the same way.
 func (c backupCmd) Run(e *cmdEnv) error {
-	dir := filepath.Dir(c.File)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(c.File)+".tmp-*")
+	n, err := writeAtomic(c.File, func(w io.Writer) (int64, error) { return e.client().Backup(e.ctx, w) })
 	if err != nil {
 		return fmt.Errorf("backup to %s: %w", c.File, err)
 	}
+	fmt.Fprintf(e.out, "wrote %s (%d bytes); back up the blobs folder too: it holds the data the database points at\n", c.File, n)
+	if c.NoPredictions {
+		return nil
+	}
+	pf := c.File + ".predictions.tar"
+	n, err = writeAtomic(pf, func(w io.Writer) (int64, error) { return e.client().BackupPredictions(e.ctx, w) })
+	if err != nil {
+		return fmt.Errorf("backup prediction logs to %s: %w", pf, err)
+	}
+	fmt.Fprintf(e.out, "wrote %s (%d bytes): the prediction logs, without the inputs kept as files\n", pf, n)
+	return nil
+}
+
+// writeAtomic writes what fill streams to a temp file beside file, fsyncs
+// and renames it over file.
+func writeAtomic(file string, fill func(io.Writer) (int64, error)) (int64, error) {
+	dir := filepath.Dir(file)
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(file)+".tmp-*")
+	if err != nil {
+		return 0, err
+	}
 	defer func() { _ = os.Remove(tmp.Name()) }() // best effort; a no-op (ENOENT) after the rename
-	n, err := e.client().Backup(e.ctx, tmp)
+	n, err := fill(tmp)
 	if err == nil {
 		err = tmp.Sync()
 	}
@@ -342,16 +364,12 @@ func (c backupCmd) Run(e *cmdEnv) error {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(tmp.Name(), c.File)
+		err = os.Rename(tmp.Name(), file)
 	}
 	if err == nil {
 		err = syncDir(dir)
 	}
-	if err != nil {
-		return fmt.Errorf("backup to %s: %w", c.File, err)
-	}
-	fmt.Fprintf(e.out, "wrote %s (%d bytes); back up the blobs folder too: it holds the data the database points at\n", c.File, n)
-	return nil
+	return n, err
 }
 
 type gcCmd struct {

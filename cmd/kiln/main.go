@@ -40,7 +40,7 @@ type cli struct {
 	GPU         gpuCmd         `cmd:"" name:"gpu" help:"Show GPUs, their health, leases and cordons."`
 	Datasets    datasetsCmd    `cmd:"" help:"List dataset versions and quarantined batches; show one; release one."`
 	Events      eventsCmd      `cmd:"" help:"List the audit events, or follow them with -f."`
-	Backup      backupCmd      `cmd:"" help:"Write a consistent copy of kilnd's database to FILE."`
+	Backup      backupCmd      `cmd:"" help:"Write a consistent copy of kilnd's database to FILE, and the prediction logs (large inputs left out) to FILE.predictions.tar."`
 	Runs        runsCmd        `cmd:"" help:"List, show, start and cancel training runs."`
 	Logs        logsCmd        `cmd:"" help:"Print a run's training log; -f follows it."`
 	Models      modelsCmd      `cmd:"" help:"List models and show their metrics, lineage and history."`
