@@ -218,19 +218,23 @@ Examples:
 }
 
 func (c feedbackCmd) Run(e *cmdEnv) error {
-	in, size := io.Reader(os.Stdin), int64(-1)
+	f := os.Stdin
 	if c.File != "-" {
-		f, err := os.Open(c.File)
-		if err != nil {
+		var err error
+		if f, err = os.Open(c.File); err != nil {
 			return err
 		}
 		defer func() { _ = f.Close() }() // read-only
-		if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
-			size = fi.Size()
-		}
-		in = f
 	}
-	r, err := e.client().Feedback(e.ctx, c.Pipeline, in, size)
+	// A regular file (named, or redirected to stdin) is sent with its
+	// length, so kilnd can refuse one over data.max_file_size at once.
+	size := int64(-1)
+	if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
+		if off, err := f.Seek(0, io.SeekCurrent); err == nil {
+			size = fi.Size() - off
+		}
+	}
+	r, err := e.client().Feedback(e.ctx, c.Pipeline, f, size)
 	if err != nil {
 		return err
 	}
