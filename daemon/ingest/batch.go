@@ -14,6 +14,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/kiln-edge/kiln/daemon/config"
 	"github.com/kiln-edge/kiln/storage"
 )
@@ -65,6 +67,10 @@ func (m *Manager) process(ctx context.Context, j *job) *result {
 	ents, rej, err := enumerate(j, root)
 	if errors.Is(err, fs.ErrNotExist) {
 		return res // gone before we got to it
+	}
+	if errors.Is(err, errWriterOpen) {
+		res.retry = leaseBackoff
+		return res
 	}
 	if err != nil {
 		m.log.Warn("ingest: list batch", "path", root, "err", err)
@@ -164,11 +170,18 @@ func enumerate(j *job, root string) ([]entry, *Violation, error) {
 	}
 	var ents []entry
 	var rej *Violation
+	busy := false
 	check := func(rel, path string, fi fs.FileInfo) {
-		if rej != nil {
+		if rej != nil || busy {
 			return
 		}
 		if v := rejectReason(j.spec, rel, fi); v != nil {
+			// Created but not written yet: a writer that still has it open is waited for,
+			// as any writer is; empty is what it is once nobody writes.
+			if v.Rule == RuleEmpty && writerOpen(path) {
+				busy = true
+				return
+			}
 			rej = v
 			return
 		}
@@ -176,6 +189,9 @@ func enumerate(j *job, root string) ([]entry, *Violation, error) {
 	}
 	if !j.batch || !fi.IsDir() {
 		check(j.name, root, fi)
+		if busy {
+			return nil, nil, errWriterOpen
+		}
 		return ents, rej, nil
 	}
 	err = filepath.WalkDir(root, func(p string, de fs.DirEntry, err error) error {
@@ -208,6 +224,9 @@ func enumerate(j *job, root string) ([]entry, *Violation, error) {
 	})
 	if err != nil {
 		return nil, nil, err
+	}
+	if busy {
+		return nil, nil, errWriterOpen
 	}
 	slices.SortFunc(ents, func(a, b entry) int { return strings.Compare(a.rel, b.rel) })
 	return ents, rej, nil
@@ -253,6 +272,30 @@ func quoteName(s string) string {
 		return s
 	}
 	return strconv.Quote(s)
+}
+
+// errWriterOpen: a file of the batch is still open for writing.
+var errWriterOpen = errors.New("a writer has it open")
+
+// writerOpen reports whether some process holds a regular file open for writing: the kernel
+// refuses a read lease then. Without leases (no CAP_LEASE, a filesystem without them) it
+// says no, and settle alone decides, as for any file.
+func writerOpen(path string) bool {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
+	if err != nil {
+		return false
+	}
+	defer func() { _ = unix.Close(fd) }() // read-only
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return false
+	}
+	_, err = unix.FcntlInt(uintptr(fd), unix.F_SETLEASE, unix.F_RDLCK)
+	if err == nil {
+		_, _ = unix.FcntlInt(uintptr(fd), unix.F_SETLEASE, unix.F_UNLCK)
+		return false
+	}
+	return errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EBUSY)
 }
 
 // goneError: a file was deleted or replaced while it was being read.

@@ -78,6 +78,8 @@ func (t *tabular) feedbackHeader(names []string) bool {
 	labelsText := strings.Join(labelsHdr, ",") + " (late labels)"
 	switch {
 	case typ == "" && t.refCols == nil:
+		// Not late labels, so meant as rows: typed so, should a person release it.
+		t.fbType = storage.FeedbackRows
 		t.fail(RuleFeedbackNoData, "", got,
 			"a data version first: labelled feedback rows are held to the data's columns and no data version is admitted yet; or "+labelsText)
 		return false

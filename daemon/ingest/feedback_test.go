@@ -168,7 +168,13 @@ func TestFeedbackRowsBeforeData(t *testing.T) {
 	if r.Rule != RuleFeedbackNoData || r.File != "fb.csv" || r.Line != 1 || !strings.Contains(r.Allowed, "data version first") {
 		t.Errorf("REASON.json = %+v", r)
 	}
-	wantKind(t, e.eventFor("dataset.quarantined", f.ID), "feedback", "")
+	wantKind(t, e.eventFor("dataset.quarantined", f.ID), "feedback", storage.FeedbackRows)
+	// A person may still admit it: it is rows, and says so.
+	rel, err := e.m.Release(t.Context(), f.ID, "uid:0")
+	if err != nil || rel.Feedback != storage.FeedbackRows {
+		t.Fatalf("release = %+v, %v", rel, err)
+	}
+	wantKind(t, e.eventFor("dataset.released", f.ID), "feedback", storage.FeedbackRows)
 }
 
 // TestFeedbackWrongColumns: a header that is neither the data's nor request_id,label is
@@ -192,6 +198,9 @@ func TestFeedbackWrongColumns(t *testing.T) {
 		if r.Rule != RuleFeedbackColumns || r.File != name || r.Line != 1 || r.Column != tc.column ||
 			!strings.Contains(r.Allowed, "x,y,label") || !strings.Contains(r.Allowed, "request_id,label") {
 			t.Errorf("%s: REASON.json = %+v", tc.header, r)
+		}
+		if _, err := e.m.Release(t.Context(), f.ID, "uid:0"); !errors.Is(err, ErrUntyped) {
+			t.Errorf("%s: release of feedback of no type: %v", tc.header, err)
 		}
 	}
 }

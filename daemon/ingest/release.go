@@ -17,6 +17,9 @@ var (
 	// ErrUnread: the batch was rejected before it was read (a link, a special file, an empty
 	// or oversized file), so there is no content to admit.
 	ErrUnread = errors.New("rejected before it was read; nothing to release")
+	// ErrUntyped: a feedback batch whose header was neither the data's columns nor
+	// request_id,label holds nothing anyone could read back.
+	ErrUntyped = errors.New("feedback of no known type (neither the data's columns nor request_id,label); fix it and drop it again")
 )
 
 // Release re-admits a quarantined dataset on a person's word: its state becomes released
@@ -36,6 +39,9 @@ func (m *Manager) Release(ctx context.Context, id, actor string) (storage.Datase
 		if !hasContent(d) {
 			return fmt.Errorf("dataset %s (%s): %w", id, d.Reason, ErrUnread)
 		}
+		if d.Kind == storage.KindFeedback && d.Feedback == "" {
+			return fmt.Errorf("dataset %s (%s): %w: %w", id, d.Reason, ErrUntyped, storage.ErrInvalid)
+		}
 		d.State, d.Released = storage.DatasetReleased, actor
 		if err := tx.PutDataset(d); err != nil {
 			return err
@@ -44,7 +50,7 @@ func (m *Manager) Release(ctx context.Context, id, actor string) (storage.Datase
 			return err
 		}
 		_, err = tx.Append(storage.Event{Actor: actor, Kind: "dataset.released", Pipeline: d.Pipeline,
-			Refs: []string{id}, Details: map[string]string{"reason": d.Reason, "kind": string(d.Kind)}})
+			Refs: []string{id}, Details: map[string]string{"reason": d.Reason, "kind": string(d.Kind), "feedback": d.Feedback}})
 		if err != nil {
 			return err
 		}

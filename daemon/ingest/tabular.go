@@ -164,6 +164,7 @@ func newTabular(spec *config.Pipeline, kind string, refCols []Column, trainW, ho
 // fail records a violation; only the first of each rule is kept, the rest are counted.
 func (t *tabular) fail(rule, column, observed, allowed string) {
 	if t.fbType == storage.FeedbackLabels && rule == "max_line_length" {
+		t.rows++
 		t.leave(rule, column, observed, allowed) // one label line lost, not the file
 		return
 	}
