@@ -168,7 +168,7 @@ func (m *Manager) commitBatch(ctx context.Context, in commitIn) (storage.Dataset
 		details["source"] = in.source
 	}
 	if c := rep.Feedback; c != nil {
-		details["read"] = strconv.FormatInt(c.Read, 10)
+		details["rows_read"] = strconv.FormatInt(c.Read, 10) // "read" is "no" on a batch rejected unread
 		details["left_out"] = strconv.FormatInt(c.Read-c.Usable, 10)
 	}
 	for _, p := range man.Parts {
