@@ -20,7 +20,7 @@ import (
 )
 
 // shortDir is a temp dir short enough for unix socket paths.
-func shortDir(t *testing.T) string {
+func shortDir(t testing.TB) string {
 	t.Helper()
 	d, err := os.MkdirTemp("", "k")
 	if err != nil {
@@ -50,7 +50,7 @@ func (b *testBackend) DialContext(ctx context.Context) (net.Conn, error) {
 	return d.DialContext(ctx, "unix", b.path)
 }
 
-func startBackend(t *testing.T, model string) *testBackend {
+func startBackend(t testing.TB, model string) *testBackend {
 	t.Helper()
 	b := &testBackend{model: model, path: filepath.Join(shortDir(t), "b.sock")}
 	l, err := net.Listen("unix", b.path)
@@ -94,7 +94,7 @@ type testEndpoint struct {
 	logDir string
 }
 
-func startEndpoint(t *testing.T, opt Options) *testEndpoint {
+func startEndpoint(t testing.TB, opt Options) *testEndpoint {
 	t.Helper()
 	if opt.Pipeline == "" {
 		opt.Pipeline = "iris"

@@ -265,6 +265,24 @@ func (x *mappedIndex) hashAt(i int) uint64 {
 // newest (highest offset) first, until fn returns true.
 func (x *mappedIndex) find(h uint64, fn func(off int64) bool) {
 	lo, hi := 0, x.n // first entry with hash > h
+	// The hashes are uniform: interpolation search narrows [lo, hi) in a
+	// few probes (log log n), each a cache line of the mapping, where a
+	// binary search would touch log2(n) scattered ones; a binary search
+	// finishes the last few entries.
+	if x.n > 0 {
+		a, b := 0, x.n-1 // h lies after entry a-1 and before entry b+1
+		ha, hb := x.hashAt(a), x.hashAt(b)
+		for b-a > 8 && ha <= h && h < hb {
+			pos := a + int(float64(h-ha)/float64(hb-ha)*float64(b-a))
+			pos = min(max(pos, a+1), b-1)
+			if v := x.hashAt(pos); v <= h {
+				a, ha = pos, v
+			} else {
+				b, hb = pos, v
+			}
+		}
+		lo, hi = a, b+1
+	}
 	for lo < hi {
 		mid := int(uint(lo+hi) >> 1)
 		if x.hashAt(mid) <= h {

@@ -458,6 +458,7 @@ func TestPredictionLogPurge(t *testing.T) {
 	if rep.Records != 50 || rep.RemovedInputs != 0 { // r60 still uses the file
 		t.Errorf("purge by time: %+v", rep)
 	}
+	time.Sleep(checkEvery) // a reader sees a purge within checkEvery
 	for i := range 100 {
 		_, err := r.Lookup(fmt.Sprintf("r%d", i))
 		if gone := errors.Is(err, ErrNotFound); gone != (i < 50) {
@@ -471,6 +472,7 @@ func TestPredictionLogPurge(t *testing.T) {
 	if rep.Records != 1 || rep.Segments != 1 || rep.RemovedInputs != 1 {
 		t.Errorf("purge by id: %+v", rep)
 	}
+	time.Sleep(checkEvery)
 	if _, err := r.Lookup("r60"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("r60 after purge: %v", err)
 	}
@@ -639,5 +641,23 @@ func TestPredictionLogBackup(t *testing.T) {
 	}
 	if strings.Contains(buf.String(), strings.Repeat("1,", 1000)) {
 		t.Errorf("the input file went into the backup")
+	}
+}
+
+// TestAppendAllocatesNothing: the request path's share of the log (with
+// inputs kept, and without, where rows are counted on the spot) allocates
+// nothing once the buffer has grown.
+func TestAppendAllocatesNothing(t *testing.T) {
+	for _, pol := range []InputPolicy{{}, {None: true}} {
+		pl := testLog(t, Options{PredLogDir: shortDir(t), SyncInterval: time.Hour, LogPolicy: LogPolicy{Inputs: pol}})
+		id, ct, body, out := []byte("3f9a1c20b7d4-1f"), []byte("text/csv"), []byte(strings.Repeat("5.1,3.5\n", 100)), []byte("a\n")
+		now := time.Now()
+		pl.append(id, "p/m1", now, time.Millisecond, ct, body, 200, out, false)
+		if n := testing.AllocsPerRun(50, func() {
+			pl.append(id, "p/m1", now, time.Millisecond, ct, body, 200, out, false)
+		}); n != 0 {
+			t.Errorf("%+v: %v allocations per append", pol, n)
+		}
+		pl.close()
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -29,7 +30,14 @@ type LogReader struct {
 
 	tailMu sync.Mutex
 	tail   *tailIndex
+
+	lastCheck atomic.Int64 // unix nanos of the last look at the folder
 }
+
+// checkEvery bounds how long a Lookup that finds its record trusts the
+// folder as last listed: a purge or retention shows within it. A Lookup
+// that finds nothing always looks at the folder again before saying so.
+const checkEvery = 100 * time.Millisecond
 
 // rseg is one segment as the reader holds it: open for preads, with its
 // index mapped when it has a valid one.
@@ -166,13 +174,45 @@ func (r *LogReader) refresh() error {
 // Lookup returns the newest record of requestID (without a ":row"
 // suffix: SplitRowID). ErrNotFound (wrapped) when the log does not hold it.
 // Records become visible once the endpoint has written them (at most
-// Options.SyncInterval after the answer, or after Endpoint.FlushLog).
+// Options.SyncInterval after the answer, or after Endpoint.FlushLog). A
+// record purged or expired may still be returned for checkEvery (100 ms)
+// after it went: the folder is looked at again at most that often while
+// lookups find what they look for.
 func (r *LogReader) Lookup(requestID string) (Record, error) {
-	if r.changed() {
-		if err := r.refresh(); err != nil {
+	now := time.Now().UnixNano()
+	checked := false
+	if now-r.lastCheck.Load() > int64(checkEvery) {
+		if err := r.check(now); err != nil {
 			return Record{}, err
 		}
+		checked = true
 	}
+	for {
+		rec, found, err := r.lookup(requestID)
+		if found || err != nil {
+			return rec, err
+		}
+		if checked {
+			return Record{}, fmt.Errorf("request %s in prediction log %s: %w", requestID, r.dir, ErrNotFound)
+		}
+		// Not found in the folder as last listed: a new segment may hold it.
+		if err := r.check(now); err != nil {
+			return Record{}, err
+		}
+		checked = true
+	}
+}
+
+// check lists the folder again when it changed.
+func (r *LogReader) check(now int64) error {
+	r.lastCheck.Store(now)
+	if r.changed() {
+		return r.refresh()
+	}
+	return nil
+}
+
+func (r *LogReader) lookup(requestID string) (Record, bool, error) {
 	h := idHash(requestID)
 	r.mu.RLock()
 	defer r.mu.RUnlock()
@@ -203,19 +243,16 @@ func (r *LogReader) Lookup(requestID string) (Record, error) {
 			// until RebuildIndexes has written the index.
 			rec, found, err = r.scanFor(s, requestID)
 		}
-		if err != nil {
-			return Record{}, err
-		}
-		if found {
-			return rec, nil
+		if err != nil || found {
+			return rec, found, err
 		}
 	}
-	return Record{}, fmt.Errorf("request %s in prediction log %s: %w", requestID, r.dir, ErrNotFound)
+	return Record{}, false, nil
 }
 
 // readAt reads the frame at off of s and returns it when it is id's.
 func (r *LogReader) readAt(s *rseg, off int64, id string) (Record, bool, error) {
-	var small [4096]byte
+	var small [512]byte
 	n, err := s.f.ReadAt(small[:], off)
 	if n < 8 {
 		if err == nil || errors.Is(err, io.EOF) {
