@@ -64,6 +64,21 @@ func benchDaemon(ctx context.Context, opt Options) []Figure {
 	if err := seedDaemonRoot(ctx, paths, events); err != nil {
 		return fail("seed state: " + err.Error())
 	}
+	// A full prediction log for one pipeline, as a daemon that has served
+	// for a while has: written through a real endpoint (see monitor.go).
+	predictions := 1_000_000
+	if opt.Quick {
+		predictions = 20_000
+	}
+	scratch, err := os.MkdirTemp("", "kbd")
+	if err != nil {
+		return fail(err.Error())
+	}
+	defer func() { _ = os.RemoveAll(scratch) }() // best-effort cleanup of the backend's socket
+	plog, err := writePredLog(ctx, scratch, filepath.Join(paths.StateDir, "predictions"), "pumps", predictions)
+	if err != nil {
+		return fail("seed the prediction log: " + err.Error())
+	}
 
 	const starts = 5
 	var readies []float64
@@ -103,7 +118,8 @@ func benchDaemon(ctx context.Context, opt Options) []Figure {
 		}
 		cpuPct := (cpu1 - cpu0).Seconds() / idle.Seconds() * 100
 		ready := median(readies)
-		detail := fmt.Sprintf("%d pipelines, %d-event database", len(benchPipelines), events)
+		detail := fmt.Sprintf("%d pipelines, %d-event database, a full prediction log for pumps in <state>/predictions/: %s",
+			len(benchPipelines), events, plog.short())
 		return []Figure{
 			measured(readyName, ready, "ms", readyGoal, fmt.Sprintf("median of %d starts (%s), %s", starts, fmtMS(readies), detail)),
 			measured(rssName, float64(rss)/(1<<20), "MB", rssGoal, fmt.Sprintf("VmRSS after %s idle, %s", idle, detail)),

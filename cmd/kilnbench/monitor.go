@@ -66,6 +66,12 @@ func (b predLogBuild) String() string {
 		b.records, float64(b.bytes)/1e6, b.segments, b.indexes, b.took.Seconds(), b.clients)
 }
 
+// short is String for a figure where the log is background.
+func (b predLogBuild) short() string {
+	return fmt.Sprintf("%d records, %.0f MB in %d segments with %d indexes, written through a real serve.Endpoint (monitor.go)",
+		b.records, float64(b.bytes)/1e6, b.segments, b.indexes)
+}
+
 // monRow is one feature row of the example data (30 values); request i
 // sends it with its first value made unique, so no two bodies are equal.
 const monRow = "17.99,10.38,122.8,1001,0.1184,0.2776,0.3001,0.1471,0.2419,0.07871,1.095,0.9053,8.589,153.4,0.006399," +
