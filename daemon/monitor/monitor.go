@@ -60,7 +60,9 @@ func (m *Monitor) Start(ctx context.Context, specs map[string]*config.Pipeline) 
 	go func() {
 		defer m.wg.Done()
 		for e := range events {
-			if e.Kind == "dataset.accepted" && e.Details["kind"] == string(storage.KindFeedback) {
+			// Released feedback (a person admitted a quarantined version)
+			// is scored like accepted feedback.
+			if (e.Kind == "dataset.accepted" || e.Kind == "dataset.released") && e.Details["kind"] == string(storage.KindFeedback) {
 				m.kick(e.Pipeline)
 			}
 		}
