@@ -25,6 +25,7 @@ func (d *Daemon) newMonitor() *monitor.Monitor {
 		Feedback: feedbackSource{store: d.store, ing: d.ingest},
 		Log:      &predictionLogs{dir: d.predLogDir(), eps: d.eps, readers: map[string]*serve.LogReader{}},
 		Logger:   d.log.With("part", "monitor"),
+		RowKey:   ingest.RowKey,
 	})
 }
 

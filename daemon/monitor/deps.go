@@ -84,6 +84,10 @@ type Deps struct {
 	Feedback FeedbackSource
 	Log      PredictionLog
 	Logger   *slog.Logger
+	// RowKey hashes a row's feature values the way ingest does, so a
+	// feedback row meets its training twin however its numbers are spelled
+	// (a v2 float, a CSV integer). Nil: trimmed strings, compared as written.
+	RowKey func(fields []string) uint64
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }

@@ -42,7 +42,7 @@ func New(deps Deps) *Monitor {
 		deps.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Monitor{deps: deps, log: deps.Logger, specs: map[string]pipelineSpec{}, workers: map[string]*worker{},
-		train: newTrainCache(deps.Store)}
+		train: newTrainCache(deps.Store, deps.RowKey)}
 }
 
 // Start runs the monitor until ctx ends: it follows the event stream for

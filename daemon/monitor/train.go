@@ -30,17 +30,18 @@ const maxReference = 20000
 // changes); it keeps the few most recently used, since only the live and the
 // standby model are scored.
 type trainCache struct {
-	store Store
-	seed  maphash.Seed
-	mu    sync.Mutex
-	byID  map[string]*trainInfo
-	order []string
+	store  Store
+	rowKey func([]string) uint64
+	seed   maphash.Seed
+	mu     sync.Mutex
+	byID   map[string]*trainInfo
+	order  []string
 }
 
 const trainCacheSize = 4
 
-func newTrainCache(s Store) *trainCache {
-	return &trainCache{store: s, seed: maphash.MakeSeed(), byID: map[string]*trainInfo{}}
+func newTrainCache(s Store, rowKey func([]string) uint64) *trainCache {
+	return &trainCache{store: s, rowKey: rowKey, seed: maphash.MakeSeed(), byID: map[string]*trainInfo{}}
 }
 
 func (c *trainCache) get(model string, spec pipelineSpec) (*trainInfo, error) {
@@ -131,6 +132,15 @@ func (c *trainCache) load(model string, spec pipelineSpec) (*trainInfo, error) {
 // key hashes a row's feature values taken in the order idx gives, so a row
 // keyed from feedback columns in another order meets its training twin.
 func (c *trainCache) key(row []string, idx []int) uint64 {
+	if c.rowKey != nil {
+		fields := make([]string, len(idx))
+		for i, j := range idx {
+			if j >= 0 && j < len(row) {
+				fields[i] = row[j]
+			}
+		}
+		return c.rowKey(fields)
+	}
 	var h maphash.Hash
 	h.SetSeed(c.seed)
 	for _, j := range idx {
