@@ -102,11 +102,23 @@ func benchDaemon(ctx context.Context, opt Options) []Figure {
 			_ = stopKilnd(proc)
 			return fail(err.Error())
 		}
-		select {
-		case <-time.After(idle):
-		case <-ctx.Done():
-			_ = stopKilnd(proc)
-			return fail("interrupted")
+		// Sampled every tenth of the window, so a figure over its goal
+		// shows when in the window the CPU went and how RSS grew.
+		var trace []string
+		prev, end := cpu0, time.Now().Add(idle)
+		for step := idle / 10; time.Now().Before(end); {
+			select {
+			case <-time.After(min(step, time.Until(end))):
+			case <-ctx.Done():
+				_ = stopKilnd(proc)
+				return fail("interrupted")
+			}
+			c, err1 := procCPU(proc.Process.Pid)
+			r, err2 := procRSS(proc.Process.Pid)
+			if err1 == nil && err2 == nil {
+				trace = append(trace, fmt.Sprintf("%.0fms/%.1fMB", float64((c-prev).Milliseconds()), float64(r)/(1<<20)))
+				prev = c
+			}
 		}
 		cpu1, err1 := procCPU(proc.Process.Pid)
 		rss, err2 := procRSS(proc.Process.Pid)
@@ -122,8 +134,10 @@ func benchDaemon(ctx context.Context, opt Options) []Figure {
 			len(benchPipelines), events, plog.short())
 		return []Figure{
 			measured(readyName, ready, "ms", readyGoal, fmt.Sprintf("median of %d starts (%s), %s", starts, fmtMS(readies), detail)),
-			measured(rssName, float64(rss)/(1<<20), "MB", rssGoal, fmt.Sprintf("VmRSS after %s idle, %s", idle, detail)),
-			measured(cpuName, cpuPct, "%", cpuGoal, fmt.Sprintf("utime+stime over %s idle, %s", idle, detail)),
+			measured(rssName, float64(rss)/(1<<20), "MB", rssGoal, fmt.Sprintf("VmRSS after %s idle, %s; CPU/RSS by tenth of the window: %s",
+				idle, detail, strings.Join(trace, " "))),
+			measured(cpuName, cpuPct, "%", cpuGoal, fmt.Sprintf("utime+stime over %s idle, %s; CPU/RSS by tenth of the window: %s",
+				idle, detail, strings.Join(trace, " "))),
 		}
 	}
 	return fail("unreachable")
