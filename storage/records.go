@@ -114,8 +114,12 @@ type Dataset struct {
 	Holdout  *BlobRef     `json:"holdout,omitempty"`
 	Reason   string       `json:"reason,omitempty"` // why quarantined
 	Released string       `json:"released_by,omitempty"`
-	Created  time.Time    `json:"created"`
-	Updated  time.Time    `json:"updated"`
+	// Suspect names the rolled-back model whose training window held this
+	// data version and the restored model's did not: such a version leaves
+	// training windows until a person releases it (kiln datasets release).
+	Suspect string    `json:"suspect,omitempty"`
+	Created time.Time `json:"created"`
+	Updated time.Time `json:"updated"`
 }
 
 // Run is one training container execution.
