@@ -40,6 +40,7 @@
 //	eventrefs/ <ref> 0x00 <seq u64 BE> -> nil       (EventsFor: a record's history by prefix scan)
 //	scores/    <pipeline>/<n u64 BE> -> Scoring    JSON {"v":1,...}  the monitor's scoring of feedback p/dN
 //	signals/   <pipeline>/<unix hour u64 BE> -> Signal JSON {"v":1,...} hourly label-free signals
+//	monitor/   <pipeline>            -> MonitorState JSON {"v":1,...} the detector's state, an alarm awaiting its decision
 //	lineage/
 //	    up/    <child> 0x00 <parent> -> edge type   (Ancestors: prefix scan on child)
 //	    down/  <parent> 0x00 <child> -> edge type   (Descendants: prefix scan on parent)

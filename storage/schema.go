@@ -30,6 +30,7 @@ var (
 	bucketEventRefs = []byte("eventrefs")
 	bucketScores    = []byte("scores")
 	bucketSignals   = []byte("signals")
+	bucketMonitor   = []byte("monitor")
 
 	keySchema = []byte("schema")
 	keyHead   = []byte("head")
@@ -117,8 +118,8 @@ var migrations = []migration{
 			return indexEventRefs(btx, e.Seq, e.Refs)
 		})
 	}},
-	{7, "add scores (feedback versions scored by the monitor) and signals (hourly label-free signals)", func(btx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketScores, bucketSignals} {
+	{7, "add scores (feedback versions scored by the monitor), signals (hourly label-free signals) and monitor (detector state)", func(btx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketScores, bucketSignals, bucketMonitor} {
 			if _, err := btx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}

@@ -2,6 +2,7 @@ package storage
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"time"
 )
@@ -217,4 +218,69 @@ func (tx *Tx) Signals(pipeline string, since time.Time) ([]Signal, error) {
 		out = append(out, s)
 	}
 	return out, nil
+}
+
+// MonitorState is the monitor's memory of one pipeline's live model: the
+// detector's and the paired test's state, an alarm waiting for its decision,
+// and the automatic retrains made. It is written in the same transaction as
+// the scoring whose labels it has seen, so a restart neither loses labels
+// nor feeds them twice.
+type MonitorState struct {
+	Pipeline string    `json:"pipeline"`
+	Model    string    `json:"model"` // the live model it watches; a new live model starts afresh
+	Since    time.Time `json:"since"` // when it started watching Model
+	// Labels is how many of Model's labels it has seen.
+	Labels   int64           `json:"labels"`
+	Detector json.RawMessage `json:"detector,omitempty"`
+	Paired   json.RawMessage `json:"paired,omitempty"`
+	// Alarm is set from an alarm until its decision; the decision test reads
+	// only labels that arrived after it.
+	Alarm *Alarm `json:"alarm,omitempty"`
+	// Retrains are the times of automatic retraining runs (the daily cap);
+	// RetrainLabels is Labels when the last one started (one per alarm, another
+	// only after min_rows new labels).
+	Retrains      []time.Time `json:"retrains,omitempty"`
+	RetrainLabels int64       `json:"retrain_labels,omitempty"`
+	Updated       time.Time   `json:"updated"`
+}
+
+// Alarm is a detector alarm and what arrived after it.
+type Alarm struct {
+	At        time.Time         `json:"at"`
+	Labels    int64             `json:"labels"` // MonitorState.Labels when it fired
+	By        string            `json:"by"`     // which statistic fired
+	Details   map[string]string `json:"details,omitempty"`
+	Standby   string            `json:"standby,omitempty"` // the standby the decision compares with
+	Rows      int64             `json:"rows"`              // post-alarm rows both models scored
+	LiveRight int64             `json:"live_right"`
+	StbyRight int64             `json:"standby_right"`
+	LiveOnly  int64             `json:"live_only"`
+	StbyOnly  int64             `json:"standby_only"`
+	Decided   string            `json:"decided,omitempty"` // rollback | drift, once decided
+	Acted     bool              `json:"acted,omitempty"`   // the action was taken (or refused for good)
+}
+
+// PutMonitorState records a pipeline's monitor state.
+func (tx *Tx) PutMonitorState(st MonitorState) error {
+	if err := tx.writable(); err != nil {
+		return err
+	}
+	if !ValidPipeline(st.Pipeline) {
+		return fmt.Errorf("monitor state of %q: %w", st.Pipeline, ErrInvalid)
+	}
+	st.Updated = tx.s.now().UTC().Round(0)
+	v, err := encodeRecord(st)
+	if err != nil {
+		return err
+	}
+	return tx.btx.Bucket(bucketMonitor).Put([]byte(st.Pipeline), v)
+}
+
+// MonitorState reads a pipeline's monitor state; ok is false when there is none.
+func (tx *Tx) MonitorState(pipeline string) (st MonitorState, ok bool, err error) {
+	v := tx.btx.Bucket(bucketMonitor).Get([]byte(pipeline))
+	if v == nil {
+		return st, false, nil
+	}
+	return st, true, decodeRecord(v, &st)
 }

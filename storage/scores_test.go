@@ -75,3 +75,26 @@ func TestSignalsSince(t *testing.T) {
 		t.Fatalf("signals since 09:00 = %+v, want hours 09 (9 requests) and 10 (3)", got)
 	}
 }
+
+func TestMonitorStateRoundTrip(t *testing.T) {
+	dir := t.TempDir()
+	s := storagetest.OpenAt(t, dir, storage.Options{Now: fixedClock()})
+	var ok bool
+	_ = s.View(func(tx *storage.Tx) (err error) { _, ok, err = tx.MonitorState("iris"); return err })
+	if ok {
+		t.Fatal("monitor state of a new pipeline exists")
+	}
+	want := storage.MonitorState{Pipeline: "iris", Model: "iris/m3", Labels: 120, Detector: []byte(`{"s":[1.5,0]}`),
+		Alarm: &storage.Alarm{By: "cusum", Labels: 100, LiveOnly: 3, StbyOnly: 9}}
+	mustUpdate(t, s, func(tx *storage.Tx) error { return tx.PutMonitorState(want) })
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = storagetest.OpenAt(t, dir, storage.Options{Now: fixedClock()})
+	var got storage.MonitorState
+	_ = s.View(func(tx *storage.Tx) (err error) { got, ok, err = tx.MonitorState("iris"); return err })
+	got.Updated = time.Time{}
+	if !ok || got.Model != want.Model || string(got.Detector) != string(want.Detector) || got.Alarm == nil || !cmp.Equal(*got.Alarm, *want.Alarm) {
+		t.Errorf("monitor state read back = %+v (ok %v), want %+v", got, ok, want)
+	}
+}
