@@ -58,7 +58,7 @@ func listSegments(dir string) ([]uint64, error) {
 
 // An index file (<segment>.idx) is written once a segment is closed:
 //
-//	0  "KILNIX\0\2"
+//	0  "KILNIX\0\3" (3: idHash finished with mix64)
 //	8  u64 length of the segment it covers
 //	16 i64 earliest record time, 24 i64 latest (unix nanoseconds)
 //	32 u32 records n, 36 u32 input files m
@@ -70,7 +70,7 @@ func listSegments(dir string) ([]uint64, error) {
 // length all agree, so a torn index or one left from before a purge
 // rewrote its segment is never used.
 const (
-	idxMagic  = "KILNIX\x00\x02"
+	idxMagic  = "KILNIX\x00\x03"
 	idxHeader = 40
 )
 

@@ -48,7 +48,7 @@ func (p InputPolicy) keeps(id []byte) bool {
 	// FNV's high bits mix poorly for short keys that differ at the end
 	// (generated ids are a prefix and a counter): a finalizer spreads them
 	// before the top 53 bits are read as a fraction in [0, 1).
-	return float64(mix64(idHash(id))>>11)/(1<<53) < p.Sample
+	return float64(idHash(id)>>11)/(1<<53) < p.Sample
 }
 
 // mix64 is MurmurHash3's 64-bit finalizer.
