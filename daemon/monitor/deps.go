@@ -83,6 +83,7 @@ type Deps struct {
 	Serving  ServingFunc
 	Feedback FeedbackSource
 	Log      PredictionLog
+	Actions  Actions
 	Logger   *slog.Logger
 	// RowKey hashes a row's feature values the way ingest does, so a
 	// feedback row meets its training twin however its numbers are spelled
@@ -97,11 +98,20 @@ type pipelineSpec struct {
 	name, label, format, protocol, metric string
 	standbyStop                           bool
 	psiMax                                float64
+	degradation                           string
+	targetFalseAlarm                      float64
+	maxRetrains, minRows                  int
+	classes                               []string
+	probation                             time.Duration
+	cooldown                              time.Duration
 }
 
 func specOf(p *config.Pipeline) pipelineSpec {
 	s := pipelineSpec{name: p.Name, label: p.Data.Label, format: p.Data.Format, protocol: p.Serve.Protocol,
-		metric: p.Evaluate.Metric, standbyStop: p.Serve.Standby == config.StandbyStop, psiMax: 0.25}
+		metric: p.Evaluate.Metric, standbyStop: p.Serve.Standby == config.StandbyStop, psiMax: 0.25,
+		degradation: p.Triggers.Degradation, targetFalseAlarm: p.Monitor.TargetFalseAlarm,
+		maxRetrains: p.Monitor.MaxRetrainsPerDay, minRows: p.Triggers.NewData.MinRows, classes: p.Data.Validate.Labels,
+		probation: p.Monitor.Probation.Duration, cooldown: p.Monitor.Cooldown.Duration}
 	if d := p.Data.Validate.Drift; d != nil && d.PSIMax > 0 {
 		s.psiMax = d.PSIMax
 	}

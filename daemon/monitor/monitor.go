@@ -25,6 +25,7 @@ type Monitor struct {
 	wg      sync.WaitGroup
 
 	train *trainCache
+	stats statistics
 }
 
 // worker serialises one pipeline's scoring; kick wakes it.

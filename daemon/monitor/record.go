@@ -12,7 +12,7 @@ import (
 // and a feedback.scored event. A scoring already there (another worker, or
 // a retry after a commit whose answer was lost) is not an error: the labels
 // were counted once.
-func (m *Monitor) record(ctx context.Context, sc storage.Scoring) error {
+func (m *Monitor) record(ctx context.Context, spec pipelineSpec, sc storage.Scoring, obs []observation) error {
 	sc.Created = m.deps.Now().UTC()
 	details := map[string]string{"type": sc.Type, "metric": sc.Metric}
 	refs := []string{sc.Feedback}
@@ -57,6 +57,7 @@ func (m *Monitor) record(ctx context.Context, sc storage.Scoring) error {
 	if sc.Note != "" {
 		details["note"] = sc.Note
 	}
+	var st *storage.MonitorState
 	err := m.deps.Store.Update(ctx, func(tx *storage.Tx) error {
 		if err := tx.PutScoring(sc); err != nil {
 			return err
@@ -66,14 +67,22 @@ func (m *Monitor) record(ctx context.Context, sc storage.Scoring) error {
 				return err
 			}
 		}
-		_, err := tx.Append(storage.Event{Actor: "kilnd", Kind: "feedback.scored", Pipeline: sc.Pipeline, Refs: refs, Details: details})
+		if _, err := tx.Append(storage.Event{Actor: "kilnd", Kind: "feedback.scored", Pipeline: sc.Pipeline, Refs: refs, Details: details}); err != nil {
+			return err
+		}
+		var err error
+		st, err = m.advance(tx, spec, sc, obs)
 		return err
 	})
 	if errors.Is(err, storage.ErrExists) {
 		return nil
 	}
-	if err == nil {
-		m.log.Info("feedback scored", "pipeline", sc.Pipeline, "dataset", sc.Feedback, "details", details)
+	if err != nil {
+		return err
 	}
-	return err
+	m.log.Info("feedback scored", "pipeline", sc.Pipeline, "dataset", sc.Feedback, "details", details)
+	if st != nil && st.Alarm != nil && st.Alarm.Decided != "" && !st.Alarm.Acted {
+		m.act(ctx, spec, *st)
+	}
+	return nil
 }

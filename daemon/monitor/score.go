@@ -30,16 +30,17 @@ func (m *Monitor) scoreVersion(ctx context.Context, spec pipelineSpec, d storage
 		return fmt.Errorf("serving of %s: %w", spec.name, err)
 	}
 	sc := storage.Scoring{Feedback: d.ID, Pipeline: spec.name, Type: d.Feedback, Metric: spec.metric, Arrived: d.Created}
+	var obs []observation
 	switch d.Feedback {
 	case storage.FeedbackRows:
-		err = m.scoreRows(ctx, spec, fb, live, standby, &sc)
+		obs, err = m.scoreRows(ctx, spec, fb, live, standby, &sc)
 	case storage.FeedbackLabels:
-		err = m.scoreLabels(ctx, spec, d, fb, live, standby, &sc)
+		obs, err = m.scoreLabels(ctx, spec, d, fb, live, standby, &sc)
 	}
 	if err != nil {
 		return fmt.Errorf("score feedback %s: %w", d.ID, err)
 	}
-	return m.record(ctx, sc)
+	return m.record(ctx, spec, sc, obs)
 }
 
 // scored is one labelled row as seen by up to two models.
@@ -55,10 +56,10 @@ type scored struct {
 // second.
 type pair [2]Backend
 
-func (m *Monitor) scoreRows(ctx context.Context, spec pipelineSpec, fb *Feedback, live, standby Backend, sc *storage.Scoring) error {
+func (m *Monitor) scoreRows(ctx context.Context, spec pipelineSpec, fb *Feedback, live, standby Backend, sc *storage.Scoring) ([]observation, error) {
 	if live == nil {
 		sc.Note = "no live model when the feedback arrived; nothing scored"
-		return nil
+		return nil, nil
 	}
 	models := pair{live, standby}
 	rows := make([]scored, len(fb.Rows))
@@ -72,7 +73,7 @@ func (m *Monitor) scoreRows(ctx context.Context, spec pipelineSpec, fb *Feedback
 		}
 		keep, n, err := m.unseen(b.Model(), spec, fb.Columns, rows)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		excluded[k] = n
 		var batch [][]string
@@ -81,7 +82,7 @@ func (m *Monitor) scoreRows(ctx context.Context, spec pipelineSpec, fb *Feedback
 		}
 		preds, err := contract.Predict(ctx, b.DialContext, spec.protocol, spec.name, batch)
 		if err != nil {
-			return fmt.Errorf("model %s: %w", b.Model(), err)
+			return nil, fmt.Errorf("model %s: %w", b.Model(), err)
 		}
 		for j, i := range keep {
 			rows[i].answer[k], rows[i].has[k] = preds[j], true
@@ -114,7 +115,8 @@ func (m *Monitor) unseen(model string, spec pipelineSpec, cols []string, rows []
 
 // tally fills sc from rows: a ModelScore per model, the paired outcomes and
 // the per-row outcome stream.
-func tally(spec pipelineSpec, sc *storage.Scoring, models pair, rows []scored, excluded [2]int64, scoredBy func(scored, int) bool) error {
+func tally(spec pipelineSpec, sc *storage.Scoring, models pair, rows []scored, excluded [2]int64, scoredBy func(scored, int) bool) ([]observation, error) {
+	var obs []observation
 	var ms [2]storage.ModelScore
 	var right [2][]bool
 	classify := !contract.LowerIsBetter(spec.metric)
@@ -130,7 +132,7 @@ func tally(spec pipelineSpec, sc *storage.Scoring, models pair, rows []scored, e
 			in[k] = true
 			correct, absErr, err := contract.RowOutcome(spec.metric, r.label, r.answer[k])
 			if err != nil {
-				return fmt.Errorf("model %s: %w", models[k].Model(), err)
+				return nil, fmt.Errorf("model %s: %w", models[k].Model(), err)
 			}
 			ok[k] = correct
 			s := &ms[k]
@@ -181,6 +183,7 @@ func tally(spec pipelineSpec, sc *storage.Scoring, models pair, rows []scored, e
 			o |= storage.OutcomeLiveOnly
 		}
 		sc.Outcomes = append(sc.Outcomes, o)
+		obs = append(obs, observation{live: ok[0], standby: ok[1], paired: in[1], class: strings.TrimSpace(r.label)})
 	}
 	roles := [2]string{"live", "standby"}
 	for k, b := range models {
@@ -200,7 +203,14 @@ func tally(spec pipelineSpec, sc *storage.Scoring, models pair, rows []scored, e
 	if paired.Rows > 0 {
 		sc.Paired = &paired
 	}
-	return nil
+	return obs, nil
+}
+
+// observation is one labelled row as the detector sees it: whether the live
+// model was right, whether the standby was (when paired), and the true class.
+type observation struct {
+	live, standby, paired bool
+	class                 string
 }
 
 // splitRowID splits "<request-id>:<row>" (a bare id is row 0).
@@ -227,7 +237,7 @@ type request struct {
 // model when the answering one has become the standby since), so both are
 // scored on the same rows. Rows with their inputs become a joined feedback
 // version, so retraining never needs the expiring log.
-func (m *Monitor) scoreLabels(ctx context.Context, spec pipelineSpec, d storage.Dataset, fb *Feedback, live, standby Backend, sc *storage.Scoring) error {
+func (m *Monitor) scoreLabels(ctx context.Context, spec pipelineSpec, d storage.Dataset, fb *Feedback, live, standby Backend, sc *storage.Scoring) ([]observation, error) {
 	if err := m.deps.Log.Flush(ctx, spec.name); err != nil {
 		m.log.Warn("flush prediction log before a join", "pipeline", spec.name, "err", err)
 	}
@@ -287,7 +297,7 @@ func (m *Monitor) scoreLabels(ctx context.Context, spec pipelineSpec, d storage.
 	}
 	if len(hits) == 0 {
 		sc.Note = "no label matched a logged prediction"
-		return nil
+		return nil, nil
 	}
 	// The model that answered most of the matched rows is scored first;
 	// rows another model answered (a flip between them) are its own.
@@ -337,14 +347,14 @@ func (m *Monitor) scoreLabels(ctx context.Context, spec pipelineSpec, d storage.
 		}
 		ti, err := m.train.get(b.Model(), spec)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if cols == nil {
 			cols = ti.columns
 		}
 		keep, n, err := m.unseen(b.Model(), spec, ti.columns, rows)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		excluded[k] = n
 		if k == 0 {
@@ -375,14 +385,15 @@ func (m *Monitor) scoreLabels(ctx context.Context, spec pipelineSpec, d storage.
 		}
 		preds, err := contract.Predict(ctx, b.DialContext, spec.protocol, spec.name, batch)
 		if err != nil {
-			return fmt.Errorf("replay through %s: %w", b.Model(), err)
+			return nil, fmt.Errorf("replay through %s: %w", b.Model(), err)
 		}
 		for j, i := range at {
 			rows[i].answer[1], rows[i].has[1] = preds[j], true
 		}
 	}
-	if err := tally(spec, sc, models, rows, excluded, func(r scored, k int) bool { return r.has[k] }); err != nil {
-		return err
+	obs, err := tally(spec, sc, models, rows, excluded, func(r scored, k int) bool { return r.has[k] })
+	if err != nil {
+		return nil, err
 	}
 	// The joined version: every matched row whose input the log kept.
 	var jrows [][]string
@@ -396,11 +407,11 @@ func (m *Monitor) scoreLabels(ctx context.Context, spec pipelineSpec, d storage.
 	if len(jrows) > 0 && cols != nil {
 		j, err := m.deps.Feedback.CommitJoined(ctx, spec.name, d.ID, cols, jrows, jlabels)
 		if err != nil {
-			return fmt.Errorf("record joined rows: %w", err)
+			return nil, fmt.Errorf("record joined rows: %w", err)
 		}
 		join.Joined = j.ID
 	}
-	return nil
+	return obs, nil
 }
 
 // request looks a request id up once and decodes its answer and inputs.

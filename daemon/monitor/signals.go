@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"math"
+	"math/bits"
 	"slices"
 	"strconv"
 	"strings"
@@ -31,7 +32,14 @@ const signalLookback = 24 * time.Hour
 const minPSIValues = 50
 
 // maxHourValues bounds the values kept per feature and hour.
-const maxHourValues = 20000
+const maxHourValues = 5000
+
+// sampledPerHour is how many requests an hour have their answer parsed and
+// their input decoded: the class mix and the PSI are estimates from a
+// systematic sample (the first requests of each hour, then every k-th), so
+// a busy endpoint's log costs a bounded pass; counts of requests and rows
+// are exact.
+const sampledPerHour = 1000
 
 func (m *Monitor) runSignals(ctx context.Context) {
 	t := time.NewTimer(time.Minute) // let the start settle first
@@ -60,6 +68,7 @@ func (m *Monitor) runSignals(ctx context.Context) {
 // hourAgg gathers one hour of the log.
 type hourAgg struct {
 	requests, rows int64
+	sampled        int64
 	models         map[string]int64
 	classes        map[string]int64
 	values         map[string][]float64
@@ -100,12 +109,18 @@ func (m *Monitor) Signals(ctx context.Context, pipeline string) error {
 			hours[h] = a
 		}
 		a.requests++
+		a.rows += int64(r.Rows)
 		a.models[r.Model]++
+		// Past the first sampledPerHour requests, every k-th, k doubling
+		// as the hour fills: a bounded sample spread over the hour.
+		if n := a.requests; n > sampledPerHour && n%(1<<bits.Len64(uint64(n/sampledPerHour))) != 0 {
+			return nil
+		}
+		a.sampled++
 		preds, err := contract.ParseAnswer(r.Protocol, r.Output)
 		if err != nil {
 			return nil // an answer kiln cannot read says nothing of the mix
 		}
-		a.rows += int64(len(preds))
 		if !contract.LowerIsBetter(spec.metric) {
 			for _, p := range preds {
 				a.classes[strings.TrimSpace(p)]++
