@@ -397,7 +397,7 @@ func TestFlipUnderLoad(t *testing.T) {
 }
 
 func TestBackendFailures(t *testing.T) {
-	te := startEndpoint(t, Options{Timeout: 300 * time.Millisecond})
+	te := startEndpoint(t, Options{Timeout: 300 * time.Millisecond, PredLogDir: shortDir(t), Pipeline: "iris"})
 	b := startBackend(t, "iris/m3")
 	release := make(chan struct{})
 	b.handler = func(w http.ResponseWriter, r *http.Request) {
@@ -425,6 +425,22 @@ func TestBackendFailures(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", path, err)
 		}
+		defer func() {
+			// The failure is in the prediction log too: the monitor's
+			// probation counts a model's failures from it.
+			if err := te.FlushLog(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			r, err := OpenLogReader(te.logDir, "iris")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			rec, err := r.Lookup(res.Header.Get(hdrRequestID))
+			if err != nil || rec.Status != want || rec.Model != "iris/m3" {
+				t.Errorf("%s: logged %+v, %v; want status %d for iris/m3", path, rec, err, want)
+			}
+		}()
 		body, _ := io.ReadAll(res.Body)
 		res.Body.Close()
 		var eb errorBody

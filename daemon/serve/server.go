@@ -206,7 +206,13 @@ func (c *conn) serveOne() bool {
 			status = http.StatusGatewayTimeout
 		}
 		e.warn("backend failed", "model", rt.model, "request_id", string(req.id), "err", err)
-		return c.writeError(status, rt.model, fmt.Sprintf("model %s: %v", rt.model, err), false)
+		msg := fmt.Sprintf("model %s: %v", rt.model, err)
+		// A failed request is logged too (status 502/504, the error as its
+		// output): the monitor's probation reads the model's failure rate
+		// from the log.
+		x.status, c.out, x.outTruncated = status, append(c.out[:0], msg...), false
+		c.logAnswer(&x)
+		return c.writeError(status, rt.model, msg, false)
 	}
 	e.requests.Add(1)
 	if cap(c.out) > 64<<10 {
