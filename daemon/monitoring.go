@@ -119,7 +119,7 @@ func (l *predictionLogs) Scan(p string, since time.Time, fn func(monitor.Logged)
 
 func logged(r serve.Record) monitor.Logged {
 	out := monitor.Logged{Model: r.Model, Protocol: r.Protocol, ContentType: r.ContentType, Time: r.Time,
-		Status: r.Status, Rows: r.Rows, Output: r.Output, Truncated: r.OutputTruncated}
+		Status: r.Status, LatencyUS: r.LatencyUS, Rows: r.Rows, Output: r.Output, Truncated: r.OutputTruncated}
 	if r.InputKept {
 		out.Input = r.Input
 	}

@@ -56,6 +56,7 @@ type Logged struct {
 	Model, Protocol, ContentType string
 	Time                         time.Time
 	Status                       int
+	LatencyUS                    int64
 	Rows                         int
 	Input                        []byte // nil when the log kept no input
 	Output                       []byte

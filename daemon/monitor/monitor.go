@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -64,6 +65,11 @@ func (m *Monitor) Start(ctx context.Context, specs map[string]*config.Pipeline) 
 			// Released feedback (a person admitted a quarantined version)
 			// is scored like accepted feedback.
 			if (e.Kind == "dataset.accepted" || e.Kind == "dataset.released") && e.Details["kind"] == string(storage.KindFeedback) {
+				m.kick(e.Pipeline)
+			}
+			// A promotion starts a probation; any model change may
+			// settle an alarm waiting on a cooldown.
+			if strings.HasPrefix(e.Kind, "model.") {
 				m.kick(e.Pipeline)
 			}
 		}
@@ -147,12 +153,24 @@ func (m *Monitor) runWorker(ctx context.Context, pipeline string, w *worker) {
 	backoff := retryMin
 	retry := time.NewTimer(time.Hour)
 	retry.Stop()
+	probe := time.NewTimer(time.Hour)
+	probe.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-w.kick:
 		case <-retry.C:
+		case <-probe.C:
+		}
+		if spec, ok := m.spec(pipeline); ok {
+			on, err := m.probe(ctx, spec)
+			if err != nil {
+				log.Warn("probation check", "err", err)
+			}
+			if pending := m.settle(ctx, spec); on || pending {
+				probe.Reset(probationEvery)
+			}
 		}
 		err := m.scoreBacklog(ctx, pipeline)
 		if err == nil || ctx.Err() != nil {

@@ -84,5 +84,12 @@ func (m *Monitor) record(ctx context.Context, spec pipelineSpec, sc storage.Scor
 	if st != nil && st.Alarm != nil && st.Alarm.Decided != "" && !st.Alarm.Acted {
 		m.act(ctx, spec, *st)
 	}
+	if st != nil && st.Alarm != nil && st.Alarm.Decided == "" && spec.standbyStop && m.deps.Actions != nil {
+		// The decision compares with the standby on post-alarm rows: with
+		// standby: stop it must run again (until the next switch).
+		if err := m.deps.Actions.EnsureStandby(ctx, spec.name); err != nil {
+			m.log.Warn("start the standby for the decision", "pipeline", spec.name, "err", err)
+		}
+	}
 	return nil
 }

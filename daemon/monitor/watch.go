@@ -29,8 +29,9 @@ import (
 // Actions are what the monitor may ask of a pipeline; the daemon maps them
 // onto the pipeline controller's commands, with kilnd as the actor.
 type Actions interface {
-	// Rollback flips to the standby unless the live model is no longer from.
-	Rollback(ctx context.Context, pipeline, from, reason string, details map[string]string) error
+	// Rollback flips to the standby unless the live model is no longer
+	// from; trigger is "monitor" or "probation".
+	Rollback(ctx context.Context, pipeline, from, trigger, reason string, details map[string]string) error
 	// Retrain starts one run on the spec's window plus the labelled feedback.
 	Retrain(ctx context.Context, pipeline, reason string, details map[string]string) (run string, err error)
 	// EnsureStandby starts a stopped standby so the decision can compare.
@@ -82,9 +83,9 @@ func (m *Monitor) advance(tx *storage.Tx, spec pipelineSpec, sc storage.Scoring,
 		return nil, err
 	}
 	if !ok || st.Model != live {
-		retrains, at := st.Retrains, st.RetrainLabels
-		st = storage.MonitorState{Pipeline: spec.name, Model: live, Since: since, Retrains: retrains}
-		_ = at // the retrain label mark belongs to the model it was counted on
+		// A new live model is watched afresh; the daily retrain count
+		// belongs to the pipeline and stays.
+		st = storage.MonitorState{Pipeline: spec.name, Model: live, Since: since, Retrains: st.Retrains}
 	}
 	det, err := m.stats.detector(spec, st.Detector)
 	if err != nil {
@@ -194,18 +195,18 @@ func (m *Monitor) act(ctx context.Context, spec pipelineSpec, st storage.Monitor
 	details := decisionDetails(a, st.Model)
 	log := m.log.With("pipeline", spec.name, "model", st.Model)
 	var err error
-	closeAlarm := true
+	closeAlarm, retrained := true, false
 	switch a.Decided {
 	case "rollback":
 		reason := fmt.Sprintf("the standby %s is better on the same rows since the alarm (%s)", a.Standby, a.By)
-		err = m.deps.Actions.Rollback(ctx, spec.name, st.Model, reason, details)
+		err = m.deps.Actions.Rollback(ctx, spec.name, st.Model, "monitor", reason, details)
 		if err == nil {
 			log.Warn("rolled back on the monitor's decision", "to", a.Standby, "details", details)
 		}
 	case "drift":
 		m.event(ctx, spec.name, "monitor.drift_detected", []string{st.Model}, with(details, "decision", decisionNote(a)))
 		if spec.degradation == "retrain" {
-			err = m.retrain(ctx, spec, st, details)
+			retrained, err = m.retrain(ctx, spec, st, details)
 		}
 	}
 	switch {
@@ -227,7 +228,7 @@ func (m *Monitor) act(ctx context.Context, spec pipelineSpec, st storage.Monitor
 			return err
 		}
 		cur.Alarm, cur.Detector, cur.Paired = nil, nil, nil
-		if a.Decided == "drift" && err == nil {
+		if retrained {
 			cur.Retrains = append(cur.Retrains, m.deps.Now().UTC())
 			cur.RetrainLabels = cur.Labels
 		}
@@ -246,7 +247,7 @@ func decisionNote(a *storage.Alarm) string {
 }
 
 // retrain starts one run for a drift alarm, within max_retrains_per_day.
-func (m *Monitor) retrain(ctx context.Context, spec pipelineSpec, st storage.MonitorState, details map[string]string) error {
+func (m *Monitor) retrain(ctx context.Context, spec pipelineSpec, st storage.MonitorState, details map[string]string) (bool, error) {
 	now := m.deps.Now()
 	today := 0
 	for _, t := range st.Retrains {
@@ -257,18 +258,19 @@ func (m *Monitor) retrain(ctx context.Context, spec pipelineSpec, st storage.Mon
 	if today >= spec.maxRetrains {
 		m.event(ctx, spec.name, "monitor.retrain_skipped", []string{st.Model},
 			with(details, "why", fmt.Sprintf("%d automatic retrains in the last 24h (monitor.max_retrains_per_day %d)", today, spec.maxRetrains)))
-		return nil
+		return false, nil
 	}
 	if len(st.Retrains) > 0 && st.Labels-st.RetrainLabels < int64(spec.minRows) {
 		m.event(ctx, spec.name, "monitor.retrain_skipped", []string{st.Model},
 			with(details, "why", fmt.Sprintf("%d labels since the last retrain; triggers.new_data.min_rows is %d", st.Labels-st.RetrainLabels, spec.minRows)))
-		return nil
+		return false, nil
 	}
 	run, err := m.deps.Actions.Retrain(ctx, spec.name, "the live model degraded and the standby is not better: concept drift", details)
-	if err == nil {
-		m.log.Info("retraining on drift", "pipeline", spec.name, "run", run)
+	if err != nil {
+		return false, err
 	}
-	return err
+	m.log.Info("retraining on drift", "pipeline", spec.name, "run", run)
+	return true, nil
 }
 
 func (m *Monitor) event(ctx context.Context, p, kind string, refs []string, details map[string]string) {
@@ -278,4 +280,24 @@ func (m *Monitor) event(ctx context.Context, p, kind string, refs []string, deta
 	}); err != nil {
 		m.log.Warn("record event", "kind", kind, "err", err)
 	}
+}
+
+// settle acts on an alarm that was decided but not acted on: the action
+// was deferred (a cooldown), or kilnd stopped between the decision and the
+// action. Rollback is void once the live model changed, so acting twice is
+// harmless.
+// It reports whether an alarm is still waiting to be acted on.
+func (m *Monitor) settle(ctx context.Context, spec pipelineSpec) (pending bool) {
+	if m.deps.Actions == nil {
+		return false
+	}
+	read := func() (st storage.MonitorState, ok bool) {
+		_ = m.deps.Store.View(func(tx *storage.Tx) (err error) { st, ok, err = tx.MonitorState(spec.name); return err })
+		return st, ok && st.Alarm != nil && st.Alarm.Decided != "" && !st.Alarm.Acted
+	}
+	if st, ok := read(); ok {
+		m.act(ctx, spec, st)
+	}
+	_, pending = read()
+	return pending
 }
