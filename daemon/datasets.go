@@ -38,7 +38,7 @@ func (d *Daemon) handleDatasets(w http.ResponseWriter, r *http.Request) {
 
 func datasetView(x storage.Dataset) api.Dataset {
 	v := api.Dataset{ID: x.ID, Pipeline: x.Pipeline, Kind: string(x.Kind), State: string(x.State), Created: x.Created,
-		Digest: x.Digest, Rows: x.Rows, Files: []api.DatasetFile{}, ReleasedBy: x.Released}
+		Digest: x.Digest, Rows: x.Rows, Files: []api.DatasetFile{}, ReleasedBy: x.Released, Suspect: x.Suspect}
 	for _, f := range ingest.DataFiles(x) {
 		v.Files = append(v.Files, api.DatasetFile{Path: f.Path, Size: f.Blob.Size, Digest: f.Blob.Digest})
 	}
@@ -91,8 +91,8 @@ func (d *Daemon) handleDataset(w http.ResponseWriter, r *http.Request) {
 	localapi.WriteJSON(w, http.StatusOK, out)
 }
 
-// handleDatasetRelease re-admits a quarantined batch, recorded with the
-// caller's uid.
+// handleDatasetRelease re-admits a quarantined batch, or a suspect version back into
+// training windows, recorded with the caller's uid.
 func (d *Daemon) handleDatasetRelease(w http.ResponseWriter, r *http.Request) {
 	id := datasetID(r)
 	x, err := d.ingest.Release(r.Context(), id, actorFrom(r.Context()))

@@ -37,6 +37,13 @@ func (d *Daemon) modelRoutes() []localapi.Route {
 	}
 }
 
+// personRequest is the pipeline command of the person calling: their uid,
+// trigger manual, and the optional ?reason= (one line, kept in the events).
+func personRequest(r *http.Request, pipe string) pipeline.Request {
+	reason, _, _ := strings.Cut(r.URL.Query().Get("reason"), "\n")
+	return pipeline.Request{Pipeline: pipe, Actor: actorFrom(r.Context()), Trigger: pipeline.TriggerManual, Reason: reason}
+}
+
 // idFrom joins the {pipeline}/{id} path values into a short ID.
 func idFrom(r *http.Request) string { return r.PathValue("pipeline") + "/" + r.PathValue("id") }
 
@@ -103,7 +110,7 @@ func (d *Daemon) handleRun(w http.ResponseWriter, r *http.Request) {
 }
 
 func (d *Daemon) handleRunCancel(w http.ResponseWriter, r *http.Request) {
-	if err := d.pipes.Cancel(r.Context(), idFrom(r), actorFrom(r.Context())); err != nil {
+	if err := d.pipes.Cancel(r.Context(), personRequest(r, ""), idFrom(r)); err != nil {
 		writeStoreError(w, err)
 		return
 	}
@@ -160,7 +167,7 @@ func (d *Daemon) handleModel(w http.ResponseWriter, r *http.Request) {
 
 func (d *Daemon) handlePromote(w http.ResponseWriter, r *http.Request) {
 	force := r.URL.Query().Get("force") == "1"
-	if err := d.pipes.Promote(r.Context(), idFrom(r), force, actorFrom(r.Context())); err != nil {
+	if err := d.pipes.Promote(r.Context(), personRequest(r, ""), idFrom(r), force); err != nil {
 		writeStoreError(w, err)
 		return
 	}
@@ -168,17 +175,24 @@ func (d *Daemon) handlePromote(w http.ResponseWriter, r *http.Request) {
 }
 
 func (d *Daemon) handleTrain(w http.ResponseWriter, r *http.Request) {
-	run, err := d.pipes.Train(r.Context(), r.PathValue("name"), actorFrom(r.Context()))
+	t, err := d.pipes.Train(r.Context(), personRequest(r, r.PathValue("name")))
 	if err != nil {
 		writeStoreError(w, err)
 		return
 	}
-	localapi.WriteJSON(w, http.StatusOK, api.TrainResult{Run: run})
+	localapi.WriteJSON(w, http.StatusOK, api.TrainResult{Run: t.Run, Queued: t.Queued, Behind: t.Behind})
 }
 
 func (d *Daemon) handleRollback(w http.ResponseWriter, r *http.Request) {
 	p := r.PathValue("name")
-	if err := d.pipes.Rollback(r.Context(), p, r.URL.Query().Get("to"), actorFrom(r.Context())); err != nil {
+	req := personRequest(r, p)
+	var err error
+	if to := r.URL.Query().Get("to"); to != "" {
+		err = d.pipes.RollbackTo(r.Context(), req, to)
+	} else {
+		err = d.pipes.Rollback(r.Context(), req, "")
+	}
+	if err != nil {
 		writeStoreError(w, err)
 		return
 	}
@@ -192,7 +206,7 @@ func (d *Daemon) handlePin(w http.ResponseWriter, r *http.Request) {
 		localapi.WriteError(w, http.StatusBadRequest, "pin wants a body {\"model\": \"P/mN\"}")
 		return
 	}
-	if err := d.pipes.Pin(r.Context(), p, req.Model, actorFrom(r.Context())); err != nil {
+	if err := d.pipes.Pin(r.Context(), personRequest(r, p), req.Model); err != nil {
 		writeStoreError(w, err)
 		return
 	}
@@ -201,7 +215,7 @@ func (d *Daemon) handlePin(w http.ResponseWriter, r *http.Request) {
 
 func (d *Daemon) handleUnpin(w http.ResponseWriter, r *http.Request) {
 	p := r.PathValue("name")
-	if err := d.pipes.Unpin(r.Context(), p, actorFrom(r.Context())); err != nil {
+	if err := d.pipes.Unpin(r.Context(), personRequest(r, p)); err != nil {
 		writeStoreError(w, err)
 		return
 	}

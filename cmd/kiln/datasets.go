@@ -10,7 +10,7 @@ import (
 type datasetsCmd struct {
 	List    datasetsListCmd    `cmd:"" default:"withargs" help:"List dataset versions and quarantined batches (the default)."`
 	Show    datasetsShowCmd    `cmd:"" help:"Show one dataset: manifest, validation report, lineage."`
-	Release datasetsReleaseCmd `cmd:"" help:"Re-admit a quarantined batch; recorded with your uid."`
+	Release datasetsReleaseCmd `cmd:"" help:"Re-admit a quarantined batch, or a suspect version into training windows; recorded with your uid."`
 }
 
 type datasetsListCmd struct {
@@ -26,10 +26,10 @@ func (c datasetsListCmd) Run(e *cmdEnv) error {
 		return writeJSON(e.out, ds)
 	}
 	tw := table(e.out)
-	fmt.Fprintln(tw, "DATASET\tKIND\tSTATE\tCREATED\tROWS\tFILES\tDIGEST\tREASON")
+	fmt.Fprintln(tw, "DATASET\tKIND\tSTATE\tCREATED\tROWS\tFILES\tDIGEST\tSUSPECT\tREASON")
 	for _, d := range ds {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", d.ID, d.Kind, d.State, d.Created.Format("2006-01-02 15:04:05"),
-			d.Rows, len(d.Files), orDash(shortDigest(d.Digest)), d.Reason)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", d.ID, d.Kind, d.State, d.Created.Format("2006-01-02 15:04:05"),
+			d.Rows, len(d.Files), orDash(shortDigest(d.Digest)), orDash(d.Suspect), d.Reason)
 	}
 	return tw.Flush()
 }
@@ -56,6 +56,9 @@ func (c datasetsShowCmd) Run(e *cmdEnv) error {
 	}
 	if d.ReleasedBy != "" {
 		row(tw, "released by", d.ReleasedBy)
+	}
+	if d.Suspect != "" {
+		row(tw, "suspect", "trained "+d.Suspect+", which was rolled back; out of training windows until kiln datasets release "+d.ID)
 	}
 	if d.QuarantineDir != "" {
 		row(tw, "quarantine", d.QuarantineDir+" (REASON.json beside the batch)")
@@ -90,7 +93,7 @@ func lineageText(ns []api.LineageNode) string {
 }
 
 type datasetsReleaseCmd struct {
-	ID string `arg:"" help:"Quarantined dataset ID, e.g. pumps/d12."`
+	ID string `arg:"" help:"Quarantined or suspect dataset ID, e.g. pumps/d12."`
 }
 
 func (c datasetsReleaseCmd) Run(e *cmdEnv) error {
@@ -100,6 +103,10 @@ func (c datasetsReleaseCmd) Run(e *cmdEnv) error {
 	}
 	if e.json() {
 		return writeJSON(e.out, d)
+	}
+	if d.State != "released" { // a suspect version: admitted before, back in training windows now
+		fmt.Fprintf(e.out, "released %s (%d rows) as %s; it trains again\n", d.ID, d.Rows, d.ReleasedBy)
+		return nil
 	}
 	fmt.Fprintf(e.out, "released %s (%d rows) as %s; it was quarantined for: %s\n", d.ID, d.Rows, d.ReleasedBy, d.Reason)
 	return nil

@@ -62,6 +62,10 @@ func (c runsStartCmd) Run(e *cmdEnv) error {
 	if e.json() {
 		return writeJSON(e.out, r)
 	}
+	if r.Queued {
+		fmt.Fprintf(e.out, "run %s queued behind %s; it starts when that is done (kiln runs show %s)\n", r.Run, r.Behind, r.Run)
+		return nil
+	}
 	fmt.Fprintf(e.out, "run %s queued; follow it with: kiln logs %s -f\n", r.Run, r.Run)
 	return nil
 }

@@ -22,6 +22,9 @@ type Dataset struct {
 	Files      []DatasetFile `json:"files"`
 	Reason     string        `json:"reason,omitempty"` // why it was quarantined
 	ReleasedBy string        `json:"released_by,omitempty"`
+	// Suspect names the rolled-back model whose training window held this version and the
+	// restored model's did not: it stays out of training windows until released.
+	Suspect string `json:"suspect,omitempty"`
 }
 
 // DatasetFile is one dropped file of a dataset, or one of its parts.

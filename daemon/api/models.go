@@ -61,9 +61,14 @@ type PinRequest struct {
 	Model string `json:"model"`
 }
 
-// TrainResult answers POST /v1/pipelines/{name}/train.
+// TrainResult answers POST /v1/pipelines/{name}/train: the run recorded and,
+// when a run or evaluation was in flight, that it waits behind it (Behind
+// names what). Train, rollback, promote, pin, unpin and cancel take an
+// optional ?reason= kept in their events.
 type TrainResult struct {
-	Run string `json:"run"`
+	Run    string `json:"run"`
+	Queued bool   `json:"queued,omitempty"`
+	Behind string `json:"behind,omitempty"`
 }
 
 // LineageNode is one node reached from the asked-for ID.

@@ -22,17 +22,35 @@ const (
 	cmdCancel
 	cmdTrain
 	cmdBackends
+	cmdStandby
 )
 
+// command is one request to the loop; every kind carries its Request.
 type command struct {
-	kind    cmdKind
-	model   string
-	run     string
-	force   bool
-	actor   string
+	kind  cmdKind
+	req   Request
+	model string // promote, pin: the model; rollback: the target ("" = the standby)
+	from  string // rollback: the live model the caller acted on ("" = whichever)
+	run   string
+	force bool
+	// cmdTrain: an explicit window (explicit set), else the spec's.
+	datasets []string
+	explicit bool
+
 	reply   chan error
-	started chan string      // cmdTrain: the new run's ID
+	ticket  chan Ticket      // cmdTrain: the recorded run
 	serving chan ServingPair // cmdBackends: the live and standby backends
+	standby chan Backend     // cmdStandby: the started standby
+}
+
+// Ticket answers Train and Retrain: the run recorded for the request and,
+// when a flight was in progress, that it waits behind it.
+type Ticket struct {
+	Run    string
+	Queued bool
+	// Behind is what the queued run waits for: "run iris/r4", "the
+	// evaluation of iris/m3".
+	Behind string
 }
 
 // deployed is a model serving behind (or beside) the endpoint.
@@ -43,13 +61,24 @@ type deployed struct {
 }
 
 // flight is the one slow step a pipeline has under way: a run (then its
-// candidate's evaluation) or a manual promotion's evaluation.
+// candidate's evaluation) or a person's promotion's evaluation.
 type flight struct {
-	run     string // "" for a manual evaluation
+	run     string // "" for a promotion's evaluation
 	model   string // set once there is a candidate
+	req     Request
 	cancel  context.CancelFunc
-	reply   chan error // a person waiting on a manual promotion
+	reply   chan error // a person waiting on a promotion
 	attempt int
+
+	// Evaluation state, loop only. against is the live model the running
+	// evaluation scores the candidate against ("" when none was live).
+	// stale and void are set when the world changed under it: stale re-runs
+	// the evaluation against the new live model, void rejects the candidate.
+	evaluating bool
+	against    string
+	evalCancel context.CancelFunc
+	stale      string
+	void       string
 
 	// The worker sets training; the loop reads it to cancel. cancelled
 	// tells a worker that starts its container after a cancel to stop it.
@@ -84,16 +113,26 @@ type runResult struct {
 }
 
 type evalResult struct {
-	flight    *flight
-	model     string
-	cand      Serving
+	flight *flight
+	model  string
+	cand   Serving
+	// sets are the rows the candidate was gated on: the holdout, and the
+	// labelled feedback of an explicit window's feedback versions.
+	sets   []setScore
+	pass   bool
+	reason string
+	err    error
+}
+
+// setScore is the candidate and the live model scored on one set of rows.
+type setScore struct {
+	name      string // "holdout" or "feedback"
+	rows      int
 	score     float64
 	liveScore float64
 	hasLive   bool
-	rows      int
 	pass      bool
 	reason    string
-	err       error
 }
 
 // controller owns one pipeline. Fields below "loop state" are touched only
@@ -125,10 +164,20 @@ type controller struct {
 	live     *deployed
 	standby  *deployed
 	busy     *flight
-	pending  bool // a trigger arrived while busy
+	pending  bool       // new data arrived while busy: count it again after
+	queued   *queuedRun // at most one request waiting for the flight to end
 	debounce *time.Timer
 	sched    *time.Timer
 	pinned   string
+	// starting is the standby's container being started off the loop for
+	// EnsureStandby, nil when none is.
+	starting *standbyStart
+}
+
+// queuedRun is a recorded run (state queued) waiting for the flight.
+type queuedRun struct {
+	run string
+	req Request
 }
 
 func newController(deps Deps, spec *config.Pipeline, workers *sync.WaitGroup) *controller {
@@ -230,13 +279,16 @@ func (c *controller) run(parent context.Context) {
 			if d := c.currentSpec().Triggers.NewData.Debounce.Duration; d > 0 {
 				c.debounce.Reset(d)
 			} else {
-				c.maybeTrain(ctx, "new data")
+				c.maybeTrain(ctx)
 			}
 		case <-c.debounce.C:
-			c.maybeTrain(ctx, "new data")
+			c.maybeTrain(ctx)
 		case <-c.sched.C:
 			c.armSchedule()
-			c.startRun(ctx, "schedule", actorKilnd, nil)
+			req := kilndRequest(c.name, TriggerSchedule, "triggers.schedule "+c.currentSpec().Triggers.Schedule)
+			if _, err := c.startRun(ctx, req, nil, false); err != nil {
+				c.log.Info("scheduled run not started", "reason", err)
+			}
 		case cmd := <-c.cmdCh:
 			c.handle(ctx, cmd)
 		case r := <-c.results:
@@ -245,12 +297,14 @@ func (c *controller) run(parent context.Context) {
 				c.runDone(ctx, r)
 			case evalResult:
 				c.evalDone(ctx, r)
+			case *standbyStart:
+				c.standbyDone(ctx, r)
 			}
 		}
 	}
 }
 
-const actorKilnd = "kilnd"
+const actorKilnd = ActorKilnd
 
 func (c *controller) armSchedule() {
 	c.sched.Stop()
@@ -266,8 +320,13 @@ func (c *controller) armSchedule() {
 	c.sched.Reset(time.Until(cr.Next(c.now())))
 }
 
-// maybeTrain starts a run when enough new rows arrived since the last one.
-func (c *controller) maybeTrain(ctx context.Context, why string) {
+// maybeTrain starts a run when enough new rows arrived since the last one;
+// while busy it remembers to count again when the flight ends.
+func (c *controller) maybeTrain(ctx context.Context) {
+	if c.busy != nil {
+		c.pending = true
+		return
+	}
 	spec := c.currentSpec()
 	newRows, err := c.newRows()
 	if err != nil {
@@ -280,37 +339,50 @@ func (c *controller) maybeTrain(ctx context.Context, why string) {
 		}
 		return
 	}
-	c.startRun(ctx, why, actorKilnd, nil)
+	req := kilndRequest(c.name, TriggerNewData, fmt.Sprintf("%d new rows", newRows))
+	if _, err := c.startRun(ctx, req, nil, false); err != nil {
+		c.log.Info("run on new data not started", "reason", err)
+	}
 }
 
-// handle carries out a person's command.
+// handle carries out a command, a person's or automation's.
 func (c *controller) handle(ctx context.Context, cmd command) {
+	if cmd.kind != cmdBackends && cmd.kind != cmdStandby {
+		var err error
+		if cmd.req, err = cmd.req.check(); err != nil {
+			cmd.reply <- err
+			return
+		}
+	}
 	var err error
 	switch cmd.kind {
 	case cmdTrain:
-		if c.busy != nil {
-			err = fmt.Errorf("%w: %s is busy with %s", ErrConflict, c.name, c.busy.describe())
-			break
+		var t Ticket
+		if err = c.guard(cmd.req, opTrain); err == nil {
+			t, err = c.startRun(ctx, cmd.req, cmd.datasets, cmd.explicit)
 		}
-		c.startRun(ctx, "manual", cmd.actor, cmd.started)
-		if c.busy == nil {
-			err = fmt.Errorf("run for %s not started; see kiln events", c.name)
+		if err == nil {
+			cmd.ticket <- t
 		}
 	case cmdCancel:
-		err = c.cancelRun(ctx, cmd.run, cmd.actor)
+		err = c.cancelRun(ctx, cmd.run, cmd.req, "")
 	case cmdPromote:
 		err = c.promoteCmd(ctx, cmd)
 		if err == nil && !cmd.force {
 			return // answered when the evaluation ends
 		}
 	case cmdRollback:
-		err = c.rollback(ctx, cmd.model, cmd.actor, "manual rollback")
+		err = c.rollback(ctx, cmd.req, cmd.from, cmd.model)
 	case cmdPin:
-		err = c.pin(ctx, cmd.model, cmd.actor)
+		err = c.pin(ctx, cmd.model, cmd.req)
 	case cmdUnpin:
-		err = c.unpin(ctx, cmd.actor)
+		err = c.unpin(ctx, cmd.req)
 	case cmdBackends:
 		cmd.serving <- c.servingPair()
+	case cmdStandby:
+		if err = c.ensureStandby(ctx, cmd); err == nil {
+			return // answered now or once the container is ready
+		}
 	}
 	cmd.reply <- err
 }
@@ -349,8 +421,13 @@ func (c *controller) setLive(d *deployed) {
 func (c *controller) shutdownRemoved(ctx context.Context) {
 	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
+	req := kilndRequest(c.name, "reload", "spec removed")
+	c.pending = false
+	if q := c.queued; q != nil {
+		_ = c.cancelRun(stopCtx, q.run, req, "the pipeline's spec was removed")
+	}
 	if c.busy != nil && c.busy.run != "" {
-		_ = c.cancelRun(stopCtx, c.busy.run, actorKilnd)
+		_ = c.cancelRun(stopCtx, c.busy.run, req, "the pipeline's spec was removed")
 	}
 	if c.busy != nil && c.busy.cancel != nil {
 		c.busy.cancel()

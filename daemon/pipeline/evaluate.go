@@ -4,9 +4,12 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"strings"
 
+	"github.com/kiln-edge/kiln/daemon/config"
 	"github.com/kiln-edge/kiln/daemon/contract"
+	"github.com/kiln-edge/kiln/storage"
 )
 
 // Backend is one model's serving container, as the evaluator and the
@@ -30,4 +33,268 @@ func predict(ctx context.Context, b Backend, protocol, pipeline string, rows [][
 func firstLine(s string) string {
 	line, _, _ := strings.Cut(strings.TrimSpace(s), "\n")
 	return line
+}
+
+// startEval evaluates model in a worker, as part of flight f, against the
+// model live now; f remembers which, so a switch of the live model while
+// the worker runs can invalidate its result (see invalidateEval).
+func (c *controller) startEval(ctx context.Context, f *flight, model string) {
+	f.model = model
+	wctx, cancel := context.WithCancel(ctx)
+	prevCancel := f.cancel
+	f.cancel = func() {
+		cancel()
+		if prevCancel != nil {
+			prevCancel()
+		}
+	}
+	f.evalCancel = cancel
+	f.evaluating = true
+	f.against = ""
+	var liveSrv Serving
+	if c.live != nil && c.live.model != model {
+		liveSrv = c.live.srv
+		f.against = c.live.model
+	}
+	c.workers.Add(1)
+	go func() {
+		defer c.workers.Done()
+		res := c.execEval(wctx, model, liveSrv)
+		res.flight = f
+		select {
+		case c.results <- res:
+		case <-ctx.Done():
+		}
+	}()
+}
+
+// execEval starts the candidate's serving container and scores it and the
+// live model on the same rows: the holdout, and (for a run whose window held
+// labelled feedback) the feedback's holdout rows, which the trainer never saw.
+func (c *controller) execEval(ctx context.Context, model string, live Serving) evalResult {
+	res := evalResult{model: model}
+	spec := c.currentSpec()
+	m, err := c.modelRecord(model)
+	if err != nil {
+		res.err = err
+		return res
+	}
+	if m.State == storage.ModelCandidate {
+		m.State = storage.ModelEvaluating
+		if err := c.putModel(ctx, m, actorKilnd, "model.evaluating", nil); err != nil {
+			res.err = err
+			return res
+		}
+	}
+	sets, err := c.evalSets(spec, m)
+	if err != nil {
+		res.err = err
+		return res
+	}
+	srv, err := c.ensureServing(ctx, spec, m)
+	if err != nil {
+		res.err = fmt.Errorf("serve the candidate: %w", err)
+		return res
+	}
+	res.cand = srv
+	metric := spec.Evaluate.Metric
+	res.pass = true
+	var reasons []string
+	for _, set := range sets {
+		s := setScore{name: set.name, rows: set.rows.Len()}
+		preds, err := predict(ctx, srv, spec.Serve.Protocol, c.name, set.rows.Rows)
+		if err != nil {
+			res.err = fmt.Errorf("score the candidate on the %s rows: %w", set.name, err)
+			return res
+		}
+		if s.score, err = contract.Score(metric, set.rows.Labels, preds); err != nil {
+			res.err = err
+			return res
+		}
+		if live != nil {
+			lp, err := predict(ctx, live, spec.Serve.Protocol, c.name, set.rows.Rows)
+			if err != nil {
+				// The live model failing to answer is no reason to keep a good
+				// candidate out; say so and gate on the floor alone.
+				c.log.Warn("live model did not answer; gating on the floor alone", "rows", set.name, "live", live.Model(), "err", err)
+			} else if s.liveScore, err = contract.Score(metric, set.rows.Labels, lp); err == nil {
+				s.hasLive = true
+			}
+		}
+		s.pass, s.reason = contract.Gate(metric, s.score, gateFloor(spec.Evaluate), spec.Evaluate.Gate.MinImprovement, s.liveScore, s.hasLive)
+		res.pass = res.pass && s.pass
+		res.sets = append(res.sets, s)
+		if len(sets) > 1 {
+			reasons = append(reasons, fmt.Sprintf("%s (%d rows): %s", s.name, s.rows, s.reason))
+		} else {
+			reasons = append(reasons, s.reason)
+		}
+	}
+	res.reason = strings.Join(reasons, "; ")
+	return res
+}
+
+func gateFloor(e config.Evaluate) *float64 {
+	if contract.LowerIsBetter(e.Metric) {
+		return e.Gate.Max
+	}
+	return e.Gate.Min
+}
+
+// evalSet is one set of labelled rows a candidate is gated on.
+type evalSet struct {
+	name string
+	rows *contract.Labelled
+}
+
+// evalSets gathers the rows a model is scored on: the spec's holdout file,
+// else the holdout parts of the data versions its run trained on; and,
+// apart, the holdout parts of the feedback versions in its window (an
+// explicit window: Manager.Retrain), so the gate also asks "better than the
+// live model on recent labelled rows?".
+func (c *controller) evalSets(spec *config.Pipeline, m storage.Model) ([]evalSet, error) {
+	if spec.Data.Format != config.FormatCSV {
+		return nil, fmt.Errorf("kilnd evaluates csv pipelines; %s is %s", c.name, spec.Data.Format)
+	}
+	hold, fb := &contract.Labelled{}, &contract.Labelled{}
+	if f := spec.Evaluate.Holdout.File; f != "" {
+		fh, err := os.Open(f)
+		if err != nil {
+			return nil, fmt.Errorf("evaluate.holdout.file: %w", err)
+		}
+		err = hold.AddCSV(fh, spec.Data.Label, f)
+		_ = fh.Close() // opened read-only
+		if err != nil {
+			return nil, err
+		}
+	}
+	run, err := c.runRecord(m.Run)
+	if err != nil {
+		return nil, err
+	}
+	for _, id := range run.Datasets {
+		d, err := c.dataset(id)
+		if err != nil {
+			return nil, err
+		}
+		into := hold
+		switch {
+		case d.Kind == storage.KindFeedback:
+			into = fb
+		case spec.Evaluate.Holdout.File != "":
+			continue
+		}
+		if d.Holdout == nil {
+			continue
+		}
+		f, err := c.deps.Store.OpenBlob(*d.Holdout)
+		if err != nil {
+			return nil, err
+		}
+		err = into.AddCSV(f, spec.Data.Label, id)
+		_ = f.Close() // blob opened read-only
+		if err != nil {
+			return nil, err
+		}
+	}
+	var sets []evalSet
+	if hold.Len() > 0 {
+		sets = append(sets, evalSet{"holdout", hold})
+	}
+	if fb.Len() > 0 {
+		sets = append(sets, evalSet{"feedback", fb})
+	}
+	if len(sets) == 0 {
+		return nil, fmt.Errorf("no holdout rows in %v (evaluate.holdout.fraction is too small for so little data?)", run.Datasets)
+	}
+	return sets, nil
+}
+
+// evalMetrics are the numbers an evaluation records on the model: metric,
+// holdout_rows and live_<metric> for the holdout; feedback_<metric>,
+// feedback_rows and live_feedback_<metric> for labelled feedback rows.
+func evalMetrics(metric string, sets []setScore) map[string]float64 {
+	out := map[string]float64{}
+	for _, s := range sets {
+		key, rows := metric, "holdout_rows"
+		if s.name == "feedback" {
+			key, rows = "feedback_"+metric, "feedback_rows"
+		}
+		out[key], out[rows] = s.score, float64(s.rows)
+		if s.hasLive {
+			out["live_"+key] = s.liveScore
+		}
+	}
+	return out
+}
+
+// evalDone promotes a candidate that passed the gate, or rejects it; an
+// evaluation the world changed under is re-run (stale) or rejected (void).
+func (c *controller) evalDone(ctx context.Context, r evalResult) {
+	if ctx.Err() != nil {
+		return // kilnd stopping: the model stays evaluating and is re-evaluated
+	}
+	f := c.busy
+	if f != r.flight {
+		c.log.Warn("evaluation result of a flight no longer current; ignored", "model", r.model)
+		return
+	}
+	f.evaluating = false
+	if f.void == "" && f.stale != "" {
+		why := f.stale
+		f.stale = ""
+		c.event(ctx, actorKilnd, "model.reevaluating", []string{r.model}, map[string]string{"reason": why})
+		c.log.Info("evaluating again", "model", r.model, "reason", why)
+		c.startEval(ctx, f, r.model)
+		return
+	}
+	reply := func(err error) {
+		if f.reply != nil {
+			f.reply <- err
+			f.reply = nil
+		}
+	}
+	m, err := c.modelRecord(r.model)
+	if err != nil {
+		c.log.Error("read evaluated model", "model", r.model, "err", err)
+		reply(err)
+		c.finishFlight(ctx)
+		return
+	}
+	metric := c.currentSpec().Evaluate.Metric
+	if r.err == nil {
+		m.Metrics = evalMetrics(metric, r.sets)
+	}
+	switch {
+	case f.void != "":
+		r.pass, r.reason = false, f.void
+	case r.err != nil:
+		r.reason = "evaluation failed: " + r.err.Error()
+	case c.pinned != "":
+		r.pass, r.reason = false, fmt.Sprintf("pipeline is pinned to %s; %s", c.pinned, r.reason)
+	}
+	if !r.pass {
+		m.State, m.Reason = storage.ModelRejected, r.reason
+		if err := c.putModel(ctx, m, actorKilnd, "model.rejected", f.req.details(map[string]string{"gate": r.reason, "reason": r.reason})); err != nil {
+			c.log.Error("record rejection", "model", m.ID, "err", err)
+		}
+		c.log.Info("candidate rejected", "model", m.ID, "reason", r.reason)
+		if r.cand != nil && (c.live == nil || c.live.model != m.ID) && (c.standby == nil || c.standby.model != m.ID) {
+			if err := r.cand.Stop(ctx); err != nil {
+				c.log.Warn("stop rejected candidate", "model", m.ID, "err", err)
+			}
+		}
+		reply(fmt.Errorf("%w: %s not promoted: %s", ErrConflict, m.ID, r.reason))
+		c.finishFlight(ctx)
+		return
+	}
+	m.Reason = r.reason
+	req := f.req
+	extra := map[string]string{"gate": r.reason}
+	if req.Reason == "" {
+		extra["reason"] = r.reason
+	}
+	err = c.promote(ctx, m, r.cand, switchOp{req: req, details: extra})
+	reply(err)
+	c.finishFlight(ctx)
 }

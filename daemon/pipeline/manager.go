@@ -2,7 +2,6 @@ package pipeline
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -10,12 +9,6 @@ import (
 
 	"github.com/kiln-edge/kiln/daemon/config"
 	"github.com/kiln-edge/kiln/storage"
-)
-
-// Sentinel errors the API maps to status codes.
-var (
-	ErrNoPipeline = errors.New("no such pipeline")
-	ErrConflict   = errors.New("conflict")
 )
 
 // Manager runs one controller per loaded pipeline.
@@ -123,63 +116,125 @@ func pipelineOf(id string) string {
 	return p
 }
 
-// Promote makes model live: through the same evaluation and gate as any
-// candidate, unless force, then at once.
-func (m *Manager) Promote(ctx context.Context, model string, force bool, actor string) error {
-	c, err := m.controller(pipelineOf(model))
-	if err != nil {
-		return err
+// controllerFor finds req's controller; req.Pipeline defaults to the
+// pipeline of id (a model or run ID) and must agree with it.
+func (m *Manager) controllerFor(req *Request, id string) (*controller, error) {
+	if id != "" {
+		p := pipelineOf(id)
+		if req.Pipeline != "" && req.Pipeline != p {
+			return nil, fmt.Errorf("%s is not of pipeline %s: %w", id, req.Pipeline, storage.ErrInvalid)
+		}
+		req.Pipeline = p
 	}
-	return c.do(ctx, command{kind: cmdPromote, model: model, force: force, actor: actor})
+	return m.controller(req.Pipeline)
 }
 
-// Rollback flips the pipeline back to its standby model (or to a given
-// earlier model).
-func (m *Manager) Rollback(ctx context.Context, pipeline, to, actor string) error {
-	c, err := m.controller(pipeline)
+// Promote makes model live: through the same evaluation and gate as any
+// candidate, unless force, then at once. The guard applies (pin; busy;
+// cooldown for automation); a rolled_back model is refused unless a person
+// forces it.
+func (m *Manager) Promote(ctx context.Context, req Request, model string, force bool) error {
+	c, err := m.controllerFor(&req, model)
 	if err != nil {
 		return err
 	}
-	return c.do(ctx, command{kind: cmdRollback, model: to, actor: actor})
+	return c.do(ctx, command{kind: cmdPromote, req: req, model: model, force: force})
+}
+
+// Rollback flips req.Pipeline back to its standby model. from is the live
+// model the caller acted on (the model an alarm was about): when another
+// model is live by now the command is void with ErrStale; "" accepts
+// whichever is live (a person's kiln rollback). The replaced model becomes
+// rolled_back and the data only it trained on suspect (see rollback.go).
+func (m *Manager) Rollback(ctx context.Context, req Request, from string) error {
+	c, err := m.controllerFor(&req, "")
+	if err != nil {
+		return err
+	}
+	return c.do(ctx, command{kind: cmdRollback, req: req, from: from})
+}
+
+// RollbackTo is Rollback to a named earlier model (kiln rollback --to).
+func (m *Manager) RollbackTo(ctx context.Context, req Request, to string) error {
+	c, err := m.controllerFor(&req, "")
+	if err != nil {
+		return err
+	}
+	return c.do(ctx, command{kind: cmdRollback, req: req, model: to})
 }
 
 // Pin holds the pipeline on model (making it live if it is not) and turns
-// automatic promotion and rollback off.
-func (m *Manager) Pin(ctx context.Context, pipeline, model, actor string) error {
-	c, err := m.controller(pipeline)
+// automatic promotion and rollback off. People only.
+func (m *Manager) Pin(ctx context.Context, req Request, model string) error {
+	c, err := m.controllerFor(&req, "")
 	if err != nil {
 		return err
 	}
-	return c.do(ctx, command{kind: cmdPin, model: model, actor: actor})
+	return c.do(ctx, command{kind: cmdPin, req: req, model: model})
 }
 
-// Unpin turns automation back on.
-func (m *Manager) Unpin(ctx context.Context, pipeline, actor string) error {
-	c, err := m.controller(pipeline)
+// Unpin turns automation back on. People only.
+func (m *Manager) Unpin(ctx context.Context, req Request) error {
+	c, err := m.controllerFor(&req, "")
 	if err != nil {
 		return err
 	}
-	return c.do(ctx, command{kind: cmdUnpin, actor: actor})
+	return c.do(ctx, command{kind: cmdUnpin, req: req})
 }
 
 // Cancel stops a queued or running run.
-func (m *Manager) Cancel(ctx context.Context, run, actor string) error {
-	c, err := m.controller(pipelineOf(run))
+func (m *Manager) Cancel(ctx context.Context, req Request, run string) error {
+	c, err := m.controllerFor(&req, run)
 	if err != nil {
 		return err
 	}
-	return c.do(ctx, command{kind: cmdCancel, run: run, actor: actor})
+	return c.do(ctx, command{kind: cmdCancel, req: req, run: run})
 }
 
-// Train starts a run now, whatever the triggers say (`kiln runs start`).
-func (m *Manager) Train(ctx context.Context, pipeline, actor string) (string, error) {
+// Train records a run on the spec's window now, whatever the triggers say
+// (kiln runs start). While a run or evaluation is in flight the run waits
+// in the queue (Ticket.Queued); see startRun for what one slot holds.
+func (m *Manager) Train(ctx context.Context, req Request) (Ticket, error) {
+	return m.train(ctx, req, nil, false)
+}
+
+// Retrain is Train on an explicit window: data versions and labelled
+// feedback versions (storage.KindFeedback of type rows or joined). Their
+// train parts go to the trainer; their holdout parts to the evaluation, the
+// feedback's scored apart, so the candidate must beat the live model on
+// recent labelled rows the trainer never saw as well as on the holdout.
+// Suspect versions are left out (listed in the run.queued event).
+func (m *Manager) Retrain(ctx context.Context, req Request, datasets []string) (Ticket, error) {
+	if len(datasets) == 0 {
+		return Ticket{}, fmt.Errorf("retrain %s: an empty window (Train takes the spec's): %w", req.Pipeline, storage.ErrInvalid)
+	}
+	return m.train(ctx, req, datasets, true)
+}
+
+func (m *Manager) train(ctx context.Context, req Request, datasets []string, explicit bool) (Ticket, error) {
+	c, err := m.controllerFor(&req, "")
+	if err != nil {
+		return Ticket{}, err
+	}
+	reply := make(chan Ticket, 1)
+	if err := c.do(ctx, command{kind: cmdTrain, req: req, datasets: datasets, explicit: explicit, ticket: reply}); err != nil {
+		return Ticket{}, err
+	}
+	return <-reply, nil
+}
+
+// EnsureStandby returns pipeline's standby backend, starting its serving
+// container first when serve.standby: stop left it stopped, so the monitor
+// can replay logged inputs through it before deciding. The container stays
+// warm until the next switch of the live model; a rollback uses it.
+func (m *Manager) EnsureStandby(ctx context.Context, pipeline string) (Backend, error) {
 	c, err := m.controller(pipeline)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	reply := make(chan string, 1)
-	if err := c.do(ctx, command{kind: cmdTrain, actor: actor, started: reply}); err != nil {
-		return "", err
+	reply := make(chan Backend, 1)
+	if err := c.do(ctx, command{kind: cmdStandby, standby: reply}); err != nil {
+		return nil, err
 	}
 	return <-reply, nil
 }

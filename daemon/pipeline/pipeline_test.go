@@ -1,4 +1,4 @@
-package pipeline
+package pipeline_test
 
 import (
 	"context"
@@ -8,10 +8,13 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/kiln-edge/kiln/daemon/config"
+	"github.com/kiln-edge/kiln/daemon/pipeline"
+	"github.com/kiln-edge/kiln/daemon/pipeline/pipelinetest"
 	"github.com/kiln-edge/kiln/storage"
 	"github.com/kiln-edge/kiln/storage/storagetest"
 )
@@ -20,11 +23,28 @@ type harness struct {
 	t     *testing.T
 	dir   string
 	store *storage.Store
-	rt    *fakeRuntime
-	eps   *fakeEndpoints
-	mgr   *Manager
+	rt    *pipelinetest.Runtime
+	eps   *pipelinetest.Endpoints
+	mgr   *pipeline.Manager
 	stop  context.CancelFunc
 	seed  uint64
+
+	clockMu sync.Mutex
+	skew    time.Duration // added to the wall clock: tests step past monitor.cooldown
+}
+
+// now is the clock of the store and the Manager.
+func (h *harness) now() time.Time {
+	h.clockMu.Lock()
+	defer h.clockMu.Unlock()
+	return time.Now().Add(h.skew)
+}
+
+// advance moves the clock on by d.
+func (h *harness) advance(d time.Duration) {
+	h.clockMu.Lock()
+	h.skew += d
+	h.clockMu.Unlock()
 }
 
 const irisSpec = `name: iris
@@ -34,6 +54,11 @@ serve: {image: kiln.local/s:1}
 evaluate: {gate: {min: 0.7}}
 triggers: {new_data: {debounce: 0s, min_rows: 1}}
 `
+
+// person is a command from uid 0, as the API sends it.
+func person(p string) pipeline.Request {
+	return pipeline.Request{Pipeline: p, Actor: "uid:0", Trigger: pipeline.TriggerManual}
+}
 
 func spec(t *testing.T, quality string, retries int) *config.Pipeline {
 	t.Helper()
@@ -51,8 +76,8 @@ func newHarness(t *testing.T) *harness {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	h := &harness{t: t, dir: dir, rt: newFakeRuntime(dir), eps: &fakeEndpoints{}}
-	h.store = storagetest.OpenAt(t, dir+"/state", storage.Options{})
+	h := &harness{t: t, dir: dir, rt: pipelinetest.NewRuntime(dir), eps: &pipelinetest.Endpoints{}}
+	h.store = storagetest.OpenAt(t, dir+"/state", storage.Options{Now: h.now})
 	return h
 }
 
@@ -61,8 +86,8 @@ func (h *harness) start(specs ...*config.Pipeline) {
 	h.t.Helper()
 	paths := config.NewPaths(h.dir, "")
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	h.eps = &fakeEndpoints{} // a new kilnd opens its endpoints anew
-	h.mgr = New(Deps{Store: h.store, Runtime: h.rt, Endpoints: h.eps, GPUs: noGPUs{}, Paths: paths, Log: log})
+	h.eps = &pipelinetest.Endpoints{} // a new kilnd opens its endpoints anew
+	h.mgr = pipeline.New(pipeline.Deps{Store: h.store, Runtime: h.rt, Endpoints: h.eps, GPUs: pipelinetest.NoGPUs{}, Paths: paths, Log: log, Now: h.now})
 	ctx, cancel := context.WithCancel(context.Background())
 	h.stop = func() { cancel(); h.mgr.Wait() }
 	h.t.Cleanup(h.stop)
@@ -140,8 +165,8 @@ func (h *harness) events() string {
 }
 
 func (h *harness) live() string {
-	if e := h.eps.get("iris"); e != nil {
-		return e.liveModel()
+	if e := h.eps.Get("iris"); e != nil {
+		return e.LiveModel()
 	}
 	return ""
 }
@@ -182,7 +207,7 @@ func TestDataToLiveThenBetterAndWorseCandidates(t *testing.T) {
 	if m := h.model("iris/m2"); m.Metrics["live_accuracy"] == 0 {
 		t.Errorf("m2 metrics %v lack the live model's score on the same rows", m.Metrics)
 	}
-	if got := h.rt.serving(); !slices.Equal(got, []string{"kiln-serve-iris-m1", "kiln-serve-iris-m2"}) {
+	if got := h.rt.Serving(); !slices.Equal(got, []string{"kiln-serve-iris-m1", "kiln-serve-iris-m2"}) {
 		t.Errorf("serving containers = %v; want live and standby", got)
 	}
 
@@ -200,7 +225,7 @@ func TestDataToLiveThenBetterAndWorseCandidates(t *testing.T) {
 	if h.live() != "iris/m2" {
 		t.Errorf("live after a rejected candidate = %s; want iris/m2", h.live())
 	}
-	h.waitFor("rejected candidate's container stopped", func() bool { return !slices.Contains(h.rt.serving(), "kiln-serve-iris-m3") })
+	h.waitFor("rejected candidate's container stopped", func() bool { return !slices.Contains(h.rt.Serving(), "kiln-serve-iris-m3") })
 }
 
 func TestTrainingFailuresKeepLiveModel(t *testing.T) {
@@ -211,9 +236,7 @@ func TestTrainingFailuresKeepLiveModel(t *testing.T) {
 
 	// A trainer that exits non-zero is retried once (train.retries: 1); the
 	// retry writes no model. Both failures are recorded; m1 stays live.
-	h.rt.mu.Lock()
-	h.rt.failNext = "exit"
-	h.rt.mu.Unlock()
+	h.rt.FailNext("exit")
 	h.addData(100)
 	h.waitFor("a failed run and its retry", func() bool {
 		return len(h.runs()) == 3 && h.runs()[2].State != storage.RunRunning && h.runs()[2].State != storage.RunQueued
@@ -226,9 +249,7 @@ func TestTrainingFailuresKeepLiveModel(t *testing.T) {
 		t.Errorf("run 3 = %s labels %v; want a successful retry of %s", rs[2].State, rs[2].Labels, rs[1].ID)
 	}
 
-	h.rt.mu.Lock()
-	h.rt.failNext = "nomodel"
-	h.rt.mu.Unlock()
+	h.rt.FailNext("nomodel")
 	h.mgr.Apply(map[string]*config.Pipeline{"iris": spec(t, "good", 0)})
 	time.Sleep(50 * time.Millisecond)
 	h.addData(100)
@@ -246,23 +267,19 @@ func TestTrainingFailuresKeepLiveModel(t *testing.T) {
 
 func TestRestartMidTrainingReattaches(t *testing.T) {
 	h := newHarness(t)
-	h.rt.hold = make(chan struct{})
+	release := h.rt.HoldTraining()
 	h.start(spec(t, "good", 0))
 	h.addData(100)
-	h.waitFor("training container started", func() bool {
-		h.rt.mu.Lock()
-		defer h.rt.mu.Unlock()
-		return slices.Contains(h.rt.started, "kiln-train-iris-r1")
-	})
+	h.waitFor("training container started", func() bool { return slices.Contains(h.rt.Started(), "kiln-train-iris-r1") })
 
 	h.stop() // kilnd stops; the training "container" keeps running
 	if rs := h.runs(); rs[0].State != storage.RunRunning {
 		t.Fatalf("run after kilnd stopped = %s; want still running", rs[0].State)
 	}
-	close(h.rt.hold)
+	release()
 	h.start(spec(t, "good", 0))
 	h.waitFor("model live after restart", func() bool { return h.live() == "iris/m1" })
-	if n := strings.Count(strings.Join(h.rt.started, " "), "kiln-train-iris-r1"); n != 1 {
+	if n := strings.Count(strings.Join(h.rt.Started(), " "), "kiln-train-iris-r1"); n != 1 {
 		t.Errorf("training container started %d times; want once, re-attached after restart", n)
 	}
 
@@ -270,7 +287,7 @@ func TestRestartMidTrainingReattaches(t *testing.T) {
 	h.stop()
 	h.start(spec(t, "good", 0))
 	h.waitFor("endpoint serving after restart", func() bool { return h.live() == "iris/m1" })
-	if n := strings.Count(strings.Join(h.rt.started, " "), "kiln-serve-iris-m1"); n != 1 {
+	if n := strings.Count(strings.Join(h.rt.Started(), " "), "kiln-serve-iris-m1"); n != 1 {
 		t.Errorf("serving container started %d times; want once, re-adopted", n)
 	}
 }
@@ -284,19 +301,19 @@ func TestManualRollbackPinAndCancel(t *testing.T) {
 	h.waitFor("m2 live", func() bool { return h.live() == "iris/m2" })
 	ctx := context.Background()
 
-	if err := h.mgr.Rollback(ctx, "iris", "", "uid:0"); err != nil {
+	if err := h.mgr.Rollback(ctx, person("iris"), ""); err != nil {
 		t.Fatal(err)
 	}
 	if h.live() != "iris/m1" || h.model("iris/m2").State != storage.ModelRolledBack || h.model("iris/m1").State != storage.ModelLive {
 		t.Errorf("after rollback: live %s, m1 %s, m2 %s; want m1 live, m2 rolled_back", h.live(), h.model("iris/m1").State, h.model("iris/m2").State)
 	}
-	if err := h.mgr.Rollback(ctx, "iris", "", "uid:0"); err == nil {
+	if err := h.mgr.Rollback(ctx, person("iris"), ""); err == nil {
 		t.Error("a second rollback with no standby succeeded")
 	}
 
 	// Pin m2: it goes live and automation stops: new data trains, but the
 	// candidate is not promoted.
-	if err := h.mgr.Pin(ctx, "iris", "iris/m2", "uid:0"); err != nil {
+	if err := h.mgr.Pin(ctx, person("iris"), "iris/m2"); err != nil {
 		t.Fatal(err)
 	}
 	if h.live() != "iris/m2" {
@@ -307,14 +324,14 @@ func TestManualRollbackPinAndCancel(t *testing.T) {
 		m, err := h.store.Model("iris/m3")
 		return err == nil && m.State == storage.ModelRejected && strings.Contains(m.Reason, "pinned")
 	})
-	if err := h.mgr.Promote(ctx, "iris/m3", false, "uid:0"); err == nil || !strings.Contains(err.Error(), "pinned") {
+	if err := h.mgr.Promote(ctx, person(""), "iris/m3", false); err == nil || !strings.Contains(err.Error(), "pinned") {
 		t.Errorf("promote while pinned = %v; want a refusal naming the pin", err)
 	}
-	if err := h.mgr.Unpin(ctx, "iris", "uid:0"); err != nil {
+	if err := h.mgr.Unpin(ctx, person("iris")); err != nil {
 		t.Fatal(err)
 	}
 	// Through the gate: m3 is as good as live, so it is promoted.
-	if err := h.mgr.Promote(ctx, "iris/m3", false, "uid:0"); err != nil {
+	if err := h.mgr.Promote(ctx, person(""), "iris/m3", false); err != nil {
 		t.Fatalf("promote m3: %v", err)
 	}
 	if h.live() != "iris/m3" {
@@ -322,50 +339,18 @@ func TestManualRollbackPinAndCancel(t *testing.T) {
 	}
 
 	// Cancel a run in flight.
-	h.rt.mu.Lock()
-	h.rt.hold = make(chan struct{})
-	h.rt.mu.Unlock()
-	run, err := h.mgr.Train(ctx, "iris", "uid:0")
+	defer h.rt.HoldTraining()()
+	tk, err := h.mgr.Train(ctx, person("iris"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	run := tk.Run
 	h.waitFor("run running", func() bool { r, _ := h.store.Run(run); return r.State == storage.RunRunning })
-	if err := h.mgr.Cancel(ctx, run, "uid:0"); err != nil {
+	if err := h.mgr.Cancel(ctx, person(""), run); err != nil {
 		t.Fatal(err)
 	}
 	if r, _ := h.store.Run(run); r.State != storage.RunCancelled || r.Reason != "cancelled by uid:0" {
 		t.Errorf("cancelled run = %s %q", r.State, r.Reason)
-	}
-}
-
-func TestWindow(t *testing.T) {
-	now := time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)
-	part := &storage.BlobRef{Digest: "x"}
-	ds := []storage.Dataset{
-		{ID: "p/d1", Kind: storage.KindData, State: storage.DatasetAccepted, Train: part, Created: now.Add(-72 * time.Hour)},
-		{ID: "p/d2", Kind: storage.KindData, State: storage.DatasetQuarantined, Train: part, Created: now.Add(-48 * time.Hour)},
-		{ID: "p/d3", Kind: storage.KindFeedback, State: storage.DatasetAccepted, Train: part, Created: now.Add(-36 * time.Hour)},
-		{ID: "p/d4", Kind: storage.KindData, State: storage.DatasetReleased, Train: part, Created: now.Add(-24 * time.Hour)},
-		{ID: "p/d5", Kind: storage.KindData, State: storage.DatasetAccepted, Train: part, Created: now.Add(-time.Hour)},
-	}
-	ids := func(ds []storage.Dataset) string {
-		var s []string
-		for _, d := range ds {
-			s = append(s, d.ID)
-		}
-		return strings.Join(s, ",")
-	}
-	for _, tc := range []struct {
-		w    config.Window
-		want string
-	}{
-		{config.Window{Versions: "all"}, "p/d1,p/d4,p/d5"},
-		{config.Window{Last: 2}, "p/d4,p/d5"},
-		{config.Window{Days: 2}, "p/d4,p/d5"},
-	} {
-		if got := ids(window(ds, tc.w, now)); got != tc.want {
-			t.Errorf("window(%+v) = %s; want %s", tc.w, got, tc.want)
-		}
 	}
 }
 
@@ -374,7 +359,7 @@ func TestWindow(t *testing.T) {
 // candidate's container, evaluates it again and promotes it.
 func TestRestartMidEvaluation(t *testing.T) {
 	h := newHarness(t)
-	h.rt.readyHold = make(chan struct{})
+	releaseReady := h.rt.HoldReady()
 	h.start(spec(t, "good", 0))
 	h.addData(100)
 	h.waitFor("candidate evaluating", func() bool {
@@ -382,10 +367,10 @@ func TestRestartMidEvaluation(t *testing.T) {
 		return err == nil && m.State == storage.ModelEvaluating
 	})
 	h.stop()
-	close(h.rt.readyHold)
+	releaseReady()
 	h.start(spec(t, "good", 0))
 	h.waitFor("the candidate live after restart", func() bool { return h.live() == "iris/m1" })
-	if n := strings.Count(strings.Join(h.rt.started, " "), "kiln-serve-iris-m1"); n != 1 {
+	if n := strings.Count(strings.Join(h.rt.Started(), " "), "kiln-serve-iris-m1"); n != 1 {
 		t.Errorf("candidate's serving container started %d times; want once, re-adopted", n)
 	}
 	if m := h.model("iris/m1"); m.Metrics["accuracy"] < 0.9 {

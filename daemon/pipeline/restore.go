@@ -54,7 +54,16 @@ func (c *controller) restore(ctx context.Context) error {
 			continue
 		}
 		if dep.State == storage.DeployStandby && spec.Serve.Standby == config.StandbyStop {
-			c.standby = &deployed{deployment: dep.ID, model: dep.Model} // started on rollback
+			// Started on rollback or by EnsureStandby; re-adopted when one
+			// was warm across the restart, so the next switch stops it.
+			c.standby = &deployed{deployment: dep.ID, model: dep.Model}
+			if m, err := c.modelRecord(dep.Model); err == nil {
+				if job, err := c.serveJob(ctx, spec, m); err == nil {
+					if srv, err := c.deps.Runtime.AttachServing(ctx, job); err == nil {
+						c.standby.srv = srv
+					}
+				}
+			}
 			continue
 		}
 		m, err := c.modelRecord(dep.Model)
@@ -80,10 +89,11 @@ func (c *controller) restore(ctx context.Context) error {
 
 	c.endpoint.Start()
 
-	// At most one run is in flight per pipeline; a second unfinished one
-	// (from an older kilnd) is recorded lost rather than run twice.
+	// At most one run is in flight per pipeline and one waits: a running
+	// run is re-attached; queued runs start (the oldest) or wait (the next);
+	// any more (from an older kilnd) are recorded lost rather than run twice.
 	for _, r := range runs {
-		if r.State != storage.RunRunning && r.State != storage.RunQueued {
+		if r.State != storage.RunRunning {
 			continue
 		}
 		if c.busy != nil {
@@ -91,8 +101,27 @@ func (c *controller) restore(ctx context.Context) error {
 			errs = append(errs, c.putRun(ctx, r, "run.failed", map[string]string{"reason": r.Reason}))
 			continue
 		}
-		c.log.Info("resuming run after start", "run", r.ID, "state", r.State)
-		c.launch(ctx, r, r.State == storage.RunRunning, 0)
+		c.log.Info("resuming run after start", "run", r.ID)
+		c.launch(ctx, r, true, 0)
+	}
+	for _, r := range runs {
+		if r.State != storage.RunQueued {
+			continue
+		}
+		switch {
+		case c.busy == nil:
+			c.log.Info("starting queued run after start", "run", r.ID)
+			c.launch(ctx, r, false, 0)
+		case c.queued == nil:
+			req := kilndRequest(c.name, r.Labels["trigger"], r.Labels["reason"])
+			if by := r.Labels["requested_by"]; by != "" {
+				req.Actor = by // its rank in the queue
+			}
+			c.queued = &queuedRun{run: r.ID, req: req}
+		default:
+			r.State, r.Reason, r.Finished = storage.RunCancelled, "superseded at restore by "+c.queued.run, c.now()
+			errs = append(errs, c.putRun(ctx, r, "run.cancelled", map[string]string{"reason": r.Reason}))
+		}
 	}
 	if c.busy == nil {
 		for i := len(models) - 1; i >= 0; i-- {
@@ -102,7 +131,7 @@ func (c *controller) restore(ctx context.Context) error {
 			}
 			if c.busy == nil {
 				c.log.Info("evaluating again after start", "model", m.ID)
-				f := &flight{model: m.ID, cancel: func() {}}
+				f := &flight{model: m.ID, req: kilndRequest(c.name, "restore", "evaluation cut off by a kilnd stop"), cancel: func() {}}
 				c.busy = f
 				c.startEval(ctx, f, m.ID)
 				continue

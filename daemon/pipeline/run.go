@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -18,12 +19,18 @@ import (
 	"github.com/kiln-edge/kiln/storage"
 )
 
-// trainable reports whether d is data a run may train on.
+// trainable reports whether d is data a run on the spec's window may train
+// on: admitted data, not suspect (a rollback flagged it until a release).
 func trainable(d storage.Dataset) bool {
-	return d.Kind == storage.KindData && (d.State == storage.DatasetAccepted || d.State == storage.DatasetReleased) && d.Train != nil
+	return d.Kind == storage.KindData && admitted(d) && d.Train != nil && d.Suspect == ""
 }
 
-// window picks the datasets a new run trains on, oldest first.
+func admitted(d storage.Dataset) bool {
+	return d.State == storage.DatasetAccepted || d.State == storage.DatasetReleased
+}
+
+// window picks the datasets a new run on the spec's window trains on,
+// oldest first.
 func window(all []storage.Dataset, w config.Window, now time.Time) []storage.Dataset {
 	var ds []storage.Dataset
 	for _, d := range all {
@@ -69,50 +76,141 @@ func (c *controller) newRows() (int64, error) {
 	return n, err
 }
 
-// startRun records a queued run over the current window and starts it. A
-// trigger while busy is remembered and served when the pipeline is free.
-func (c *controller) startRun(ctx context.Context, why, actor string, started chan<- string) {
-	if c.busy != nil {
-		c.pending = true
-		return
+// startRun records a run for req over the spec's window (or, with
+// explicit, over datasets) and starts it; while a flight is in progress the
+// run waits in the queue, which holds one: a later request replaces the
+// queued one when it ranks at least as high (same trigger, or see rank),
+// else it is refused with ErrBusy. The window is taken when the request is
+// recorded.
+func (c *controller) startRun(ctx context.Context, req Request, datasets []string, explicit bool) (Ticket, error) {
+	if c.busy != nil && c.queued != nil && rank(req) < rank(c.queued.req) {
+		q := c.queued
+		return Ticket{}, fmt.Errorf("%w: %s is busy with %s, and run %s (%s by %s) waits behind it; try again when they are done",
+			ErrBusy, c.name, c.busy.describe(), q.run, q.req.Trigger, q.req.Actor)
 	}
 	spec := c.currentSpec()
 	var run storage.Run
 	err := c.deps.Store.Update(ctx, func(tx *storage.Tx) error {
-		all, err := tx.Datasets(c.name)
-		if err != nil {
-			return err
+		var ids, leftOut []string
+		if explicit {
+			var err error
+			if ids, leftOut, err = explicitWindow(tx, c.name, datasets); err != nil {
+				return err
+			}
+		} else {
+			all, err := tx.Datasets(c.name)
+			if err != nil {
+				return err
+			}
+			for _, d := range window(all, spec.Window, c.now()) {
+				ids = append(ids, d.ID)
+			}
 		}
-		win := window(all, spec.Window, c.now())
-		if len(win) == 0 {
+		if len(ids) == 0 {
 			return errNoData
 		}
-		ids := make([]string, len(win))
-		for i, d := range win {
-			ids[i] = d.ID
+		labels := map[string]string{"trigger": req.Trigger, "requested_by": req.Actor}
+		if req.Reason != "" {
+			labels["reason"] = req.Reason
 		}
-		run, err = tx.CreateRun(storage.Run{Pipeline: c.name, State: storage.RunQueued, Datasets: ids,
-			Labels: map[string]string{"trigger": why}})
+		if explicit {
+			labels["window"] = "explicit"
+		}
+		var err error
+		run, err = tx.CreateRun(storage.Run{Pipeline: c.name, State: storage.RunQueued, Datasets: ids, Labels: labels})
 		if err != nil {
 			return err
 		}
-		_, err = tx.Append(storage.Event{Actor: actor, Kind: "run.queued", Pipeline: c.name, Refs: []string{run.ID},
-			Details: map[string]string{"trigger": why, "datasets": strings.Join(ids, ",")}})
+		extra := map[string]string{"datasets": strings.Join(ids, ",")}
+		if len(leftOut) > 0 {
+			extra["suspect_left_out"] = strings.Join(leftOut, ",")
+		}
+		if explicit {
+			extra["window"] = "explicit"
+		}
+		if c.busy != nil {
+			extra["behind"] = c.busy.describe()
+		}
+		_, err = tx.Append(storage.Event{Actor: req.Actor, Kind: "run.queued", Pipeline: c.name, Refs: []string{run.ID}, Details: req.details(extra)})
 		return err
 	})
 	if errors.Is(err, errNoData) {
-		c.log.Info("no accepted data to train on yet", "trigger", why)
-		return
+		return Ticket{}, fmt.Errorf("%w: %s has no admitted data to train on (suspect versions stay out until kiln datasets release)", ErrConflict, c.name)
 	}
 	if err != nil {
-		c.log.Error("queue run", "err", err)
-		return
+		return Ticket{}, fmt.Errorf("queue a run of %s: %w", c.name, err)
 	}
-	c.log.Info("run queued", "run", run.ID, "trigger", why, "datasets", len(run.Datasets))
-	if started != nil {
-		started <- run.ID
+	c.log.Info("run queued", "run", run.ID, "trigger", req.Trigger, "actor", req.Actor, "datasets", len(run.Datasets))
+	if c.busy == nil {
+		c.launch(ctx, run, false, 0)
+		return Ticket{Run: run.ID}, nil
 	}
-	c.launch(ctx, run, false, 0)
+	if old := c.queued; old != nil {
+		if err := c.cancelRun(ctx, old.run, req, "replaced in the queue by "+run.ID); err != nil {
+			c.log.Error("cancel a replaced queued run", "run", old.run, "err", err)
+		}
+	}
+	c.queued = &queuedRun{run: run.ID, req: req}
+	return Ticket{Run: run.ID, Queued: true, Behind: c.busy.describe()}, nil
+}
+
+// rank orders requests competing for the one queue slot: a person's first,
+// then the monitor's (a decision on labelled feedback), then kilnd's own
+// triggers. Equal ranks replace each other: the newer request knows more.
+func rank(r Request) int {
+	switch {
+	case !r.Automatic():
+		return 3
+	case r.Trigger == TriggerMonitor || r.Trigger == TriggerProbation:
+		return 2
+	}
+	return 1
+}
+
+// explicitWindow checks the versions of an explicit window (Retrain): data
+// versions and labelled feedback (rows or joined) of this pipeline, admitted.
+// Suspect ones are left out (and listed), as from any window.
+func explicitWindow(tx *storage.Tx, pipeline string, ids []string) (keep, leftOut []string, err error) {
+	type ver struct {
+		id string
+		n  uint64
+	}
+	var vs []ver
+	for _, id := range ids {
+		p, letter, n, err := storage.ParseID(id)
+		if err != nil {
+			return nil, nil, err
+		}
+		if p != pipeline || letter != storage.LetterDataset {
+			return nil, nil, fmt.Errorf("window version %s: not a dataset of %s: %w", id, pipeline, storage.ErrInvalid)
+		}
+		if slices.ContainsFunc(vs, func(v ver) bool { return v.id == id }) {
+			continue
+		}
+		d, err := tx.Dataset(id)
+		if err != nil {
+			return nil, nil, fmt.Errorf("window version %s: %w", id, err)
+		}
+		if !admitted(d) {
+			return nil, nil, fmt.Errorf("window version %s is %s: %w", id, d.State, storage.ErrInvalid)
+		}
+		switch {
+		case d.Kind == storage.KindData && d.Train == nil:
+			return nil, nil, fmt.Errorf("window version %s has no train part: %w", id, storage.ErrInvalid)
+		case d.Kind == storage.KindFeedback && d.Feedback != storage.FeedbackRows && d.Feedback != storage.FeedbackJoined:
+			return nil, nil, fmt.Errorf("window version %s is feedback of type %q; only labelled rows (rows, joined) train: %w", id, d.Feedback, storage.ErrInvalid)
+		}
+		if d.Suspect != "" {
+			leftOut = append(leftOut, id)
+			continue
+		}
+		vs = append(vs, ver{id, n})
+	}
+	slices.SortFunc(vs, func(a, b ver) int { return cmp.Compare(a.n, b.n) })
+	for _, v := range vs {
+		keep = append(keep, v.id)
+	}
+	return keep, leftOut, nil
 }
 
 var errNoData = errors.New("no trainable data")
@@ -120,7 +218,8 @@ var errNoData = errors.New("no trainable data")
 // launch runs execRun in a worker for run, as the pipeline's flight.
 func (c *controller) launch(ctx context.Context, run storage.Run, attach bool, attempt int) {
 	wctx, cancel := context.WithCancel(ctx)
-	f := &flight{run: run.ID, cancel: cancel, attempt: attempt}
+	req := kilndRequest(c.name, run.Labels["trigger"], run.Labels["reason"])
+	f := &flight{run: run.ID, req: req, cancel: cancel, attempt: attempt}
 	c.busy = f
 	c.workers.Add(1)
 	go func() {
@@ -270,7 +369,12 @@ func (c *controller) prepareWorkspace(run storage.Run, job TrainJob) error {
 			}
 			part := d.Train
 			if ch == config.ChannelValidation {
+				// A feedback version's holdout rows are the gate's alone:
+				// the trainer never sees them, not even to validate.
 				part = d.Holdout
+				if d.Kind == storage.KindFeedback {
+					part = nil
+				}
 			}
 			if part == nil {
 				continue
@@ -445,13 +549,17 @@ func (c *controller) retry(ctx context.Context, failed storage.Run, attempt int)
 	var run storage.Run
 	err := c.deps.Store.Update(ctx, func(tx *storage.Tx) error {
 		var err error
-		run, err = tx.CreateRun(storage.Run{Pipeline: c.name, State: storage.RunQueued, Datasets: failed.Datasets,
-			Labels: map[string]string{"trigger": "retry", "retry_of": failed.ID}})
+		labels := maps.Clone(failed.Labels)
+		if labels == nil {
+			labels = map[string]string{}
+		}
+		labels["trigger"], labels["retry_of"] = TriggerRetry, failed.ID
+		run, err = tx.CreateRun(storage.Run{Pipeline: c.name, State: storage.RunQueued, Datasets: failed.Datasets, Labels: labels})
 		if err != nil {
 			return err
 		}
 		_, err = tx.Append(storage.Event{Actor: actorKilnd, Kind: "run.queued", Pipeline: c.name, Refs: []string{run.ID, failed.ID},
-			Details: map[string]string{"trigger": "retry", "attempt": strconv.Itoa(attempt)}})
+			Details: map[string]string{"trigger": TriggerRetry, "attempt": strconv.Itoa(attempt)}})
 		return err
 	})
 	if err != nil {
@@ -467,20 +575,36 @@ func (c *controller) runRecord(id string) (r storage.Run, err error) {
 	return r, err
 }
 
-// finishFlight frees the pipeline and serves a trigger that waited.
+// finishFlight frees the pipeline and starts what waited: the queued run,
+// else a new-data trigger that arrived meanwhile.
 func (c *controller) finishFlight(ctx context.Context) {
 	if c.busy != nil && c.busy.cancel != nil {
 		c.busy.cancel()
 	}
 	c.busy = nil
+	if q := c.queued; q != nil {
+		c.queued = nil
+		run, err := c.runRecord(q.run)
+		if err != nil {
+			c.log.Error("read the queued run", "run", q.run, "err", err)
+		} else if run.State == storage.RunQueued {
+			c.log.Info("starting the queued run", "run", run.ID, "trigger", q.req.Trigger)
+			c.launch(ctx, run, false, 0)
+			return
+		}
+	}
 	if c.pending {
 		c.pending = false
-		c.maybeTrain(ctx, "new data")
+		c.maybeTrain(ctx)
 	}
 }
 
-// cancelRun stops a run of this pipeline.
-func (c *controller) cancelRun(ctx context.Context, id, actor string) error {
+// cancelRun stops a run of this pipeline, running or queued. why, when
+// given, says why kilnd cancels it (else the request's reason).
+func (c *controller) cancelRun(ctx context.Context, id string, req Request, why string) error {
+	if pipelineOf(id) != c.name {
+		return fmt.Errorf("%w: run %s is not of pipeline %s", ErrConflict, id, c.name)
+	}
 	run, err := c.runRecord(id)
 	if err != nil {
 		return err
@@ -495,16 +619,27 @@ func (c *controller) cancelRun(ctx context.Context, id, actor string) error {
 			}
 		}
 	}
-	run.State, run.Reason, run.Finished = storage.RunCancelled, "cancelled by "+actor, c.now()
+	if why == "" {
+		why = req.Reason
+	}
+	run.State, run.Reason, run.Finished = storage.RunCancelled, "cancelled by "+req.Actor, c.now()
+	var extra map[string]string
+	if why != "" {
+		run.Reason += ": " + why
+		extra = map[string]string{"reason": why}
+	}
 	err = c.deps.Store.Update(ctx, func(tx *storage.Tx) error {
 		if err := tx.PutRun(run); err != nil {
 			return err
 		}
-		_, err := tx.Append(storage.Event{Actor: actor, Kind: "run.cancelled", Pipeline: c.name, Refs: []string{id}})
+		_, err := tx.Append(storage.Event{Actor: req.Actor, Kind: "run.cancelled", Pipeline: c.name, Refs: []string{id}, Details: req.details(extra)})
 		return err
 	})
 	if err != nil {
 		return err
+	}
+	if c.queued != nil && c.queued.run == id {
+		c.queued = nil
 	}
 	if c.busy != nil && c.busy.run == id {
 		if err := c.deps.GPUs.Release(ctx, id); err != nil {

@@ -1,8 +1,11 @@
 package pipeline
 
 import (
+	"strings"
 	"testing"
+	"time"
 
+	"github.com/kiln-edge/kiln/daemon/config"
 	"github.com/kiln-edge/kiln/storage"
 )
 
@@ -31,6 +34,40 @@ func TestFeedbackNeverWakesTraining(t *testing.T) {
 	} {
 		if got := isDataEvent(tc.e); got != tc.want {
 			t.Errorf("%s: isDataEvent = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+// TestWindow: the spec's window holds admitted data versions with a train part, never
+// feedback, quarantined or suspect ones.
+func TestWindow(t *testing.T) {
+	now := time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)
+	part := &storage.BlobRef{Digest: "x"}
+	ds := []storage.Dataset{
+		{ID: "p/d1", Kind: storage.KindData, State: storage.DatasetAccepted, Train: part, Created: now.Add(-72 * time.Hour)},
+		{ID: "p/d2", Kind: storage.KindData, State: storage.DatasetQuarantined, Train: part, Created: now.Add(-48 * time.Hour)},
+		{ID: "p/d3", Kind: storage.KindFeedback, State: storage.DatasetAccepted, Train: part, Created: now.Add(-36 * time.Hour)},
+		{ID: "p/d4", Kind: storage.KindData, State: storage.DatasetReleased, Train: part, Created: now.Add(-24 * time.Hour)},
+		{ID: "p/d5", Kind: storage.KindData, State: storage.DatasetAccepted, Train: part, Created: now.Add(-time.Hour)},
+		{ID: "p/d6", Kind: storage.KindData, State: storage.DatasetAccepted, Train: part, Created: now.Add(-time.Hour), Suspect: "p/m2"},
+	}
+	ids := func(ds []storage.Dataset) string {
+		var s []string
+		for _, d := range ds {
+			s = append(s, d.ID)
+		}
+		return strings.Join(s, ",")
+	}
+	for _, tc := range []struct {
+		w    config.Window
+		want string
+	}{
+		{config.Window{Versions: "all"}, "p/d1,p/d4,p/d5"},
+		{config.Window{Last: 2}, "p/d4,p/d5"},
+		{config.Window{Days: 2}, "p/d4,p/d5"},
+	} {
+		if got := ids(window(ds, tc.w, now)); got != tc.want {
+			t.Errorf("window(%+v) = %s; want %s", tc.w, got, tc.want)
 		}
 	}
 }
