@@ -299,6 +299,8 @@ func (c *controller) run(parent context.Context) {
 				c.evalDone(ctx, r)
 			case *standbyStart:
 				c.standbyDone(ctx, r)
+			case stopReplaced:
+				c.stopDone(ctx, r)
 			}
 		}
 	}

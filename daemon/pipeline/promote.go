@@ -112,25 +112,47 @@ func (c *controller) promote(ctx context.Context, m storage.Model, srv Serving, 
 		stop = append(stop, oldStandby)
 	}
 	// Requests in flight finish on the old container; stop it once they
-	// have, off the controller's loop.
+	// have, off the controller's loop. The loop has the last word (stopDone):
+	// a model serving again by then (a pin, a rollback to it) keeps it.
 	ep := c.endpoint
-	go func() {
-		for _, d := range stop {
-			if d.srv == nil {
-				continue
-			}
+	for _, d := range stop {
+		if d.srv == nil {
+			continue
+		}
+		c.workers.Add(1)
+		go func() {
+			defer c.workers.Done()
 			wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), drainGrace)
 			if err := ep.WaitIdle(wctx, d.model); err != nil {
 				c.log.Warn("requests still in flight on the replaced model; stopping it anyway", "model", d.model, "err", err)
 			}
 			cancel()
-			if err := d.srv.Stop(context.WithoutCancel(ctx)); err != nil {
-				c.log.Warn("stop replaced serving container", "model", d.model, "err", err)
+			select {
+			case c.results <- stopReplaced{d}:
+			case <-ctx.Done():
 			}
-		}
-	}()
+		}()
+	}
 	c.invalidateEval(m.ID)
 	return nil
+}
+
+// stopReplaced asks the loop to stop a replaced model's container once
+// its requests are done.
+type stopReplaced struct{ d *deployed }
+
+func (c *controller) stopDone(ctx context.Context, r stopReplaced) {
+	warm := (c.live != nil && c.live.model == r.d.model) || (c.standby != nil && c.standby.model == r.d.model && c.standby.srv != nil)
+	if warm || (c.busy != nil && c.busy.model == r.d.model) || (c.starting != nil && c.starting.model == r.d.model) {
+		return // serving (or being evaluated) again: keep it
+	}
+	c.workers.Add(1)
+	go func() {
+		defer c.workers.Done()
+		if err := r.d.srv.Stop(context.WithoutCancel(ctx)); err != nil {
+			c.log.Warn("stop replaced serving container", "model", r.d.model, "err", err)
+		}
+	}()
 }
 
 // invalidateEval marks an evaluation in flight stale when it scores its
