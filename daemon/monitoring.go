@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kiln-edge/kiln/daemon/config"
 	"github.com/kiln-edge/kiln/daemon/ingest"
 	"github.com/kiln-edge/kiln/daemon/monitor"
 	"github.com/kiln-edge/kiln/daemon/pipeline"
@@ -24,8 +25,10 @@ func (d *Daemon) newMonitor() *monitor.Monitor {
 		Serving:  d.servingPair,
 		Feedback: feedbackSource{store: d.store, ing: d.ingest},
 		Log:      &predictionLogs{dir: d.predLogDir(), eps: d.eps, readers: map[string]*serve.LogReader{}},
-		Logger:   d.log.With("part", "monitor"),
-		RowKey:   ingest.RowKey,
+		Actions: monitorActions{pipes: d.pipes, store: d.store, now: time.Now,
+			specs: func() map[string]*config.Pipeline { return d.pipelines.Load().specs }},
+		Logger: d.log.With("part", "monitor"),
+		RowKey: ingest.RowKey,
 	})
 }
 
@@ -136,4 +139,66 @@ func (e *endpoints) flushLog(ctx context.Context, p string) error {
 		return nil
 	}
 	return o.ep.FlushLog(ctx)
+}
+
+// monitorActions carries out the monitor's decisions through the pipeline
+// controller, with kilnd as the actor: the same commands people use, under
+// the same guard (pin, cooldown, work in flight).
+type monitorActions struct {
+	pipes *pipeline.Manager
+	store *storage.Store
+	specs func() map[string]*config.Pipeline
+	now   func() time.Time
+}
+
+func (a monitorActions) Rollback(ctx context.Context, p, from, trigger, reason string, details map[string]string) error {
+	req := pipeline.Request{Pipeline: p, Actor: pipeline.ActorKilnd, Trigger: trigger, Reason: reason, Details: details}
+	return actionError(a.pipes.Rollback(ctx, req, from))
+}
+
+// Retrain runs on the spec's window plus every labelled feedback version
+// (rows, and late labels joined with their inputs): their train parts
+// train, their holdout parts gate the candidate on rows it never saw.
+func (a monitorActions) Retrain(ctx context.Context, p, reason string, details map[string]string) (string, error) {
+	spec := a.specs()[p]
+	if spec == nil {
+		return "", fmt.Errorf("%w: pipeline %s is not loaded", monitor.ErrActNever, p)
+	}
+	var all []storage.Dataset
+	if err := a.store.View(func(tx *storage.Tx) (err error) { all, err = tx.Datasets(p); return err }); err != nil {
+		return "", err
+	}
+	var ids []string
+	for _, d := range pipeline.SpecWindow(all, spec.Window, a.now()) {
+		ids = append(ids, d.ID)
+	}
+	for _, d := range all {
+		if d.Kind == storage.KindFeedback && (d.Feedback == storage.FeedbackRows || d.Feedback == storage.FeedbackJoined) &&
+			(d.State == storage.DatasetAccepted || d.State == storage.DatasetReleased) {
+			ids = append(ids, d.ID)
+		}
+	}
+	req := pipeline.Request{Pipeline: p, Actor: pipeline.ActorKilnd, Trigger: pipeline.TriggerMonitor, Reason: reason, Details: details}
+	t, err := a.pipes.Retrain(ctx, req, ids)
+	return t.Run, actionError(err)
+}
+
+func (a monitorActions) EnsureStandby(ctx context.Context, p string) error {
+	_, err := a.pipes.EnsureStandby(ctx, p)
+	return err
+}
+
+// actionError sorts the controller's refusals for the monitor: a cooldown
+// or work in flight passes, so it tries again; a pin or a live model that
+// changed meanwhile settles the alarm.
+func actionError(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, pipeline.ErrCooldown), errors.Is(err, pipeline.ErrBusy):
+		return fmt.Errorf("%w: %w", monitor.ErrActLater, err)
+	case errors.Is(err, pipeline.ErrPinned), errors.Is(err, pipeline.ErrStale):
+		return fmt.Errorf("%w: %w", monitor.ErrActNever, err)
+	}
+	return err
 }

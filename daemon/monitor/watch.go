@@ -210,11 +210,14 @@ func (m *Monitor) act(ctx context.Context, spec pipelineSpec, st storage.Monitor
 		}
 	}
 	switch {
-	case errors.Is(err, ErrActLater):
+	case err == nil:
+	case errors.Is(err, ErrActNever):
+		m.event(ctx, spec.name, "monitor.action_refused", []string{st.Model}, with(with(details, "decision", a.Decided), "error", err.Error()))
+	default:
+		// A refusal for now (cooldown, work in flight) or a failure
+		// (containerd away): the alarm stays decided and is tried again.
 		closeAlarm = false
 		log.Info("automatic action deferred", "decision", a.Decided, "err", err)
-	case err != nil:
-		m.event(ctx, spec.name, "monitor.action_refused", []string{st.Model}, with(with(details, "decision", a.Decided), "error", err.Error()))
 	}
 	if !closeAlarm {
 		return

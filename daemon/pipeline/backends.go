@@ -2,6 +2,10 @@ package pipeline
 
 import (
 	"context"
+	"time"
+
+	"github.com/kiln-edge/kiln/daemon/config"
+	"github.com/kiln-edge/kiln/storage"
 )
 
 // ServingPair is what a pipeline serves right now: the live model's backend
@@ -37,4 +41,10 @@ func (m *Manager) Serving(ctx context.Context, pipeline string) (ServingPair, er
 		return ServingPair{}, err
 	}
 	return <-reply, nil
+}
+
+// SpecWindow is the data versions a run on the spec's window would train
+// on now (the monitor's retrain adds labelled feedback to it).
+func SpecWindow(all []storage.Dataset, w config.Window, now time.Time) []storage.Dataset {
+	return window(all, w, now)
 }

@@ -78,31 +78,3 @@ func SignTestP(wins, n int) float64 {
 	return binomCDF(n, n-wins, 0.5)
 }
 
-// upperMissRate is the one-sided upper confidence bound, at confidence
-// 1-gamma, on a miss rate q from a warm-up that saw (trials, misses) and
-// stopped either at its target number of misses (stoppedAtTarget) or at its
-// label cap. For a stop at the target's k-th miss on label n, outcomes at
-// least as favourable to a small q are "the k-th miss came at n or later":
-// P_q = P(Binomial(n-1, q) <= k-1). For a stop at the cap with e < k misses:
-// P_q = P(Binomial(n, q) <= e). The bound is the q at which that
-// probability falls to gamma (Clopper-Pearson's construction), so
-// P(q > bound) <= gamma for every q whichever way the warm-up ended.
-func upperMissRate(trials, misses int, stoppedAtTarget bool, gamma float64) float64 {
-	m, k := trials, misses
-	if stoppedAtTarget {
-		m, k = trials-1, misses-1
-	}
-	if k >= m {
-		return 1
-	}
-	lo, hi := float64(k)/float64(max(m, 1)), 1.0
-	for range 100 {
-		mid := (lo + hi) / 2
-		if binomCDF(m, k, mid) > gamma {
-			lo = mid
-		} else {
-			hi = mid
-		}
-	}
-	return hi
-}

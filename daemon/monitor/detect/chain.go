@@ -21,31 +21,23 @@ type cusumParams struct {
 	Nats  float64 `json:"nats_per_unit"`
 }
 
-// maxStates bounds the calibration chain (and the statistic's resolution):
-// the threshold is about this many units. Below it the LLR is rounded by at
-// most 1/(2*Down) relative; it is only reached coarsely when the miss rate is
-// so small that one hit's LLR is under threshold/maxStates nats, and then the
-// decrement per hit is one unit (the CUSUM is tuned to a slightly larger
-// rise than its nominal ratio; see design).
-const maxStates = 1500
+// statesPerThreshold sets the statistic's resolution: the threshold is
+// about this many units, so rounding the LLR to integers changes a step by
+// at most 1/(2*Down) of a hit's LLR, under a third of a percent of the
+// threshold. When one hit's LLR is finer than that, a hit is one unit and
+// the chain has threshold/LLR(hit) states (about 3,800 at a miss rate of
+// 0.005, 15,000 at the 0.001 floor of the reference grid).
+const statesPerThreshold = 1500
 
-// design scales the LLR of miss rate q1 = odds-ratio r above q0 to integers
-// for a threshold of about hNats nats.
+// design scales the LLR of miss rate q1 (odds ratio r above q0) against q0
+// to integers for a threshold of about hNats nats.
 func design(q0, r, hNats float64) cusumParams {
 	o1 := r * q0 / (1 - q0)
 	q1 := o1 / (1 + o1)
 	a := math.Log(q1 / q0)             // a miss's LLR
 	b := math.Log((1 - q0) / (1 - q1)) // a hit's LLR, negated
-	u := hNats / maxStates
-	down := max(1, math.Round(b/u))
-	u = b / down
-	if down == 1 && b < hNats/maxStates {
-		// Resolution floor: one unit per hit is b' = hNats/maxStates nats,
-		// more than b; keep the miss step's LLR ratio a/b so the CUSUM still
-		// weighs a miss against hits as the LLR does.
-		u = hNats / maxStates
-		return cusumParams{Ratio: r, Up: int32(max(1, math.Round(a/b))), Down: 1, Nats: u}
-	}
+	down := max(1, math.Round(b/(hNats/statesPerThreshold)))
+	u := b / down
 	return cusumParams{Ratio: r, Up: int32(max(1, math.Round(a/u))), Down: int32(down), Nats: u}
 }
 
@@ -103,9 +95,74 @@ func falseAlarmProb(up, down, h int, q float64, n int) float64 {
 	return fired
 }
 
+// hazard is the chain's quasi-stationary alarm probability per label: the
+// probability that a label raises the alarm once the statistic has forgotten
+// its start, conditioned on no alarm so far. It is computed on the chain
+// embedded at misses (a hit can never alarm): before a miss the statistic
+// has some distribution x; the miss adds up (mass at or above h alarms);
+// the run of hits until the next miss is geometric, so it moves a state t
+// down by down*G with P(G=g) = q(1-q)^g, all in one O(h) pass. Power
+// iteration from the start state 0 converges to the alarm probability per
+// miss, pi, and the per-label hazard is q*pi (alarms happen only at misses,
+// which arrive at rate q). One step stands for 1/q labels, so even a stream
+// missed once in 200 labels converges in a few hundred O(h) steps.
+//
+// A chain whose statistic barely drifts down (a true miss rate near the
+// rise a CUSUM is tuned to) mixes slowly; after maxIter steps without
+// convergence hazard returns 1, the conservative answer (such a rate sits
+// in the far tail of the estimate's spread, where the alarm is near
+// certain anyway).
+func hazard(up, down, h int, q float64) float64 {
+	if q*float64(up) >= (1-q)*float64(down) {
+		return 1 // the statistic drifts up: it alarms for sure
+	}
+	maxIter := 20*h/max(up, 1) + 2000
+	x := make([]float64, h)
+	r := make([]float64, h+down)
+	x[0] = 1
+	prev := -1.0
+	for j := 0; j < maxIter; j++ {
+		alarm := 0.0
+		for s := max(h-up, 0); s < h; s++ {
+			alarm += x[s]
+		}
+		// r[t] = sum_g (1-q)^g y[t+down*g], y = x shifted up by `up`
+		for t := h - 1; t >= 0; t-- {
+			y := 0.0
+			if t >= up {
+				y = x[t-up]
+			}
+			r[t] = y + (1-q)*r[t+down]
+		}
+		keep := 1 - alarm
+		sum := 0.0
+		for t := h - 1; t >= 1; t-- {
+			x[t] = q * r[t] / keep
+			sum += x[t]
+		}
+		x[0] = 1 - sum
+		if j > 2*h/max(up, 1)+16 && math.Abs(alarm-prev) <= 1e-8*alarm {
+			return q * alarm
+		}
+		prev = alarm
+	}
+	return 1
+}
+
+// horizonFalseAlarm bounds the probability that the CUSUM alarms within n
+// labels from a start at 0: 1-(1-hazard)^n. The CUSUM's update is monotone
+// in its state, so a chain started at 0 stays, label by label and on the
+// same labels, at or below one started from the quasi-stationary
+// distribution, whose survival is exactly (1-hazard)^n: the bound holds and
+// is tight once n is long against the chain's memory (a 100k horizon against
+// a memory of a few hundred labels here).
+func horizonFalseAlarm(up, down, h int, q float64, n int) float64 {
+	return -math.Expm1(float64(n) * math.Log1p(-hazard(up, down, h, q)))
+}
+
 type calKey struct {
-	q0, r, alpha float64
-	n            int
+	q0, relSD, r, alpha float64
+	n                   int
 }
 
 var (
@@ -113,15 +170,34 @@ var (
 	calCache = map[calKey]cusumParams{}
 )
 
-// calibrate returns the CUSUM tuned to odds-ratio r above miss rate q0 with
-// the smallest integer threshold whose exact false-alarm probability within
-// n labels at miss rate q0 is at most alpha. Results are cached by their
-// inputs (q0 is already on the reference grid, see refMissRate).
-func calibrate(q0, r, alpha float64, n int) (cusumParams, error) {
-	if !(q0 > 0 && q0 < 1) || !(r > 1) || !(alpha > 0 && alpha < 1) || n < 1 {
-		return cusumParams{}, fmt.Errorf("calibrate: q0 %v, ratio %v, alpha %v, horizon %d out of range", q0, r, alpha, n)
+// Gauss-Hermite nodes and weights (9 points, for a standard normal): the
+// average of a smooth function of a normal variable, exact for
+// polynomials up to degree 17.
+var ghNodes, ghWeights = func() ([]float64, []float64) {
+	x := []float64{-3.190993201781528, -2.266580584531843, -1.468553289216668, -0.723551018752838, 0,
+		0.723551018752838, 1.468553289216668, 2.266580584531843, 3.190993201781528}
+	w := []float64{3.960697726326e-05, 4.943624275537e-03, 8.847452739438e-02, 4.326515590026e-01, 7.202352156061e-01,
+		4.326515590026e-01, 8.847452739438e-02, 4.943624275537e-03, 3.960697726326e-05}
+	for i := range x {
+		x[i] *= math.Sqrt2
+		w[i] /= math.Sqrt(math.Pi)
 	}
-	key := calKey{q0, r, alpha, n}
+	return x, w
+}()
+
+// calibrate returns the CUSUM tuned to odds-ratio r above reference miss
+// rate q0 with the smallest integer threshold whose false-alarm
+// probability within n labels is at most alpha, when the stream's true
+// miss rate is q0 (relSD 0: a known baseline) or, for a baseline estimated
+// with relative standard error relSD, averaged over true rates
+// q0*exp(relSD*Z), Z standard normal: the false-alarm rate of the whole
+// estimate-then-monitor procedure. Results are cached by their inputs
+// (which are on grids, see refMissRate and roundSD).
+func calibrate(q0, relSD, r, alpha float64, n int) (cusumParams, error) {
+	if !(q0 > 0 && q0 < 1) || !(relSD >= 0) || !(r > 1) || !(alpha > 0 && alpha < 1) || n < 1 {
+		return cusumParams{}, fmt.Errorf("calibrate: miss rate %v, relative sd %v, ratio %v, alpha %v, horizon %d out of range", q0, relSD, r, alpha, n)
+	}
+	key := calKey{q0, relSD, r, alpha, n}
 	calMu.Lock()
 	p, ok := calCache[key]
 	calMu.Unlock()
@@ -132,7 +208,17 @@ func calibrate(q0, r, alpha float64, n int) (cusumParams, error) {
 	// about exp(-hNats), so n*exp(-hNats) ~ alpha.
 	hNats := math.Log(float64(n)/alpha) + 1
 	p = design(q0, r, hNats)
-	fa := func(h int) float64 { return falseAlarmProb(int(p.Up), int(p.Down), h, q0, n) }
+	fa := func(h int) float64 {
+		if relSD == 0 {
+			return horizonFalseAlarm(int(p.Up), int(p.Down), h, q0, n)
+		}
+		sum := 0.0
+		for i, z := range ghNodes {
+			q := math.Min(q0*math.Exp(relSD*z), 0.999)
+			sum += ghWeights[i] * horizonFalseAlarm(int(p.Up), int(p.Down), h, q, n)
+		}
+		return sum
+	}
 	// Bracket: lo fails (fa > alpha), hi passes, then interpolate on
 	// log(fa), nearly linear in h, guarded by bisection.
 	hi := int(math.Ceil(hNats / p.Nats))
