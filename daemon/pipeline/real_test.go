@@ -56,7 +56,9 @@ type containers struct {
 
 var _ pipeline.Runtime = (*containers)(nil)
 
-func (c *containers) Resolve(ctx context.Context, ref string) (string, error) { return c.rt.Resolve(ctx, ref) }
+func (c *containers) Resolve(ctx context.Context, ref string) (string, error) {
+	return c.rt.Resolve(ctx, ref)
+}
 
 func (c *containers) trainSpec(job pipeline.TrainJob) runtime.TrainSpec {
 	return runtime.TrainSpec{
@@ -175,7 +177,9 @@ func (e realEndpoint) Live() pipeline.Backend {
 	}
 	return nil
 }
-func (e realEndpoint) WaitIdle(ctx context.Context, model string) error { return e.ep.WaitIdle(ctx, model) }
+func (e realEndpoint) WaitIdle(ctx context.Context, model string) error {
+	return e.ep.WaitIdle(ctx, model)
+}
 
 func (r *realEndpoints) Open(spec *config.Pipeline) (pipeline.Endpoint, error) {
 	r.mu.Lock()
