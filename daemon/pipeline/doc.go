@@ -40,7 +40,9 @@
 //	   v                                                           succeeded      failed (reason kept;
 //	cancelled (reason kept)                                            |           train.retries)
 //	                                                                   v
-// Models:                                                         candidate
+//	                                                               candidate
+//
+// Models:
 //
 //	candidate --> evaluating --(gate passes on every set)--> live --(newer model live)--> standby --> retired
 //	                 |   ^                                    |  ^                           |
