@@ -29,7 +29,7 @@ var groups []Group
 func register(g Group) { groups = append(groups, g) }
 
 // groupOrder is BENCH.md's table order; groups not listed run last.
-var groupOrder = []string{"ingest", "storage", "runtime", "serve", "rollback", "monitor", "detect", "daemon", "e2e", "gpu"}
+var groupOrder = []string{"ingest", "storage", "runtime", "serve", "rollback", "monitor", "detect", "decide", "daemon", "e2e", "gpu"}
 
 func main() {
 	only := flag.String("only", "", "comma-separated groups to run (default all): "+strings.Join(groupOrder, ","))

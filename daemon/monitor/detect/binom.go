@@ -77,4 +77,3 @@ func SignTestP(wins, n int) float64 {
 	// P(X >= w) = P(X <= n-w) by symmetry.
 	return binomCDF(n, n-wins, 0.5)
 }
-

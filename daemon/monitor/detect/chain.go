@@ -19,6 +19,8 @@ type cusumParams struct {
 	Down  int32   `json:"down"`
 	H     int32   `json:"h"`
 	Nats  float64 `json:"nats_per_unit"`
+	// Ref is the miss rate the CUSUM is referenced to and calibrated at.
+	Ref float64 `json:"reference_miss_rate"`
 }
 
 // statesPerThreshold sets the statistic's resolution: the threshold is
@@ -116,7 +118,7 @@ func hazard(up, down, h int, q float64) float64 {
 	if q*float64(up) >= (1-q)*float64(down) {
 		return 1 // the statistic drifts up: it alarms for sure
 	}
-	maxIter := 20*h/max(up, 1) + 2000
+	maxIter := min(20*h/max(up, 1)+2000, 20000)
 	x := make([]float64, h)
 	r := make([]float64, h+down)
 	x[0] = 1
@@ -161,8 +163,8 @@ func horizonFalseAlarm(up, down, h int, q float64, n int) float64 {
 }
 
 type calKey struct {
-	q0, relSD, r, alpha float64
-	n                   int
+	q0, r, alpha float64
+	n            int
 }
 
 var (
@@ -170,34 +172,16 @@ var (
 	calCache = map[calKey]cusumParams{}
 )
 
-// Gauss-Hermite nodes and weights (9 points, for a standard normal): the
-// average of a smooth function of a normal variable, exact for
-// polynomials up to degree 17.
-var ghNodes, ghWeights = func() ([]float64, []float64) {
-	x := []float64{-3.190993201781528, -2.266580584531843, -1.468553289216668, -0.723551018752838, 0,
-		0.723551018752838, 1.468553289216668, 2.266580584531843, 3.190993201781528}
-	w := []float64{3.960697726326e-05, 4.943624275537e-03, 8.847452739438e-02, 4.326515590026e-01, 7.202352156061e-01,
-		4.326515590026e-01, 8.847452739438e-02, 4.943624275537e-03, 3.960697726326e-05}
-	for i := range x {
-		x[i] *= math.Sqrt2
-		w[i] /= math.Sqrt(math.Pi)
-	}
-	return x, w
-}()
-
 // calibrate returns the CUSUM tuned to odds-ratio r above reference miss
 // rate q0 with the smallest integer threshold whose false-alarm
-// probability within n labels is at most alpha, when the stream's true
-// miss rate is q0 (relSD 0: a known baseline) or, for a baseline estimated
-// with relative standard error relSD, averaged over true rates
-// q0*exp(relSD*Z), Z standard normal: the false-alarm rate of the whole
-// estimate-then-monitor procedure. Results are cached by their inputs
-// (which are on grids, see refMissRate and roundSD).
-func calibrate(q0, relSD, r, alpha float64, n int) (cusumParams, error) {
-	if !(q0 > 0 && q0 < 1) || !(relSD >= 0) || !(r > 1) || !(alpha > 0 && alpha < 1) || n < 1 {
-		return cusumParams{}, fmt.Errorf("calibrate: miss rate %v, relative sd %v, ratio %v, alpha %v, horizon %d out of range", q0, relSD, r, alpha, n)
+// probability within n labels of a stream missed at rate q0 is at most
+// alpha (horizonFalseAlarm: exact hazard, conservative bound). Results are
+// cached by their inputs (q0 is on the reference grid, see refMissRate).
+func calibrate(q0, r, alpha float64, n int) (cusumParams, error) {
+	if !(q0 > 0 && q0 < 1) || !(r > 1) || !(alpha > 0 && alpha < 1) || n < 1 {
+		return cusumParams{}, fmt.Errorf("calibrate: miss rate %v, ratio %v, alpha %v, horizon %d out of range", q0, r, alpha, n)
 	}
-	key := calKey{q0, relSD, r, alpha, n}
+	key := calKey{q0, r, alpha, n}
 	calMu.Lock()
 	p, ok := calCache[key]
 	calMu.Unlock()
@@ -208,17 +192,8 @@ func calibrate(q0, relSD, r, alpha float64, n int) (cusumParams, error) {
 	// about exp(-hNats), so n*exp(-hNats) ~ alpha.
 	hNats := math.Log(float64(n)/alpha) + 1
 	p = design(q0, r, hNats)
-	fa := func(h int) float64 {
-		if relSD == 0 {
-			return horizonFalseAlarm(int(p.Up), int(p.Down), h, q0, n)
-		}
-		sum := 0.0
-		for i, z := range ghNodes {
-			q := math.Min(q0*math.Exp(relSD*z), 0.999)
-			sum += ghWeights[i] * horizonFalseAlarm(int(p.Up), int(p.Down), h, q, n)
-		}
-		return sum
-	}
+	p.Ref = q0
+	fa := func(h int) float64 { return horizonFalseAlarm(int(p.Up), int(p.Down), h, q0, n) }
 	// Bracket: lo fails (fa > alpha), hi passes, then interpolate on
 	// log(fa), nearly linear in h, guarded by bisection.
 	hi := int(math.Ceil(hNats / p.Nats))
