@@ -43,6 +43,7 @@ type pipelineScores struct {
 	deployments []storage.Deployment
 	live        string
 	standby     string
+	state       *storage.MonitorState
 }
 
 // readScores reads a pipeline's scorings and deployments. Scorings' per-row
@@ -61,6 +62,11 @@ func readScores(tx *storage.Tx, name string, spec *config.Pipeline) (pipelineSco
 	}
 	ps.live, ps.standby = servingModels(ps.deployments)
 	ps.metric = metricOf(spec, ps.scorings)
+	if st, ok, err := tx.MonitorState(name); err != nil {
+		return ps, err
+	} else if ok && st.Model == ps.live {
+		ps.state = &st
+	}
 	return ps, nil
 }
 
@@ -177,6 +183,13 @@ func (ps *pipelineScores) statusLine() api.PipelineMonitor {
 		pm.Value, pm.Labels = metricValue(st.Value), st.Labels
 	}
 	pm.StandbyStopped = ps.spec != nil && ps.spec.Serve.Standby == config.StandbyStop
+	if ps.spec != nil && ps.live != "" {
+		w := monitor.WatchOf(ps.scorings, ps.state, ps.spec.Monitor.MinLabelRate, ps.spec.Monitor.TargetFalseAlarm, time.Now())
+		pm.Watch = &api.Watch{LabelsPerDay: w.LabelsPerDay, LabelDelayP50S: w.DelayP50.Seconds(), Detector: w.Phase,
+			WarmupLabels: w.WarmupLabels, WarmupMaxLabels: w.WarmupMaxLabels, WarmupMisses: w.WarmupMisses,
+			WarmupMaxMisses: w.WarmupMaxMisses, Baseline: w.Baseline, Detect5PointS: w.Detect5.Seconds(),
+			Blind: w.Blind, BlindWhy: w.BlindWhy, Alarm: w.Alarm}
+	}
 	return pm
 }
 

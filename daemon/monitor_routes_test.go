@@ -168,7 +168,10 @@ func TestMonitorReadSide(t *testing.T) {
 			t.Fatal(err)
 		}
 		want := []api.PipelineMonitor{
-			{Pipeline: "iris", Live: m2.ID, Standby: m1.ID, Metric: "accuracy", Value: f(11.0 / 14), Labels: 14},
+			// The scorings are older than the label-rate window: 0 a day,
+			// below monitor.min_label_rate, so the monitor says it is blind.
+			{Pipeline: "iris", Live: m2.ID, Standby: m1.ID, Metric: "accuracy", Value: f(11.0 / 14), Labels: 14,
+				Watch: &api.Watch{Blind: true, BlindWhy: "fewer labels a day than monitor.min_label_rate"}},
 			{Pipeline: "pumps", Metric: "accuracy", StandbyStopped: true},
 		}
 		if diff := cmp.Diff(want, s.Monitor, cmp.Comparer(approx)); diff != "" {

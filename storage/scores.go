@@ -256,8 +256,10 @@ type Alarm struct {
 	StbyRight int64             `json:"standby_right"`
 	LiveOnly  int64             `json:"live_only"`
 	StbyOnly  int64             `json:"standby_only"`
-	Decided   string            `json:"decided,omitempty"` // rollback | drift, once decided
-	Acted     bool              `json:"acted,omitempty"`   // the action was taken (or refused for good)
+	// Decider is the post-alarm decision's own state (package detect).
+	Decider json.RawMessage `json:"decider,omitempty"`
+	Decided string          `json:"decided,omitempty"` // rollback | drift, once decided
+	Acted   bool            `json:"acted,omitempty"`   // the action was taken (or refused for good)
 }
 
 // PutMonitorState records a pipeline's monitor state.

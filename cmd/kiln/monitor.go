@@ -197,6 +197,39 @@ func statusMonitorLine(pm api.PipelineMonitor) string {
 	default:
 		b.WriteString("; no standby")
 	}
+	if w := pm.Watch; w != nil {
+		b.WriteString("\n" + watchLine(w))
+	}
+	return b.String()
+}
+
+// watchLine says how the monitor watches: the label rate and delay, the
+// detector's phase, and what a 5-point drop would take to be seen.
+func watchLine(w *api.Watch) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "  %.0f labels/day", w.LabelsPerDay)
+	if w.LabelDelayP50S > 0 {
+		fmt.Fprintf(&b, ", label delay p50 %s", time.Duration(w.LabelDelayP50S*float64(time.Second)).Round(time.Second))
+	}
+	switch w.Detector {
+	case "warmup":
+		fmt.Fprintf(&b, "; detector learning its baseline (%d of %d misses, %d of at most %d labels)",
+			w.WarmupMisses, w.WarmupMaxMisses, w.WarmupLabels, w.WarmupMaxLabels)
+	case "armed":
+		fmt.Fprintf(&b, "; detector armed at baseline %.4f", w.Baseline)
+	case "alarm":
+		fmt.Fprintf(&b, "; %s", w.Alarm)
+	case "":
+		b.WriteString("; detector not started (no labels yet)")
+	default:
+		fmt.Fprintf(&b, "; detector %s", w.Detector)
+	}
+	if w.Detect5PointS > 0 {
+		fmt.Fprintf(&b, "; a 5-point drop would be seen in about %s", time.Duration(w.Detect5PointS*float64(time.Second)).Round(time.Minute))
+	}
+	if w.Blind {
+		fmt.Fprintf(&b, "; BLIND: %s", w.BlindWhy)
+	}
 	return b.String()
 }
 

@@ -225,6 +225,19 @@ func slowSpec(timeout string) string {
 // startLoop starts kilnd on a fresh root with the example images imported
 // and spec loaded, and drops the example data.
 func startLoop(t *testing.T, ns, spec string) (*kilnd, string) {
+	return startLoopWith(t, ns, spec, nil)
+}
+
+// startLoopData is startLoop with the first 300 rows of the example data
+// only, leaving the rest for later batches.
+func startLoopData(t *testing.T, ns, spec string) (*kilnd, string) {
+	return startLoopWith(t, ns, spec, func(data []byte) []byte {
+		lines := strings.SplitAfter(string(data), "\n")
+		return []byte(strings.Join(lines[:301], ""))
+	})
+}
+
+func startLoopWith(t *testing.T, ns, spec string, cut func([]byte) []byte) (*kilnd, string) {
 	t.Helper()
 	addr := containerdAddr(t)
 	needRoot(t)
@@ -245,6 +258,9 @@ func startLoop(t *testing.T, ns, spec string) (*kilnd, string) {
 	data, err := os.ReadFile("../../examples/tabular/data/breast_cancer.csv")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if cut != nil {
+		data = cut(data)
 	}
 	drop := filepath.Join(root, "var/lib/kiln/drop/cancer")
 	waitFor(t, "the drop folder", func() bool { _, err := os.Stat(drop); return err == nil })

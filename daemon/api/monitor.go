@@ -97,7 +97,30 @@ type PipelineMonitor struct {
 	Value  *float64 `json:"value"`
 	Labels int64    `json:"labels"`
 	// StandbyStopped: serve.standby is stop, so only the live model is scored.
-	StandbyStopped bool `json:"standby_stopped,omitempty"`
+	StandbyStopped bool   `json:"standby_stopped,omitempty"`
+	Watch          *Watch `json:"watch,omitempty"`
+}
+
+// Watch is how the monitor watches a pipeline's live model.
+type Watch struct {
+	// LabelsPerDay over the last 7 days (or since the first label);
+	// LabelDelayP50S the median delay of the newest joined late labels.
+	LabelsPerDay   float64 `json:"labels_per_day"`
+	LabelDelayP50S float64 `json:"label_delay_p50_s,omitempty"`
+	// Detector is the overall stream's phase: warmup, armed, blind, or
+	// alarm while an alarm waits for its decision.
+	Detector        string  `json:"detector,omitempty"`
+	WarmupLabels    int     `json:"warmup_labels,omitempty"`
+	WarmupMaxLabels int     `json:"warmup_max_labels,omitempty"`
+	WarmupMisses    int     `json:"warmup_misses,omitempty"`
+	WarmupMaxMisses int     `json:"warmup_max_misses,omitempty"`
+	Baseline        float64 `json:"baseline,omitempty"`
+	// Detect5PointS is the expected time to detect a 5-point accuracy
+	// drop at this label rate, in seconds (0: unknown yet).
+	Detect5PointS float64 `json:"detect_5point_s,omitempty"`
+	Blind         bool    `json:"blind,omitempty"`
+	BlindWhy      string  `json:"blind_why,omitempty"`
+	Alarm         string  `json:"alarm,omitempty"`
 }
 
 // FeedbackResult answers POST /v1/pipelines/{name}/feedback: the file the

@@ -2,6 +2,7 @@ package monitor
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -120,3 +121,5 @@ func specOf(p *config.Pipeline) pipelineSpec {
 }
 
 func closeQuietly(c io.Closer) { _ = c.Close() } // read side
+
+func jsonOf(v any) ([]byte, error) { return json.Marshal(v) }

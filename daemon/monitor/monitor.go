@@ -44,7 +44,7 @@ func New(deps Deps) *Monitor {
 		deps.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Monitor{deps: deps, log: deps.Logger, specs: map[string]pipelineSpec{}, workers: map[string]*worker{},
-		train: newTrainCache(deps.Store, deps.RowKey)}
+		train: newTrainCache(deps.Store, deps.RowKey), stats: detectStats{}}
 }
 
 // Start runs the monitor until ctx ends: it follows the event stream for
@@ -144,8 +144,9 @@ func (m *Monitor) spec(pipeline string) (pipelineSpec, bool) {
 // Retry bounds after a failed scoring (a backend restarting, a standby
 // stopped by a promotion in the middle).
 const (
-	retryMin = 2 * time.Second
-	retryMax = time.Minute
+	settleEvery = 2 * time.Second // retry of a decided action refused for now
+	retryMin    = 2 * time.Second
+	retryMax    = time.Minute
 )
 
 func (m *Monitor) runWorker(ctx context.Context, pipeline string, w *worker) {
@@ -168,7 +169,10 @@ func (m *Monitor) runWorker(ctx context.Context, pipeline string, w *worker) {
 			if err != nil {
 				log.Warn("probation check", "err", err)
 			}
-			if pending := m.settle(ctx, spec); on || pending {
+			switch pending := m.settle(ctx, spec); {
+			case pending:
+				probe.Reset(settleEvery) // a cooldown is seconds to minutes
+			case on:
 				probe.Reset(probationEvery)
 			}
 		}

@@ -99,16 +99,31 @@ func (m *Monitor) advance(tx *storage.Tx, spec pipelineSpec, sc storage.Scoring,
 	if len(sc.Models) > 1 {
 		pairedWith = sc.Models[1].Model
 	}
+	var dec decider
+	if st.Alarm != nil && st.Alarm.Decided == "" {
+		if dec, err = m.stats.decider(spec, st.Alarm.Decider); err != nil {
+			return nil, err
+		}
+	}
 	for _, o := range obs {
 		st.Labels++
 		a := st.Alarm
 		switch {
 		case a == nil:
-			if fired, by, details := det.observe(o.live, o.class); fired {
+			fired, by, details, err := det.observe(o.live, o.class)
+			if err != nil {
+				return nil, err
+			}
+			if fired {
 				st.Alarm = &storage.Alarm{At: sc.Arrived, Labels: st.Labels, By: by, Details: details, Standby: standby}
+				if standby != "" {
+					if dec, err = m.stats.decider(spec, nil); err != nil {
+						return nil, err
+					}
+				}
 				continue
 			}
-			if o.paired && pairedWith == standby && o.live != o.standby {
+			if o.paired && pairedWith == standby {
 				if reject, details := pt.observe(o.live, o.standby); reject {
 					// The standby has been better since the promotion, at
 					// any stopping time: that is the decision itself.
@@ -116,7 +131,8 @@ func (m *Monitor) advance(tx *storage.Tx, spec pipelineSpec, sc storage.Scoring,
 						Standby: standby, Decided: "rollback"}
 				}
 			}
-		case a.Decided == "" && o.paired && pairedWith == a.Standby:
+		case a.Decided == "" && dec != nil && o.paired && pairedWith == a.Standby:
+			// Only rows after the alarm: those that raised it are biased.
 			a.Rows++
 			if o.live {
 				a.LiveRight++
@@ -130,19 +146,21 @@ func (m *Monitor) advance(tx *storage.Tx, spec pipelineSpec, sc storage.Scoring,
 			case o.standby && !o.live:
 				a.StbyOnly++
 			}
+			if v := dec.observe(o.live, o.standby); v != "" {
+				a.Decided = v
+				for k, val := range dec.details() {
+					a.Details = with(a.Details, k, val)
+				}
+			}
 		}
 	}
 	if a := st.Alarm; a != nil && a.Decided == "" {
-		switch {
-		case a.Standby == "":
-			a.Decided = "drift"
-			a.Details = with(a.Details, "decision", "no standby model to compare with")
-		default:
-			verdict, details := m.stats.decide(a.LiveOnly, a.StbyOnly)
-			for k, v := range details {
-				a.Details = with(a.Details, k, v)
+		if a.Standby == "" {
+			a.Decided = "drift" // nothing to roll back to
+		} else if dec != nil {
+			if a.Decider, err = dec.state(); err != nil {
+				return nil, err
 			}
-			a.Decided = verdict // "" while inconclusive
 		}
 	}
 	if st.Detector, err = det.state(); err != nil {
