@@ -120,7 +120,7 @@ func (x detDecider) details() map[string]string {
 	r := x.d.Result()
 	return map[string]string{"post_alarm_rows": strconv.FormatInt(r.Rows, 10),
 		"standby_only": strconv.FormatInt(r.StandbyOnly, 10), "live_only": strconv.FormatInt(r.LiveOnly, 10),
-		"p_value": strconv.FormatFloat(r.PValue, 'g', 4, 64),
+		"p_value":                   strconv.FormatFloat(r.PValue, 'g', 4, 64),
 		"live_accuracy_after_alarm": f4(r.LiveAccuracy), "standby_accuracy_after_alarm": f4(r.StandbyAccuracy)}
 }
 
