@@ -88,7 +88,7 @@ func (m *Monitor) scoreRows(ctx context.Context, spec pipelineSpec, fb *Feedback
 			rows[i].answer[k], rows[i].has[k] = preds[j], true
 		}
 	}
-	return tally(spec, sc, models, rows, excluded, func(r scored, k int) bool { return r.has[k] })
+	return tally(spec, sc, models, m.errThresholds(spec, models), rows, excluded, func(r scored, k int) bool { return r.has[k] })
 }
 
 // unseen returns the indexes of rows that model did not train on, and how
@@ -115,8 +115,9 @@ func (m *Monitor) unseen(model string, spec pipelineSpec, cols []string, rows []
 
 // tally fills sc from rows: a ModelScore per model, the paired outcomes and
 // the per-row outcome stream.
-func tally(spec pipelineSpec, sc *storage.Scoring, models pair, rows []scored, excluded [2]int64, scoredBy func(scored, int) bool) ([]observation, error) {
+func tally(spec pipelineSpec, sc *storage.Scoring, models pair, thr [2]float64, rows []scored, excluded [2]int64, scoredBy func(scored, int) bool) ([]observation, error) {
 	var obs []observation
+	var within [2]bool // regression: |error| within the model's holdout p90
 	var ms [2]storage.ModelScore
 	var right [2][]bool
 	classify := !contract.LowerIsBetter(spec.metric)
@@ -135,6 +136,7 @@ func tally(spec pipelineSpec, sc *storage.Scoring, models pair, rows []scored, e
 				return nil, fmt.Errorf("model %s: %w", models[k].Model(), err)
 			}
 			ok[k] = correct
+			within[k] = absErr <= thr[k]
 			s := &ms[k]
 			s.Rows++
 			if classify {
@@ -183,7 +185,15 @@ func tally(spec pipelineSpec, sc *storage.Scoring, models pair, rows []scored, e
 			o |= storage.OutcomeLiveOnly
 		}
 		sc.Outcomes = append(sc.Outcomes, o)
-		obs = append(obs, observation{live: ok[0], standby: ok[1], paired: in[1], class: strings.TrimSpace(r.label)})
+		o2 := observation{live: ok[0], standby: ok[1], paired: in[1], class: strings.TrimSpace(r.label)}
+		if !classify {
+			// mae/rmse: the stream is "the error stayed within the holdout's
+			// 90th percentile", per model; unknown thresholds feed nothing.
+			o2.live, o2.standby, o2.class = within[0], within[1], ""
+			o2.unknown = math.IsNaN(thr[0])
+			o2.paired = o2.paired && !math.IsNaN(thr[1])
+		}
+		obs = append(obs, o2)
 	}
 	roles := [2]string{"live", "standby"}
 	for k, b := range models {
@@ -211,7 +221,35 @@ func tally(spec pipelineSpec, sc *storage.Scoring, models pair, rows []scored, e
 type observation struct {
 	live, standby, paired bool
 	class                 string
+	unknown               bool // nothing to say of the live model (no threshold)
 }
+
+// errThresholds are the models' holdout 90th-percentile |error| (mae and
+// rmse pipelines; recorded at evaluation), NaN where unknown.
+func (m *Monitor) errThresholds(spec pipelineSpec, models pair) [2]float64 {
+	thr := [2]float64{math.NaN(), math.NaN()}
+	if !contract.LowerIsBetter(spec.metric) {
+		return thr
+	}
+	_ = m.deps.Store.View(func(tx *storage.Tx) error {
+		for k, b := range models {
+			if b == nil {
+				continue
+			}
+			if rec, err := tx.Model(b.Model()); err == nil {
+				if v, ok := rec.Metrics[absErrorP90]; ok {
+					thr[k] = v
+				}
+			}
+		}
+		return nil
+	})
+	return thr
+}
+
+// absErrorP90 is the model metric package pipeline records for mae/rmse
+// pipelines (pipeline.AbsErrorP90).
+const absErrorP90 = "abs_error_p90"
 
 // splitRowID splits "<request-id>:<row>" (a bare id is row 0).
 func splitRowID(id string) (string, int) {
@@ -391,7 +429,7 @@ func (m *Monitor) scoreLabels(ctx context.Context, spec pipelineSpec, d storage.
 			rows[i].answer[1], rows[i].has[1] = preds[j], true
 		}
 	}
-	obs, err := tally(spec, sc, models, rows, excluded, func(r scored, k int) bool { return r.has[k] })
+	obs, err := tally(spec, sc, models, m.errThresholds(spec, models), rows, excluded, func(r scored, k int) bool { return r.has[k] })
 	if err != nil {
 		return nil, err
 	}

@@ -106,6 +106,9 @@ func (m *Monitor) advance(tx *storage.Tx, spec pipelineSpec, sc storage.Scoring,
 		}
 	}
 	for _, o := range obs {
+		if o.unknown {
+			continue
+		}
 		st.Labels++
 		a := st.Alarm
 		switch {

@@ -3,6 +3,7 @@ package monitor
 import (
 	"context"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"sync"
 	"testing"
@@ -162,4 +163,32 @@ func TestDriftIsNotRolledBack(t *testing.T) {
 		t.Errorf("decision details %v; want the standby and the p-value", d)
 	}
 	time.Sleep(100 * time.Millisecond)
+}
+
+// TestRegressionStream: for mae/rmse the detector's stream is "the error
+// stayed within the model's holdout 90th-percentile |error|", per model; a
+// live model without a recorded threshold feeds the detector nothing.
+func TestRegressionStream(t *testing.T) {
+	spec := pipelineSpec{metric: "mae"}
+	models := pair{namedBackend("p/m1"), namedBackend("p/m2")}
+	rows := []scored{
+		{label: "10", answer: [2]string{"10.5", "13"}, has: [2]bool{true, true}},
+		{label: "10", answer: [2]string{"14", "10.2"}, has: [2]bool{true, true}},
+	}
+	var sc storage.Scoring
+	obs, err := tally(spec, &sc, models, [2]float64{1, 2}, rows, [2]int64{}, func(r scored, k int) bool { return r.has[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []observation{{live: true, standby: false, paired: true}, {live: false, standby: true, paired: true}}
+	if fmt.Sprint(obs) != fmt.Sprint(want) {
+		t.Errorf("observations %+v, want %+v", obs, want)
+	}
+	if sc.Models[0].SumAbsErr != 4.5 || sc.Models[0].Value != 2.25 {
+		t.Errorf("live mae = %+v, want 4.5 summed, 2.25", sc.Models[0])
+	}
+	obs, _ = tally(spec, &sc, models, [2]float64{math.NaN(), 2}, rows, [2]int64{}, func(r scored, k int) bool { return r.has[k] })
+	if !obs[0].unknown {
+		t.Errorf("no live threshold: observation %+v, want unknown", obs[0])
+	}
 }

@@ -129,6 +129,9 @@ type setScore struct {
 	name      string // "holdout" or "feedback"
 	rows      int
 	score     float64
+	// absErrP90 is the candidate's 90th-percentile |error| on these rows
+	// (mae and rmse): the monitor watches the rate of errors above it.
+	absErrP90 float64
 	liveScore float64
 	hasLive   bool
 	pass      bool

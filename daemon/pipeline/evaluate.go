@@ -3,8 +3,10 @@ package pipeline
 import (
 	"context"
 	"fmt"
+	"math"
 	"net"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/kiln-edge/kiln/daemon/config"
@@ -110,6 +112,9 @@ func (c *controller) execEval(ctx context.Context, model string, live Serving) e
 		if s.score, err = contract.Score(metric, set.rows.Labels, preds); err != nil {
 			res.err = err
 			return res
+		}
+		if contract.LowerIsBetter(metric) {
+			s.absErrP90 = absErrQuantile(set.rows.Labels, preds, 0.9)
 		}
 		if live != nil {
 			lp, err := predict(ctx, live, spec.Serve.Protocol, c.name, set.rows.Rows)
@@ -221,6 +226,9 @@ func evalMetrics(metric string, sets []setScore) map[string]float64 {
 			key, rows = "feedback_"+metric, "feedback_rows"
 		}
 		out[key], out[rows] = s.score, float64(s.rows)
+		if s.name != "feedback" && contract.LowerIsBetter(metric) {
+			out[AbsErrorP90] = s.absErrP90
+		}
 		if s.hasLive {
 			out["live_"+key] = s.liveScore
 		}
@@ -297,4 +305,25 @@ func (c *controller) evalDone(ctx context.Context, r evalResult) {
 	err = c.promote(ctx, m, r.cand, switchOp{req: req, details: extra})
 	reply(err)
 	c.finishFlight(ctx)
+}
+
+// AbsErrorP90 is the model metric holding the 90th-percentile |error| on
+// the holdout (mae and rmse pipelines): the monitor's detector watches the
+// rate of live errors above it, a correctness stream like a classifier's.
+const AbsErrorP90 = "abs_error_p90"
+
+// absErrQuantile is the q-quantile of |truth - prediction| over the rows
+// that parse as numbers (Score has already refused any that do not).
+func absErrQuantile(truth, pred []string, q float64) float64 {
+	errs := make([]float64, 0, len(truth))
+	for i := range truth {
+		if _, e, err := contract.RowOutcome(contract.MetricMAE, truth[i], pred[i]); err == nil {
+			errs = append(errs, e)
+		}
+	}
+	if len(errs) == 0 {
+		return 0
+	}
+	slices.Sort(errs)
+	return errs[min(len(errs)-1, int(math.Ceil(q*float64(len(errs))))-1)]
 }

@@ -382,6 +382,10 @@ func (d *Detector) Rebaseline() {
 	}
 }
 
+// Armed reports whether the overall stream is monitoring (its warm-up, if
+// any, is over). Cheap: for per-label callers.
+func (d *Detector) Armed() bool { return d.streams[0].Phase == PhaseArmed }
+
 // StreamStatus is one stream as `kiln status` shows it.
 type StreamStatus struct {
 	Name  string `json:"name"`
