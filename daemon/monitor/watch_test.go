@@ -192,3 +192,46 @@ func TestRegressionStream(t *testing.T) {
 		t.Errorf("no live threshold: observation %+v, want unknown", obs[0])
 	}
 }
+
+// TestProbation: a model promoted moments ago that fails more than 1% of
+// its requests, or answers with a p99 over 3x the standby's, is rolled
+// back without labels; one that does neither is left alone.
+func TestProbation(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		fail      int // of 300 live requests
+		liveUS    int64
+		rollsBack bool
+	}{
+		{"healthy", 2, 1000, false},
+		{"failing", 6, 1000, true},
+		{"slow", 0, 4000, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, t.TempDir())
+			f.deploy(t)
+			var since time.Time
+			_ = f.store.View(func(tx *storage.Tx) (err error) { _, _, since, err = liveOf(tx, "p"); return err })
+			for i := range 300 {
+				status := 200
+				if i < tc.fail {
+					status = 502
+				}
+				f.log.recs[fmt.Sprintf("l%d", i)] = Logged{Model: "p/m1", Time: since.Add(time.Duration(i+1) * time.Millisecond), Status: status, LatencyUS: tc.liveUS}
+				f.log.recs[fmt.Sprintf("s%d", i)] = Logged{Model: "p/m2", Time: since.Add(-time.Duration(i+1) * time.Second), Status: 200, LatencyUS: 1000}
+			}
+			acts := &fakeActions{}
+			m := New(Deps{Store: f.store, Log: f.log, Actions: acts})
+			spec := specOf(f.spec)
+			spec.probation = 30 * time.Minute
+			on, err := m.probe(t.Context(), spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rb, _, _ := acts.calls()
+			if got := len(rb) == 1 && rb[0] == "p/m1/probation"; got != tc.rollsBack || (on == tc.rollsBack) {
+				t.Errorf("rollbacks %v, still on probation %v; want rollback %v", rb, on, tc.rollsBack)
+			}
+		})
+	}
+}
