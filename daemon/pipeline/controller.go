@@ -126,9 +126,9 @@ type evalResult struct {
 
 // setScore is the candidate and the live model scored on one set of rows.
 type setScore struct {
-	name      string // "holdout" or "feedback"
-	rows      int
-	score     float64
+	name  string // "holdout" or "feedback"
+	rows  int
+	score float64
 	// absErrP90 is the candidate's 90th-percentile |error| on these rows
 	// (mae and rmse): the monitor watches the rate of errors above it.
 	absErrP90 float64
