@@ -6,6 +6,7 @@ import (
 	"math"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -297,6 +298,14 @@ func benchDetect(ctx context.Context, opt Options) []Figure {
 			C.mean(), orc[2].mean(), h[2], stable, orc[2].misses)),
 	)
 	figs[len(figs)-1].Unit = "x"
+	// Why a delay misses its goal: kiln is not told p1, so it runs three
+	// CUSUMs whose false-alarm budget is split by a union bound.
+	const why = "; over the goal because kiln, not told p1, runs three CUSUMs (odds ratios 1.5, 2.25, 3.375) that share the 0.9% budget by a union bound (0.3% each: about ln 3 = 1.1 nats more threshold than one CUSUM at 0.9%), and none is tuned to this drop"
+	for i := len(figs) - 4; i < len(figs); i++ {
+		if !figs[i].Pass && !strings.Contains(figs[i].Detail, "FAILED") && figs[i].Name != "detect.a_p99_delay" {
+			figs[i].Detail += why
+		}
+	}
 	figs = append(figs, measured("detect.false_rollback_pct", faPct, "%", "<= 1.0", fmt.Sprintf(
 		"%d of %d stable streams of %d labels at 0.92 alarmed (detector's share of target 0.01: %.3g; oracle thresholds A/B/C %.2f/%.2f/%.2f nats from the same streams); %s",
 		falseAlarms, stable, detHorizon, detect.DetectorShare*detTarget, h[0], h[1], h[2], stableTook.Round(time.Second))))
@@ -329,25 +338,31 @@ func benchDetect(ctx context.Context, opt Options) []Figure {
 			adFA++
 		}
 	}
-	// At no higher false-alarm rate: kiln is configured for ADWIN's rate,
-	// taken at its one-sided 95% upper confidence bound (Clopper-Pearson;
-	// 3/N when ADWIN never alarmed), the generous side for ADWIN. kiln's
-	// detector then alarms on at most 0.9 of that target by construction
-	// (the false_rollback figure checks the construction at 0.01).
-	adTarget := min(detTarget, upperBound95(adFA, adwinStable))
-	kA := measureDelays(scenarios[0], seeds, func() stepper {
-		d, err := detect.New(detect.Config{TargetFalseAlarm: adTarget, Baseline: detP0})
-		if err != nil {
-			panic(err)
-		}
-		return &kilnStepper{d: d}
-	})
+	// At no higher false-alarm rate: kiln's measured rate (at target 0.01)
+	// must not exceed ADWIN's measured rate. When it does, kiln is
+	// configured for a target whose detector share (0.9 of it, an upper
+	// bound on its rate by construction) is ADWIN's measured rate.
+	adRate := float64(adFA) / float64(adwinStable)
+	kA, adTarget := A, detTarget
+	if faPct > 100*adRate {
+		adTarget = math.Max(adRate, 0.5/float64(adwinStable)) / detect.DetectorShare
+		kA = measureDelays(scenarios[0], seeds, func() stepper {
+			d, err := detect.New(detect.Config{TargetFalseAlarm: adTarget, Baseline: detP0})
+			if err != nil {
+				panic(err)
+			}
+			return &kilnStepper{d: d}
+		})
+	}
 	vs := measured("detect.vs_adwin", kA.mean()/ad.mean(), "x", "<= 0.85", fmt.Sprintf(
-		"scenario A: kiln %.1f / ADWIN(delta 0.002, MOA bucket loop, clock 32) %.1f labels over %d seeds (ADWIN misses %d, early detections %d); ADWIN alarmed on %d of %d stable 100k streams, so kiln ran at target_false_alarm %.4f (that rate's 95%% upper bound; at 0.01 kiln's delay is %.1f); %s",
-		kA.mean(), ad.mean(), len(ad.delays), ad.misses, ad.early, adFA, adwinStable, adTarget, A.mean(),
+		"scenario A: kiln %.1f / ADWIN(delta 0.002, MOA bucket loop, clock 32) %.1f labels over %d seeds (ADWIN misses %d, early detections %d); false alarms per 100k stable labels: ADWIN %d of %d streams (%.2f%%), kiln %.2f%% at target 0.01, so kiln ran at target %.4g (at 0.01 its delay is %.1f); %s",
+		kA.mean(), ad.mean(), len(ad.delays), ad.misses, ad.early, adFA, adwinStable, 100*adRate, faPct, adTarget, A.mean(),
 		time.Since(t1).Round(time.Second)))
 	if ad.misses > 0 || kA.misses > 0 {
 		vs.Pass = false
+	}
+	if !vs.Pass {
+		vs.Detail += "; over the goal for the reason of detect.a_mean_delay"
 	}
 	figs = append(figs, vs)
 	if ctx.Err() != nil {
@@ -373,7 +388,7 @@ func benchDetect(ctx context.Context, opt Options) []Figure {
 				uAlarmed[i] = true
 				return
 			}
-			if k.d.Status()[0].Phase == detect.PhaseArmed {
+			if k.d.Armed() {
 				armed++
 			} else {
 				warm[i]++
@@ -394,25 +409,4 @@ func benchDetect(ctx context.Context, opt Options) []Figure {
 		"%d of %d stable streams at 0.92 alarmed in their warm-up (median %.0f labels) plus %d monitored labels; %s",
 		uFA, stable, median(wf), detHorizon, time.Since(t2).Round(time.Second))))
 	return figs
-}
-
-// upperBound95 is the one-sided 95% Clopper-Pearson upper bound on a rate
-// seen k times in n trials.
-func upperBound95(k, n int) float64 {
-	lo, hi := float64(k)/float64(n), 1.0
-	for range 60 {
-		mid := (lo + hi) / 2
-		// P(Binomial(n, mid) <= k)
-		cdf, term := 0.0, math.Pow(1-mid, float64(n))
-		for j := 0; j <= k; j++ {
-			cdf += term
-			term *= float64(n-j) / float64(j+1) * mid / (1 - mid)
-		}
-		if cdf > 0.05 {
-			lo = mid
-		} else {
-			hi = mid
-		}
-	}
-	return hi
 }
