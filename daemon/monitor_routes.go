@@ -44,6 +44,8 @@ type pipelineScores struct {
 	live        string
 	standby     string
 	state       *storage.MonitorState
+	// modelStates counts the pipeline's models by state (metrics).
+	modelStates map[storage.ModelState]int
 }
 
 // readScores reads a pipeline's scorings and deployments. Scorings' per-row
@@ -64,10 +66,27 @@ func readScores(tx *storage.Tx, name string, spec *config.Pipeline) (pipelineSco
 	ps.metric = metricOf(spec, ps.scorings)
 	if st, ok, err := tx.MonitorState(name); err != nil {
 		return ps, err
-	} else if ok && st.Model == ps.live {
+	} else if ok {
 		ps.state = &st
 	}
+	models, err := tx.Models(name)
+	if err != nil {
+		return ps, err
+	}
+	ps.modelStates = map[storage.ModelState]int{}
+	for _, m := range models {
+		ps.modelStates[m.State]++
+	}
 	return ps, nil
+}
+
+// liveState is the monitor's state when it is about the live model (a
+// newly promoted model has none until its first labels).
+func (ps *pipelineScores) liveState() *storage.MonitorState {
+	if ps.state != nil && ps.state.Model == ps.live {
+		return ps.state
+	}
+	return nil
 }
 
 // servingModels are the models of the newest live and standby deployments.
@@ -184,7 +203,7 @@ func (ps *pipelineScores) statusLine() api.PipelineMonitor {
 	}
 	pm.StandbyStopped = ps.spec != nil && ps.spec.Serve.Standby == config.StandbyStop
 	if ps.spec != nil && ps.live != "" {
-		w := monitor.WatchOf(ps.scorings, ps.state, ps.spec.Monitor.MinLabelRate, ps.spec.Monitor.TargetFalseAlarm, time.Now())
+		w := monitor.WatchOf(ps.scorings, ps.liveState(), ps.spec.Monitor.MinLabelRate, ps.spec.Monitor.TargetFalseAlarm, time.Now())
 		pm.Watch = &api.Watch{LabelsPerDay: w.LabelsPerDay, LabelDelayP50S: w.DelayP50.Seconds(), Detector: w.Phase,
 			WarmupLabels: w.WarmupLabels, WarmupMaxLabels: w.WarmupMaxLabels, WarmupMisses: w.WarmupMisses,
 			WarmupMaxMisses: w.WarmupMaxMisses, Baseline: w.Baseline, Detect5PointS: w.Detect5.Seconds(),
@@ -393,6 +412,10 @@ const monitorCacheAge = 30 * time.Second
 type monitorCollector struct {
 	d                                   *Daemon
 	metric, labels, unmatched, rejected *prometheus.Desc
+	// What automation did and is doing: models by state (rolled_back
+	// counts automatic and manual rollbacks), the detector's phase, the
+	// label rate and the automatic retrains of the last 24 hours.
+	models, phase, rate, retrains *prometheus.Desc
 
 	mu     sync.Mutex
 	seq    uint64
@@ -415,6 +438,17 @@ func newMonitorCollector(d *Daemon) *monitorCollector {
 		rejected: prometheus.NewDesc("kiln_feedback_rejected_total",
 			"Late labels not scored, by reason: duplicate, expired (past the log's retention), no_input (nothing logged to replay), failed (the request had failed).",
 			[]string{"pipeline", "reason"}, nil),
+		models: prometheus.NewDesc("kiln_models",
+			"Models by state (candidate, evaluating, rejected, live, standby, retired, rolled_back).",
+			[]string{"pipeline", "state"}, nil),
+		phase: prometheus.NewDesc("kiln_monitor_phase",
+			"1 for the phase the live model's detector is in: warmup, armed, blind, or alarm (waiting for its decision).",
+			[]string{"pipeline", "phase"}, nil),
+		rate: prometheus.NewDesc("kiln_monitor_labels_per_day",
+			"Labels a day over the last 7 days (or since the first).", []string{"pipeline"}, nil),
+		retrains: prometheus.NewDesc("kiln_monitor_automatic_retrains_24h",
+			"Retraining runs the monitor started in the last 24 hours (monitor.max_retrains_per_day caps them).",
+			[]string{"pipeline"}, nil),
 	}
 }
 
@@ -424,6 +458,10 @@ func (c *monitorCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.labels
 	ch <- c.unmatched
 	ch <- c.rejected
+	ch <- c.models
+	ch <- c.phase
+	ch <- c.rate
+	ch <- c.retrains
 }
 
 // Collect implements prometheus.Collector.
@@ -469,6 +507,25 @@ func (c *monitorCollector) Collect(ch chan<- prometheus.Metric) {
 		}{{"duplicate", join.Duplicates}, {"expired", join.Expired}, {"no_input", join.NoInput}, {"failed", join.Failed}} {
 			ch <- prometheus.MustNewConstMetric(c.rejected, prometheus.CounterValue, float64(r.n), name, r.reason)
 		}
+		for _, st := range slices.Sorted(maps.Keys(ps.modelStates)) {
+			ch <- prometheus.MustNewConstMetric(c.models, prometheus.GaugeValue, float64(ps.modelStates[st]), name, string(st))
+		}
+		if ps.spec != nil {
+			w := monitor.WatchOf(ps.scorings, ps.liveState(), ps.spec.Monitor.MinLabelRate, ps.spec.Monitor.TargetFalseAlarm, time.Now())
+			ch <- prometheus.MustNewConstMetric(c.rate, prometheus.GaugeValue, w.LabelsPerDay, name)
+			if w.Phase != "" {
+				ch <- prometheus.MustNewConstMetric(c.phase, prometheus.GaugeValue, 1, name, w.Phase)
+			}
+		}
+		var recent int
+		if ps.state != nil {
+			for _, at := range ps.state.Retrains {
+				if time.Since(at) < 24*time.Hour {
+					recent++
+				}
+			}
+		}
+		ch <- prometheus.MustNewConstMetric(c.retrains, prometheus.GaugeValue, float64(recent), name)
 	}
 }
 

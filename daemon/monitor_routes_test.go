@@ -192,6 +192,10 @@ func TestMonitorReadSide(t *testing.T) {
 			`kiln_feedback_rejected_total{pipeline="iris",reason="failed"}`:                       1,
 			`kiln_feedback_labels_total{pipeline="pumps"}`:                                        0,
 			`kiln_feedback_unmatched_total{pipeline="pumps"}`:                                     0,
+			`kiln_models{pipeline="iris",state="live"}`:                                           1,
+			`kiln_models{pipeline="iris",state="standby"}`:                                        1,
+			`kiln_monitor_labels_per_day{pipeline="iris"}`:                                        0,
+			`kiln_monitor_automatic_retrains_24h{pipeline="iris"}`:                                0,
 		}
 		for k, v := range want {
 			if g, ok := got[k]; !ok || !approx(g, v) {
