@@ -2,165 +2,534 @@ package main
 
 import (
 	"context"
+	"encoding/csv"
+	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
+
+	"github.com/kiln-edge/kiln/daemon/api"
+	"github.com/kiln-edge/kiln/daemon/apiclient"
+	"github.com/kiln-edge/kiln/examples/tabular/images"
 )
 
 func init() { register(Group{Name: "rollback", Run: benchRollback}) }
 
-// rbReq is one request of the load: when it started and ended, and which
-// model answered (-1: failed or non-2xx).
-type rbReq struct {
-	start, end time.Time
-	model      int
+// rbSpec trains each batch alone (window last 1), so a batch with every
+// label swapped makes a model whose own holdout agrees with it and the gate
+// promotes it; cooldown 1s and no probation leave the rollback to the
+// labels alone, as in cmd/kilnd's TestAutomaticRollback. degradation: alert
+// keeps a drift verdict (none is expected) from starting runs.
+const rbSpec = `name: rb
+data: {format: csv, label: diagnosis, settle: 0s, validate: {labels: [benign, malignant]}}
+window: {last: 1}
+train:
+  image: kiln.local/tabular-trainer:1
+  resources: {memory: 512Mi, cpus: 1}
+  timeout: 5m
+serve:
+  image: kiln.local/tabular-server:1
+  resources: {memory: 256Mi}
+evaluate:
+  holdout: {fraction: 0.2, seed: 1}
+  gate: {min: 0.8}
+triggers: {new_data: {debounce: 0s, min_rows: 1}, degradation: alert}
+monitor: {cooldown: 1s, probation: 0s}
+`
+
+const (
+	rbCooldown = time.Second // monitor.cooldown in rbSpec
+	rbConns    = 8           // the load's fixed concurrency
+	rbFeedback = 60          // labelled rows per feedback file
+)
+
+// rbSwap is one automatic rollback: the corrupted model bad, live until
+// the monitor's alarm at alarm (the monitor.alarm event's time), rolled
+// back at rolled (the model.rolled_back_to event's time) to good.
+type rbSwap struct {
+	good, bad     string
+	alarm, rolled time.Time
+	by            string // what raised the alarm: "paired" (the test from the promotion) or a detector
+	feedback      int    // feedback files it took
+	stopped       chan error
 }
 
-// benchRollback flips a kiln endpoint between two backends (live and warm
-// standby, separate processes on unix sockets) 30 times under 32-connection
-// load. A swap's time runs from the Flip call until the first answer from
-// the standby to a request started after that call: from then on every new
-// request is the standby's (Flip returning guarantees it, and the load
-// checks it).
+// benchRollback measures rollback.swap_p90_ms and rollback.non2xx through
+// kiln's real decision path: kilnd with the private containerd and the
+// example images; per swap a fresh pair of models, a good batch and then a
+// batch with every label swapped (promoted by the gate); labelled feedback
+// from the true distribution until the monitor alarms, decides and the
+// controller rolls back; all of it under a closed-loop load of rbConns
+// connections on the endpoint. A swap runs from the alarm to the answer of
+// the standby to the first request sent at or after the alarm.
 func benchRollback(ctx context.Context, opt Options) []Figure {
 	const (
-		swapName, swapGoal = "rollback.swap_p99_ms", "<= 100"
+		swapName, swapGoal = "rollback.swap_p90_ms", "<= 100"
 		badName, badGoal   = "rollback.non2xx", "== 0"
-		swaps, clients     = 30, 32
 	)
+	swaps := 100
+	if opt.Quick {
+		swaps = 5
+	}
 	fail := func(why string) []Figure {
 		return []Figure{unmeasured(swapName, "ms", swapGoal, why), unmeasured(badName, "responses", badGoal, why)}
 	}
-	gap := 200 * time.Millisecond
-	if opt.Quick {
-		gap = 50 * time.Millisecond
+	addr := os.Getenv("KILN_TEST_CONTAINERD")
+	if addr == "" {
+		return fail("needs a containerd: run under .ci/with-containerd (make bench does)")
 	}
-	dir, err := os.MkdirTemp("", "kb-rb")
+	if os.Geteuid() != 0 {
+		return fail("needs root for containers")
+	}
+	if _, err := exec.LookPath("ctr"); err != nil {
+		return fail("needs ctr to check that rolled-back containers stop")
+	}
+	kilnd := filepath.Join(opt.Bin, "kilnd")
+	if _, err := os.Stat(kilnd); err != nil {
+		return fail("no " + kilnd + " (run make build)")
+	}
+	data, err := rbLoadData("examples/tabular/data/breast_cancer.csv")
+	if err != nil {
+		return fail("run from the repository root: " + err.Error())
+	}
+	root, err := os.MkdirTemp("/var/tmp", "kr")
 	if err != nil {
 		return fail(err.Error())
 	}
-	defer func() { _ = os.RemoveAll(dir) }() // best-effort cleanup of scratch files
-	var backends [2]*svBackend
-	for i := range backends {
-		b, err := svStartBackend(dir, fmt.Sprintf("bench/m%d", i+1))
+	defer func() { _ = os.RemoveAll(root) }() // best-effort cleanup of scratch state
+	ns := fmt.Sprintf("kiln-bench-rb-%d", os.Getpid())
+	defer cleanNamespace(addr, ns)
+	imgDir := filepath.Join(root, "images")
+	if _, err := images.BuildAll(ctx, imgDir, images.Examples); err != nil {
+		return fail("build example images: " + err.Error())
+	}
+	if err := os.MkdirAll(filepath.Join(root, "etc/kiln/pipelines"), 0o755); err != nil {
+		return fail(err.Error())
+	}
+	if err := os.WriteFile(filepath.Join(root, "etc/kiln/kiln.yaml"), []byte("containerd: {address: "+addr+", namespace: "+ns+"}\n"), 0o644); err != nil { //nolint:gosec // G703: a fixed name under the scratch folder MkdirTemp just made
+		return fail(err.Error())
+	}
+	if err := os.WriteFile(filepath.Join(root, "etc/kiln/pipelines/rb.yaml"), []byte(rbSpec), 0o644); err != nil {
+		return fail(err.Error())
+	}
+	_, proc, err := startKilnd(ctx, kilnd, root)
+	if err != nil {
+		return fail(err.Error())
+	}
+	defer func() { _ = stopKilnd(proc) }()
+	c := apiclient.New(filepath.Join(root, "run/kiln/kiln.sock"))
+	for _, f := range []string{"tabular-trainer.tar", "tabular-server.tar"} {
+		fh, err := os.Open(filepath.Join(imgDir, f))
 		if err != nil {
 			return fail(err.Error())
 		}
-		defer b.stop()
-		backends[i] = b
+		_, err = c.ImportImages(ctx, fh)
+		_ = fh.Close()
+		if err != nil {
+			return fail("import " + f + ": " + err.Error())
+		}
 	}
-	e, addr, err := svEndpoint(dir, backends[0])
-	if err != nil {
+	evs := &rbEvents{}
+	fctx, stopFollow := context.WithCancel(ctx)
+	defer stopFollow()
+	go evs.follow(fctx, c)
+
+	r := &rbRunner{c: c, evs: evs, data: data, drop: filepath.Join(root, "var/lib/kiln/drop/rb"), addr: addr, ns: ns}
+	if err := os.MkdirAll(r.drop, 0o755); err != nil {
 		return fail(err.Error())
 	}
-	defer svShutdown(ctx, e)
+	if _, err := r.goodModel(ctx, 0); err != nil {
+		return fail("the first model: " + err.Error())
+	}
 
-	tr := &http.Transport{MaxIdleConnsPerHost: clients, MaxConnsPerHost: clients}
-	defer tr.CloseIdleConnections()
-	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
-	url := "http://" + addr + "/invocations"
-	var (
-		stop     atomic.Bool
-		wg       sync.WaitGroup
-		mu       sync.Mutex
-		all      []rbReq
-		firstErr atomic.Value
-	)
-	for range clients {
-		wg.Go(func() {
-			var mine []rbReq
-			for !stop.Load() && ctx.Err() == nil {
-				r := rbReq{start: time.Now(), model: -1}
-				res, err := client.Post(url, "text/csv", strings.NewReader(svRow))
-				if err == nil {
-					_, err = io.Copy(io.Discard, res.Body)
-					_ = res.Body.Close() // drained above
-					if err == nil && res.StatusCode/100 == 2 {
-						switch res.Header.Get("X-Kiln-Model") {
-						case backends[0].model:
-							r.model = 0
-						case backends[1].model:
-							r.model = 1
-						}
-					} else if err == nil {
-						err = fmt.Errorf("status %d", res.StatusCode)
-					}
-				}
-				if err != nil {
-					firstErr.CompareAndSwap(nil, err.Error())
-				}
-				r.end = time.Now()
-				mine = append(mine, r)
+	load := newRBLoad(filepath.Join(root, "run/kiln/serve/rb.sock"), strings.Join(data.rows[0], ",")+"\n", rbConns)
+	load.start()
+	t0 := time.Now()
+	var done []*rbSwap
+	var runErr error
+	forced := 0
+	for i := 1; i <= swaps && runErr == nil; i++ {
+		var s *rbSwap
+		s, runErr = r.swap(ctx, i, &forced)
+		if s != nil {
+			done = append(done, s)
+		}
+	}
+	time.Sleep(200 * time.Millisecond) // the last swap's standby answers in the records
+	reqs := load.end()
+	elapsed := time.Since(t0)
+
+	// The rolled-back containers must be stopped (the spec: a rolled-back
+	// model's container is stopped once its requests drained).
+	stopped, stopErr := 0, ""
+	for _, s := range done {
+		if err := <-s.stopped; err == nil {
+			stopped++
+		} else if stopErr == "" {
+			stopErr = fmt.Sprintf("; %s: %v", s.bad, err)
+		}
+	}
+	deferred := 0
+	if b, err := os.ReadFile(filepath.Join(root, "kilnd.log")); err == nil {
+		deferred = strings.Count(string(b), "automatic action deferred")
+	}
+
+	badDetail := fmt.Sprintf("%d non-2xx or failed of %d requests (%d connections, Go closed-loop load) over %d swaps in %.0f s, counted from the first model's promotion to the end",
+		load.failed.Load(), len(reqs), rbConns, len(done), elapsed.Seconds())
+	if f := load.firstFailure(); f != "" {
+		badDetail += "; first: " + f
+	}
+	badFig := measured(badName, float64(load.failed.Load()), "responses", badGoal, badDetail)
+	if len(done) == 0 {
+		why := "no swap completed"
+		if runErr != nil {
+			why += ": " + runErr.Error()
+		}
+		return []Figure{unmeasured(swapName, "ms", swapGoal, why), badFig}
+	}
+
+	// Sort the load's records by send time for the per-swap scans.
+	slices.SortFunc(reqs, func(a, b rbReq) int { return int(a.start - b.start) })
+	var total, toRolled, rolledToAnswer, sentAfter []float64
+	late, missing := 0, 0
+	byCount := map[string]int{}
+	maxSwap := ""
+	for _, s := range done {
+		byCount[s.by]++
+		ta := s.alarm.UnixNano()
+		from, _ := slices.BinarySearchFunc(reqs, ta, func(r rbReq, t int64) int { return int(r.start - t) })
+		first := int64(-1)
+		var firstSent int64
+		for _, q := range reqs[from:] {
+			if first >= 0 && q.start > first {
+				break // sent after the first standby answer: no earlier answer can follow
 			}
-			mu.Lock()
-			all = append(all, mine...)
-			mu.Unlock()
+			if q.model == s.good && (first < 0 || q.end < first) {
+				first, firstSent = q.end, q.start
+			}
+		}
+		if first < 0 {
+			missing++
+			continue
+		}
+		// Once the standby answered a request, every request sent after
+		// that answer must be the standby's: the flip is atomic.
+		for _, q := range reqs[from:] {
+			if q.start > first && q.model == s.bad {
+				late++
+			}
+			if q.start > first+int64(time.Second) {
+				break
+			}
+		}
+		ms := float64(first-ta) / 1e6
+		total = append(total, ms)
+		toRolled = append(toRolled, float64(s.rolled.Sub(s.alarm))/1e6)
+		rolledToAnswer = append(rolledToAnswer, float64(first-s.rolled.UnixNano())/1e6)
+		sentAfter = append(sentAfter, float64(firstSent-ta)/1e6)
+		if ms >= percentile(total, 100) {
+			maxSwap = fmt.Sprintf("%s->%s (alarm by %s)", s.bad, s.good, s.by)
+		}
+	}
+	var bys []string
+	for k, v := range byCount {
+		bys = append(bys, fmt.Sprintf("%s %d", k, v))
+	}
+	slices.Sort(bys)
+	p := func(xs []float64) string {
+		return fmt.Sprintf("p50 %.1f p90 %.1f max %.1f", median(xs), percentile(xs, 90), percentile(xs, 100))
+	}
+	detail := fmt.Sprintf("%d swaps (fresh good+corrupted model pair each; %d good models promoted with --force after the gate kept the equal live one), "+
+		"alarm->first standby answer ms %s (max %s); split: alarm->model.rolled_back_to event %s, that event->standby answer %s, "+
+		"alarm->sending of that request %s; alarms by %s; rollbacks deferred by kilnd %d; "+
+		"requests sent after the standby's first answer answered by the rolled-back model: %d; swaps with no standby answer: %d; "+
+		"rolled-back containers stopped: %d of %d%s; load: Go closed loop, %d connections, %d requests; "+
+		"clocks: kilnd's event times and the client's send/answer times are both this machine's wall clock (UTC ns)",
+		len(total), forced, p(total), maxSwap, p(toRolled), p(rolledToAnswer), p(sentAfter), strings.Join(bys, ", "), deferred,
+		late, missing, stopped, len(done), stopErr, rbConns, len(reqs))
+	if runErr != nil {
+		detail += fmt.Sprintf("; stopped after %d of %d swaps: %v", len(done), swaps, runErr)
+	}
+	swapFig := measured(swapName, percentile(total, 90), "ms", swapGoal, detail)
+	if late > 0 || missing > 0 || stopped < len(done) || runErr != nil || len(total) < 100 {
+		swapFig.Pass = false // the swap is not clean, or too few samples for a p90
+	}
+	return []Figure{swapFig, badFig}
+}
+
+// rbData is the example data: header (features then diagnosis), rows of
+// features and their labels.
+type rbData struct {
+	header []string
+	rows   [][]string
+	labels []string
+}
+
+func rbLoadData(path string) (rbData, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return rbData{}, err
+	}
+	defer func() { _ = f.Close() }() // read only
+	recs, err := csv.NewReader(f).ReadAll()
+	if err != nil {
+		return rbData{}, fmt.Errorf("%s: %w", path, err)
+	}
+	if len(recs) < 400 || recs[0][len(recs[0])-1] != "diagnosis" {
+		return rbData{}, fmt.Errorf("%s: want over 400 rows with diagnosis last", path)
+	}
+	d := rbData{header: recs[0]}
+	for _, r := range recs[1:] {
+		d.rows = append(d.rows, r[:len(r)-1])
+		d.labels = append(d.labels, r[len(r)-1])
+	}
+	return d, nil
+}
+
+// csvOf renders rows (features) with labels under the header. Column col
+// of every row is scaled by 1+1e-6*salt, so the rows are new to every
+// model (the monitor leaves rows a model trained on out of its scores);
+// batches nudge column 0, feedback column 1, each with its own salt.
+func (d rbData) csvOf(idx []int, col, salt int, swapLabels bool) string {
+	var b strings.Builder
+	w := csv.NewWriter(&b)
+	_ = w.Write(d.header)
+	for _, i := range idx {
+		row := slices.Clone(d.rows[i])
+		x, _ := strconv.ParseFloat(row[col], 64)
+		row[col] = strconv.FormatFloat(x*(1+1e-6*float64(salt)), 'g', -1, 64)
+		l := d.labels[i]
+		if swapLabels {
+			l = map[string]string{"benign": "malignant", "malignant": "benign"}[l]
+		}
+		_ = w.Write(append(row, l))
+	}
+	w.Flush()
+	return b.String()
+}
+
+func span(from, to int) []int {
+	var out []int
+	for i := from; i < to; i++ {
+		out = append(out, i)
+	}
+	return out
+}
+
+// rbRunner drives kilnd through the swaps.
+type rbRunner struct {
+	c        *apiclient.Client
+	evs      *rbEvents
+	data     rbData
+	drop     string
+	addr, ns string
+	fbFiles  int
+}
+
+// dropBatch renames a batch into the drop folder and waits for its model's
+// verdict: the model.promoted or model.rejected event that follows.
+func (r *rbRunner) dropBatch(ctx context.Context, name, text string) (api.Event, error) {
+	from := r.evs.len()
+	tmp := filepath.Join(r.drop, "."+name+".part")
+	if err := os.WriteFile(tmp, []byte(text), 0o644); err != nil { //nolint:gosec // G703: a fixed name under the scratch drop folder
+		return api.Event{}, err
+	}
+	if err := os.Rename(tmp, filepath.Join(r.drop, name)); err != nil {
+		return api.Event{}, err
+	}
+	e, _, err := r.evs.wait(ctx, from, 3*time.Minute, func(e api.Event) bool {
+		return (e.Kind == "model.promoted" || e.Kind == "model.rejected" || e.Kind == "run.failed" || e.Kind == "dataset.quarantined") && len(e.Refs) > 0
+	})
+	if err != nil {
+		return e, fmt.Errorf("%s: no verdict: %w", name, err)
+	}
+	if e.Kind == "run.failed" || e.Kind == "dataset.quarantined" {
+		return e, fmt.Errorf("%s: %s %v", name, e.Kind, e.Details)
+	}
+	return e, nil
+}
+
+// goodModel makes a model from the true labels live: through the gate, or
+// (when the gate keeps the live model, as good as it on that holdout) by
+// force, as a person would. It reports whether force was needed.
+func (r *rbRunner) goodModel(ctx context.Context, i int) (forced bool, err error) {
+	e, err := r.dropBatch(ctx, fmt.Sprintf("good%d.csv", i), r.data.csvOf(span(0, 300), 0, 2*i+1, false))
+	if err != nil {
+		return false, err
+	}
+	if e.Kind == "model.promoted" {
+		return false, nil
+	}
+	id := e.Refs[0]
+	from := r.evs.len()
+	if _, err := r.c.Promote(ctx, id, true); err != nil {
+		return true, fmt.Errorf("promote --force %s (rejected: %v): %w", id, e.Details, err)
+	}
+	if _, _, err := r.evs.wait(ctx, from, 30*time.Second, func(e api.Event) bool {
+		return e.Kind == "model.promoted" && len(e.Refs) > 0 && e.Refs[0] == id
+	}); err != nil {
+		return true, fmt.Errorf("%s promoted by force: %w", id, err)
+	}
+	return true, nil
+}
+
+// swap is one measured swap: a fresh good model, a corrupted one promoted
+// by the gate, feedback until kilnd rolls back.
+func (r *rbRunner) swap(ctx context.Context, i int, forced *int) (*rbSwap, error) {
+	f, err := r.goodModel(ctx, i)
+	if err != nil {
+		return nil, fmt.Errorf("swap %d: good model: %w", i, err)
+	}
+	if f {
+		*forced++
+	}
+	e, err := r.dropBatch(ctx, fmt.Sprintf("bad%d.csv", i), r.data.csvOf(span(300, len(r.data.rows)), 0, 2*i+2, true))
+	if err != nil {
+		return nil, fmt.Errorf("swap %d: corrupted model: %w", i, err)
+	}
+	if e.Kind != "model.promoted" {
+		return nil, fmt.Errorf("swap %d: the gate rejected the corrupted model %s: %v", i, e.Refs[0], e.Details)
+	}
+	s := &rbSwap{bad: e.Refs[0], good: e.Details["from"], stopped: make(chan error, 1)}
+	if s.good == "" {
+		return nil, fmt.Errorf("swap %d: %s promoted with no model before it: %v", i, s.bad, e.Details)
+	}
+	// Feedback only once the cooldown after this promotion is over, so a
+	// decision is never deferred by it (that would time the cooldown).
+	if wait := time.Until(e.Time.Add(rbCooldown + 50*time.Millisecond)); wait > 0 {
+		time.Sleep(wait)
+	}
+	for ; s.feedback < 10; s.feedback++ {
+		from := r.evs.len()
+		r.fbFiles++
+		text := r.data.csvOf(rbPick(r.fbFiles, len(r.data.rows)), 1, r.fbFiles, false)
+		if _, err := r.c.Feedback(ctx, "rb", strings.NewReader(text), int64(len(text))); err != nil {
+			return nil, fmt.Errorf("swap %d: feedback: %w", i, err)
+		}
+		if _, _, err := r.evs.wait(ctx, from, time.Minute, func(e api.Event) bool { return e.Kind == "feedback.scored" }); err != nil {
+			return nil, fmt.Errorf("swap %d: feedback not scored: %w", i, err)
+		}
+		a, ok := r.evs.find(from, func(e api.Event) bool {
+			return e.Kind == "monitor.alarm" && len(e.Refs) > 0 && e.Refs[0] == s.bad
 		})
+		if !ok {
+			continue
+		}
+		s.alarm, s.by = a.Time, a.Details["by"]
+		rb, _, err := r.evs.wait(ctx, from, time.Minute, func(e api.Event) bool {
+			return e.Kind == "model.rolled_back_to" && e.Details["from"] == s.bad
+		})
+		if err != nil {
+			return nil, fmt.Errorf("swap %d: alarm on %s but no rollback: %w", i, s.bad, err)
+		}
+		if rb.Refs[0] != s.good || rb.Actor != "kilnd" {
+			return nil, fmt.Errorf("swap %d: rolled back to %s by %s; want %s by kilnd", i, rb.Refs[0], rb.Actor, s.good)
+		}
+		s.rolled = rb.Time
+		go func() { s.stopped <- r.waitStopped(ctx, s.bad) }()
+		return s, nil
 	}
-	type swap struct {
-		call, returned time.Time
-		to             int
-	}
-	var done []swap
-	time.Sleep(gap)
-	for i := range swaps {
-		to := (i + 1) % 2
-		s := swap{call: time.Now(), to: to}
-		e.Flip(backends[to])
-		s.returned = time.Now()
-		done = append(done, s)
-		time.Sleep(gap)
-	}
-	stop.Store(true)
-	wg.Wait()
+	return nil, fmt.Errorf("swap %d: no alarm on %s after %d feedback files", i, s.bad, s.feedback)
+}
 
-	var bad, late int
-	for _, r := range all {
-		if r.model < 0 {
-			bad++
-		}
+// rbPick chooses rbFeedback rows of n for feedback file k.
+func rbPick(k, n int) []int {
+	out := make([]int, rbFeedback)
+	for j := range out {
+		out[j] = (k*rbFeedback + j*7) % n
 	}
-	var times, flipUS []float64
-	for i, s := range done {
-		next := time.Now().Add(time.Hour)
-		if i+1 < len(done) {
-			next = done[i+1].call
+	return out
+}
+
+// waitStopped polls containerd until model's serving container has no
+// running task: kilnd stops a rolled-back model once its requests drained
+// (within a minute, daemon/pipeline's drainGrace).
+func (r *rbRunner) waitStopped(ctx context.Context, model string) error {
+	id := "kiln-serve-" + strings.ReplaceAll(model, "/", "-")
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		out, err := exec.CommandContext(ctx, "ctr", "-a", r.addr, "-n", r.ns, "tasks", "ls").Output()
+		if err != nil {
+			return fmt.Errorf("ctr tasks ls: %w", err)
 		}
-		first := time.Time{}
-		for _, r := range all {
-			if r.model < 0 || r.start.Before(s.call) || !r.start.Before(next) {
-				continue
+		running := false
+		for _, line := range strings.Split(string(out), "\n") {
+			f := strings.Fields(line)
+			if len(f) >= 3 && f[0] == id && f[2] == "RUNNING" {
+				running = true
 			}
-			if r.model == s.to {
-				if first.IsZero() || r.end.Before(first) {
-					first = r.end
-				}
-			} else if !r.start.Before(s.returned) && r.end.Before(next) {
-				late++ // started after Flip returned, ended before the next flip, answered by the old model
-			}
 		}
-		if first.IsZero() {
-			return fail(fmt.Sprintf("swap %d: no answer from the standby before the next swap", i+1))
+		if !running {
+			return nil
 		}
-		times = append(times, float64(first.Sub(s.call))/1e6)
-		flipUS = append(flipUS, float64(s.returned.Sub(s.call))/1e3)
+		if time.Now().After(deadline) {
+			return errors.New("still running 90 s after the rollback")
+		}
+		time.Sleep(500 * time.Millisecond)
 	}
-	st := e.Stats()
-	detail := fmt.Sprintf("%d swaps, %d requests over %d connections; swap p50 %.2f ms max %.2f ms; Flip call p99 %.0f us; "+
-		"requests started after Flip returned answered by the old model: %d; endpoint retries %d",
-		swaps, len(all), clients, median(times), percentile(times, 100), percentile(flipUS, 99), late, st.Retries)
-	badDetail := fmt.Sprintf("%d non-2xx or failed of %d requests across %d swaps", bad, len(all), swaps)
-	if v := firstErr.Load(); v != nil {
-		badDetail += "; first: " + v.(string)
+}
+
+// rbEvents is kilnd's event stream, followed from the start.
+type rbEvents struct {
+	mu  sync.Mutex
+	evs []api.Event
+	err error
+}
+
+func (e *rbEvents) follow(ctx context.Context, c *apiclient.Client) {
+	err := c.FollowEvents(ctx, 0, func(ev api.Event) error {
+		e.mu.Lock()
+		e.evs = append(e.evs, ev)
+		e.mu.Unlock()
+		return nil
+	})
+	e.mu.Lock()
+	e.err = fmt.Errorf("event stream ended: %v", err)
+	e.mu.Unlock()
+}
+
+func (e *rbEvents) len() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.evs)
+}
+
+// find returns the first event from index from on that matches.
+func (e *rbEvents) find(from int, match func(api.Event) bool) (api.Event, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, ev := range e.evs[min(from, len(e.evs)):] {
+		if match(ev) {
+			return ev, true
+		}
 	}
-	swapFig := measured(swapName, percentile(times, 99), "ms", swapGoal, detail)
-	if late > 0 {
-		swapFig.Pass = false // the standby was not serving all new requests
+	return api.Event{}, false
+}
+
+// wait polls for the first matching event from index from on.
+func (e *rbEvents) wait(ctx context.Context, from int, limit time.Duration, match func(api.Event) bool) (api.Event, int, error) {
+	deadline := time.Now().Add(limit)
+	for {
+		if ev, ok := e.find(from, match); ok {
+			return ev, from, nil
+		}
+		e.mu.Lock()
+		err := e.err
+		e.mu.Unlock()
+		switch {
+		case err != nil:
+			return api.Event{}, from, err
+		case ctx.Err() != nil:
+			return api.Event{}, from, ctx.Err()
+		case time.Now().After(deadline):
+			return api.Event{}, from, fmt.Errorf("not within %s", limit)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
-	return []Figure{swapFig, measured(badName, float64(bad), "responses", badGoal, badDetail)}
 }
