@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -73,5 +74,41 @@ func TestRBLoadCountsFailures(t *testing.T) {
 	}
 	if ok != 5 || l.failed.Load() != int64(len(reqs)-5) || l.failed.Load() == 0 {
 		t.Fatalf("%d answered by p/m1, %d failed of %d; want 5 and the rest (503) failed", ok, l.failed.Load(), len(reqs))
+	}
+}
+
+// rbMeasure picks the standby's answer to the first request sent at or
+// after the alarm, and its checks can fail: a request sent after that
+// answer yet answered by the rolled-back model counts as late; a swap the
+// standby never answered counts as missing.
+func TestRBMeasure(t *testing.T) {
+	base := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	at := func(ms float64) int64 { return base.Add(time.Duration(ms * 1e6)).UnixNano() }
+	s := &rbSwap{good: "p/m1", bad: "p/m2", by: "paired", alarm: base.Add(10 * time.Millisecond), rolled: base.Add(14 * time.Millisecond)}
+	reqs := []rbReq{
+		{at(9), at(11), "p/m1"},  // sent before the alarm: not counted
+		{at(11), at(15), "p/m2"}, // after the alarm, still the bad model
+		{at(16), at(19), "p/m1"}, // a standby answer, not the earliest
+		{at(15), at(18), "p/m1"}, // the earliest standby answer: the swap ends here
+		{at(20), at(21), "p/m1"},
+	}
+	m := rbMeasure(slices.Clone(reqs), []*rbSwap{s})
+	if len(m.total) != 1 || m.total[0] != 8 || m.toRolled[0] != 4 || m.rolledToAnswer[0] != 4 || m.sentAfter[0] != 5 {
+		t.Fatalf("measured %+v; want total 8 ms = alarm->rollback 4 + rollback->answer 4, sent 5 ms after the alarm", m)
+	}
+	if m.late != 0 || m.missing != 0 || m.by["paired"] != 1 {
+		t.Fatalf("clean swap: late %d missing %d by %v", m.late, m.missing, m.by)
+	}
+
+	// The rolled-back model answering a request sent after the standby's
+	// first answer is a broken flip.
+	m = rbMeasure(append(slices.Clone(reqs), rbReq{at(18.5), at(19.5), "p/m2"}), []*rbSwap{s})
+	if m.late != 1 {
+		t.Fatalf("late = %d; want 1", m.late)
+	}
+	// No standby answer after the alarm.
+	m = rbMeasure([]rbReq{{at(11), at(15), "p/m2"}, {at(12), at(13), ""}}, []*rbSwap{s})
+	if m.missing != 1 || len(m.total) != 0 {
+		t.Fatalf("missing = %d, %d samples; want 1 and none", m.missing, len(m.total))
 	}
 }

@@ -194,49 +194,9 @@ func benchRollback(ctx context.Context, opt Options) []Figure {
 		return []Figure{unmeasured(swapName, "ms", swapGoal, why), badFig}
 	}
 
-	// Sort the load's records by send time for the per-swap scans.
-	slices.SortFunc(reqs, func(a, b rbReq) int { return int(a.start - b.start) })
-	var total, toRolled, rolledToAnswer, sentAfter []float64
-	late, missing := 0, 0
-	byCount := map[string]int{}
-	maxSwap := ""
-	for _, s := range done {
-		byCount[s.by]++
-		ta := s.alarm.UnixNano()
-		from, _ := slices.BinarySearchFunc(reqs, ta, func(r rbReq, t int64) int { return int(r.start - t) })
-		first := int64(-1)
-		var firstSent int64
-		for _, q := range reqs[from:] {
-			if first >= 0 && q.start > first {
-				break // sent after the first standby answer: no earlier answer can follow
-			}
-			if q.model == s.good && (first < 0 || q.end < first) {
-				first, firstSent = q.end, q.start
-			}
-		}
-		if first < 0 {
-			missing++
-			continue
-		}
-		// Once the standby answered a request, every request sent after
-		// that answer must be the standby's: the flip is atomic.
-		for _, q := range reqs[from:] {
-			if q.start > first && q.model == s.bad {
-				late++
-			}
-			if q.start > first+int64(time.Second) {
-				break
-			}
-		}
-		ms := float64(first-ta) / 1e6
-		total = append(total, ms)
-		toRolled = append(toRolled, float64(s.rolled.Sub(s.alarm))/1e6)
-		rolledToAnswer = append(rolledToAnswer, float64(first-s.rolled.UnixNano())/1e6)
-		sentAfter = append(sentAfter, float64(firstSent-ta)/1e6)
-		if ms >= percentile(total, 100) {
-			maxSwap = fmt.Sprintf("%s->%s (alarm by %s)", s.bad, s.good, s.by)
-		}
-	}
+	m := rbMeasure(reqs, done)
+	total, toRolled, rolledToAnswer, sentAfter := m.total, m.toRolled, m.rolledToAnswer, m.sentAfter
+	late, missing, byCount, maxSwap := m.late, m.missing, m.by, m.maxSwap
 	var bys []string
 	for k, v := range byCount {
 		bys = append(bys, fmt.Sprintf("%s %d", k, v))
@@ -247,12 +207,14 @@ func benchRollback(ctx context.Context, opt Options) []Figure {
 	}
 	detail := fmt.Sprintf("%d swaps (fresh good+corrupted model pair each; %d good models promoted with --force after the gate kept the equal live one), "+
 		"alarm->first standby answer ms %s (max %s); split: alarm->model.rolled_back_to event %s, that event->standby answer %s, "+
-		"alarm->sending of that request %s; alarms by %s; rollbacks deferred by kilnd %d; "+
+		"alarm->sending of that request %s; alarms by %s (a paired alarm is its own decision, in the same record; a detector's is decided on later labels); "+
+		"rollbacks deferred by kilnd (cooldown, busy) %d; "+
 		"requests sent after the standby's first answer answered by the rolled-back model: %d; swaps with no standby answer: %d; "+
 		"rolled-back containers stopped: %d of %d%s; load: Go closed loop, %d connections, %d requests; "+
-		"clocks: kilnd's event times and the client's send/answer times are both this machine's wall clock (UTC ns)",
+		"clocks: kilnd's event times (taken in the transaction, before its commit) and the client's send/answer times are both this machine's wall clock (UTC ns); "+
+		"%.0f s for the swaps (each: train+evaluate two models, %d rows of feedback a file)",
 		len(total), forced, p(total), maxSwap, p(toRolled), p(rolledToAnswer), p(sentAfter), strings.Join(bys, ", "), deferred,
-		late, missing, stopped, len(done), stopErr, rbConns, len(reqs))
+		late, missing, stopped, len(done), stopErr, rbConns, len(reqs), elapsed.Seconds(), rbFeedback)
 	if runErr != nil {
 		detail += fmt.Sprintf("; stopped after %d of %d swaps: %v", len(done), swaps, runErr)
 	}
