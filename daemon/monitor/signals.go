@@ -32,7 +32,7 @@ const signalLookback = 24 * time.Hour
 const minPSIValues = 50
 
 // maxHourValues bounds the values kept per feature and hour.
-const maxHourValues = 5000
+const maxHourValues = 2000
 
 // sampledPerHour is how many requests an hour have their answer parsed and
 // their input decoded: the class mix and the PSI are estimates from a
@@ -98,6 +98,21 @@ func (m *Monitor) Signals(ctx context.Context, pipeline string) error {
 		done[s.Hour] = !s.Created.Before(s.Hour.Add(time.Hour))
 	}
 	hours := map[time.Time]*hourAgg{}
+	// The log is in time order (up to request latency): an hour two hours
+	// behind the record being read is complete, so it is recorded and its
+	// sample freed then, and the pass holds at most a few hours at a time.
+	flushBefore := func(cut time.Time) error {
+		for _, h := range slices.SortedFunc(maps.Keys(hours), func(a, b time.Time) int { return a.Compare(b) }) {
+			if !h.Before(cut) {
+				break
+			}
+			if err := m.recordHour(ctx, spec, h, hours[h], now, done[h]); err != nil {
+				return err
+			}
+			delete(hours, h)
+		}
+		return nil
+	}
 	err = m.deps.Log.Scan(pipeline, from, func(r Logged) error {
 		if r.Time.Before(from) || r.Status/100 != 2 {
 			return nil
@@ -105,6 +120,9 @@ func (m *Monitor) Signals(ctx context.Context, pipeline string) error {
 		h := r.Time.UTC().Truncate(time.Hour)
 		a := hours[h]
 		if a == nil {
+			if err := flushBefore(h.Add(-time.Hour)); err != nil {
+				return err
+			}
 			a = &hourAgg{models: map[string]int64{}, classes: map[string]int64{}, values: map[string][]float64{}}
 			hours[h] = a
 		}
@@ -136,50 +154,52 @@ func (m *Monitor) Signals(ctx context.Context, pipeline string) error {
 	if err != nil {
 		return err
 	}
-	for _, h := range slices.SortedFunc(maps.Keys(hours), func(a, b time.Time) int { return a.Compare(b) }) {
-		a := hours[h]
-		model := topModel(a.models)
-		sig := storage.Signal{Pipeline: pipeline, Hour: h, Model: model, Requests: a.requests, Rows: a.rows, Created: now}
-		if len(a.classes) > 0 {
-			sig.Classes = a.classes
-		}
-		var alerts []string
-		if ti, err := m.train.get(model, spec); err == nil {
-			for col, vals := range a.values {
-				if psi, ok := psiOf(ti.values[col], vals); ok {
-					if sig.PSI == nil {
-						sig.PSI = map[string]float64{}
-					}
-					sig.PSI[col] = psi
-					if psi > spec.psiMax {
-						alerts = append(alerts, fmt.Sprintf("%s psi %.3f", col, psi))
-					}
+	return flushBefore(now.Add(time.Hour))
+}
+
+// recordHour computes one hour's signal and records it, with a
+// monitor.drift event when the hour has ended, was not recorded ended
+// before (done), and shows drift.
+func (m *Monitor) recordHour(ctx context.Context, spec pipelineSpec, h time.Time, a *hourAgg, now time.Time, done bool) error {
+	pipeline := spec.name
+	model := topModel(a.models)
+	sig := storage.Signal{Pipeline: pipeline, Hour: h, Model: model, Requests: a.requests, Rows: a.rows, Created: now}
+	if len(a.classes) > 0 {
+		sig.Classes = a.classes
+	}
+	var alerts []string
+	if ti, err := m.train.get(model, spec); err == nil {
+		for col, vals := range a.values {
+			if psi, ok := psiOf(ti.values[col], vals); ok {
+				if sig.PSI == nil {
+					sig.PSI = map[string]float64{}
+				}
+				sig.PSI[col] = psi
+				if psi > spec.psiMax {
+					alerts = append(alerts, fmt.Sprintf("%s psi %.3f", col, psi))
 				}
 			}
-			if psi, ok := mixPSI(ti.labels, a.classes); ok && psi > spec.psiMax {
-				alerts = append(alerts, fmt.Sprintf("predicted class mix psi %.3f", psi))
-			}
 		}
-		ended := !now.Before(h.Add(time.Hour))
-		err := m.deps.Store.Update(ctx, func(tx *storage.Tx) error {
-			if err := tx.PutSignal(sig); err != nil {
-				return err
-			}
-			if !ended || done[h] || len(alerts) == 0 {
-				return nil
-			}
-			slices.Sort(alerts)
-			_, err := tx.Append(storage.Event{Actor: "kilnd", Kind: "monitor.drift", Pipeline: pipeline, Refs: []string{model},
-				Details: map[string]string{"hour": h.Format(time.RFC3339), "requests": strconv.FormatInt(a.requests, 10),
-					"signals": strings.Join(alerts, "; "), "psi_max": strconv.FormatFloat(spec.psiMax, 'f', 3, 64),
-					"note": "alert only: no labels say the model is worse"}})
-			return err
-		})
-		if err != nil {
-			return err
+		if psi, ok := mixPSI(ti.labels, a.classes); ok && psi > spec.psiMax {
+			alerts = append(alerts, fmt.Sprintf("predicted class mix psi %.3f", psi))
 		}
 	}
-	return nil
+	ended := !now.Before(h.Add(time.Hour))
+	err := m.deps.Store.Update(ctx, func(tx *storage.Tx) error {
+		if err := tx.PutSignal(sig); err != nil {
+			return err
+		}
+		if !ended || done || len(alerts) == 0 {
+			return nil
+		}
+		slices.Sort(alerts)
+		_, err := tx.Append(storage.Event{Actor: "kilnd", Kind: "monitor.drift", Pipeline: pipeline, Refs: []string{model},
+			Details: map[string]string{"hour": h.Format(time.RFC3339), "requests": strconv.FormatInt(a.requests, 10),
+				"signals": strings.Join(alerts, "; "), "psi_max": strconv.FormatFloat(spec.psiMax, 'f', 3, 64),
+				"note": "alert only: no labels say the model is worse"}})
+		return err
+	})
+	return err
 }
 
 func (a *hourAgg) addInputs(model string, rows [][]string, m *Monitor, spec pipelineSpec) {
