@@ -75,7 +75,8 @@ type PredictionLog interface {
 	// Flush makes what pipeline's endpoint has buffered visible to Lookup.
 	Flush(ctx context.Context, pipeline string) error
 	Lookup(pipeline, requestID string) (Logged, error)
-	// Scan reads pipeline's records from since on, in time order.
+	// Scan reads pipeline's records from since on, in time order. A
+	// record's Input and Output are valid only until fn returns.
 	Scan(pipeline string, since time.Time, fn func(Logged) error) error
 }
 

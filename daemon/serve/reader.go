@@ -353,6 +353,20 @@ func (r *LogReader) scanFor(s *rseg, id string) (Record, bool, error) {
 // their index. Scan reads files of its own, so a slow fn never holds up
 // lookups.
 func (r *LogReader) Scan(since time.Time, fn func(Record) error) error {
+	return r.scan(since, false, fn)
+}
+
+// ScanBorrowed is Scan without a copy per record: each Record's ID, Input
+// and Output point into the reader's buffer and are valid only until fn
+// returns (Model, Protocol and ContentType are interned strings and may be
+// kept). A pass over a day's log that keeps only what it derives (the
+// monitor's hourly signals, probation) allocates next to nothing this way.
+func (r *LogReader) ScanBorrowed(since time.Time, fn func(Record) error) error {
+	return r.scan(since, true, fn)
+}
+
+func (r *LogReader) scan(since time.Time, borrow bool, fn func(Record) error) error {
+	intern := map[string]string{}
 	if err := r.refresh(); err != nil {
 		return err
 	}
@@ -382,6 +396,9 @@ func (r *LogReader) Scan(since time.Time, fn func(Record) error) error {
 		_, err := scanSegment(segPath(r.dir, s.num), func(_ int64, f *frame) error {
 			if f.time < sinceNS {
 				return nil
+			}
+			if borrow && f.flags&flagInputFile == 0 {
+				return fn(f.borrowed(intern))
 			}
 			return fn(r.toRecord(f))
 		})

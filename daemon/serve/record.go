@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 )
 
 // Record is one request answered by a model, as the prediction log keeps it.
@@ -246,6 +247,31 @@ func (f *frame) record(fileInput []byte, fileKept bool) Record {
 		r.Input, r.InputKept = append([]byte{}, f.input...), true
 	case f.flags&flagInputFile != 0 && fileKept:
 		r.Input, r.InputKept = fileInput, true
+	}
+	return r
+}
+
+// borrowed is record without copies: ID, Input and Output alias the frame's
+// buffer (valid while the frame is), the short strings are interned.
+func (f *frame) borrowed(intern map[string]string) Record {
+	str := func(b []byte) string {
+		if v, ok := intern[string(b)]; ok { // no allocation for the lookup
+			return v
+		}
+		v := string(b)
+		intern[v] = v
+		return v
+	}
+	r := Record{
+		Model: str(f.model), Protocol: str(f.proto), ContentType: str(f.ctype),
+		Time: time.Unix(0, f.time), LatencyUS: f.latency, Status: f.status, Rows: f.rows,
+		Output: f.output, OutputTruncated: f.flags&flagOutputCut != 0,
+	}
+	if len(f.id) > 0 {
+		r.ID = unsafe.String(&f.id[0], len(f.id))
+	}
+	if f.flags&flagInputInline != 0 {
+		r.Input, r.InputKept = f.input, true
 	}
 	return r
 }
