@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/kiln-edge/kiln/daemon/config"
+	"github.com/kiln-edge/kiln/daemon/contract"
 	"github.com/kiln-edge/kiln/daemon/localapi"
 	"github.com/kiln-edge/kiln/daemon/pipeline"
 	"github.com/kiln-edge/kiln/daemon/serve"
@@ -275,7 +277,10 @@ func (e *endpoints) Close(p string) error {
 
 // predict forwards a `kiln predict` body to p's endpoint over its socket,
 // so the answer is exactly what any client of the endpoint gets.
-func (e *endpoints) predict(w http.ResponseWriter, r *http.Request, p string) {
+// CSV rows (no header, features in training order, as `kiln predict` sends
+// them) are encoded in the pipeline's protocol: an OIP v2 pipeline gets its
+// FP64 tensor, so its answer is the model's own.
+func (e *endpoints) predict(w http.ResponseWriter, r *http.Request, p, protocol string) {
 	e.mu.Lock()
 	_, ok := e.open[p]
 	e.mu.Unlock()
@@ -289,12 +294,35 @@ func (e *endpoints) predict(w http.ResponseWriter, r *http.Request, p string) {
 		return d.DialContext(ctx, "unix", sock)
 	}}}
 	defer hc.CloseIdleConnections()
-	req, err := http.NewRequestWithContext(r.Context(), http.MethodPost, "http://endpoint/invocations", r.Body)
+	path, ctype, body := "/invocations", r.Header.Get("Content-Type"), io.Reader(r.Body)
+	if protocol == contract.ProtocolV2 {
+		raw, err := io.ReadAll(io.LimitReader(r.Body, serve.DefaultMaxRequestBytes+1))
+		if err != nil {
+			localapi.WriteError(w, http.StatusBadRequest, "read the rows: "+err.Error())
+			return
+		}
+		if len(raw) > serve.DefaultMaxRequestBytes {
+			localapi.WriteError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("more than %d bytes of rows", serve.DefaultMaxRequestBytes))
+			return
+		}
+		rows, err := contract.DecodeRequest(contract.ProtocolSageMaker, contract.ContentTypeCSV, raw)
+		if err == nil {
+			var enc contract.Request
+			if enc, err = contract.EncodeRequest(protocol, p, rows); err == nil {
+				path, ctype, body = enc.Path, enc.ContentType, bytes.NewReader(enc.Body)
+			}
+		}
+		if err != nil {
+			localapi.WriteError(w, http.StatusBadRequest, fmt.Sprintf("pipeline %s speaks OIP v2: rows must be CSV numbers: %v", p, err))
+			return
+		}
+	}
+	req, err := http.NewRequestWithContext(r.Context(), http.MethodPost, "http://endpoint"+path, body)
 	if err != nil {
 		localapi.WriteError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
-	req.Header.Set("Content-Type", r.Header.Get("Content-Type"))
+	req.Header.Set("Content-Type", ctype)
 	resp, err := hc.Do(req)
 	if err != nil {
 		localapi.WriteError(w, http.StatusBadGateway, fmt.Sprintf("pipeline %s endpoint %s: %v", p, sock, err))

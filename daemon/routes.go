@@ -51,7 +51,11 @@ func (d *Daemon) routes() []localapi.Route {
 // handlePredict is `kiln predict P`: the rows go through P's endpoint, as
 // any client's would. Reading a prediction is a read.
 func (d *Daemon) handlePredict(w http.ResponseWriter, r *http.Request) {
-	d.eps.predict(w, r, r.PathValue("name"))
+	name, protocol := r.PathValue("name"), ""
+	if spec := d.pipelines.Load().specs[name]; spec != nil {
+		protocol = spec.Serve.Protocol
+	}
+	d.eps.predict(w, r, name, protocol)
 }
 
 func (d *Daemon) handler() (http.Handler, error) {

@@ -401,3 +401,81 @@ func TestMonitorScoresFeedback(t *testing.T) {
 		t.Fatalf("kiln status after hostile feedback: %v: %s", err, stderr)
 	}
 }
+
+// TestV2PipelinePredictAndLateLabels: a pipeline serving the Open Inference
+// Protocol v2: `kiln predict` rows are encoded as its FP64 tensor and the
+// answer parsed by -o json; requests sent to the endpoint in v2 are logged,
+// and late labels for their rows are joined, their logged tensors decoded
+// back into rows (a joined version) and scored to the hand-computed value.
+func TestV2PipelinePredictAndLateLabels(t *testing.T) {
+	spec := strings.Replace(monitorSpec, "  image: kiln.local/tabular-server:1\n", "  image: kiln.local/tabular-server:1\n  protocol: v2\n", 1)
+	k, root := startLoop(t, "kiln-test-v2", spec)
+	data := loadCancer(t)
+	waitLong(t, 3*time.Minute, "m1 live", func() bool { return modelsOf(t, k)["cancer/m1"].State == "live" })
+
+	rows := make([][]string, 0, 30)
+	for i := 400; i < 430; i++ {
+		rows = append(rows, perturbed(data.rows[i]))
+	}
+	cmd := exec.Command(filepath.Join(binDir, "kiln"), "--socket", k.socket(), "predict", "cancer", "-o", "json")
+	cmd.Stdin = strings.NewReader(csvText(nil, rows))
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("kiln predict -o json on a v2 pipeline: %v", err)
+	}
+	var preds []string
+	if err := json.Unmarshal(out, &preds); err != nil || len(preds) != len(rows) {
+		t.Fatalf("kiln predict -o json = %s (%v); want %d predictions", out, err, len(rows))
+	}
+	if a := accuracy(preds, data.labels[400:430]); a < 0.85 {
+		t.Errorf("v2 predictions agree %.2f with the labels; want >= 0.85", a)
+	}
+
+	// Two-row v2 requests straight to the endpoint, then late labels.
+	hc := endpointClient(filepath.Join(root, "run/kiln/serve/cancer.sock"))
+	var labels strings.Builder
+	labels.WriteString("request_id,label\n")
+	var answers, truth []string
+	for i := range 10 {
+		a, b := 440+2*i, 441+2*i
+		var data2 []float64
+		for _, r := range [][]string{perturbed(data.rows[a]), perturbed(data.rows[b])} {
+			for _, v := range r {
+				f, _ := strconv.ParseFloat(v, 64)
+				data2 = append(data2, f)
+			}
+		}
+		body, _ := json.Marshal(map[string]any{"inputs": []map[string]any{{"name": "input", "datatype": "FP64",
+			"shape": []int{2, len(data.header)}, "data": data2}}})
+		resp, err := hc.Post("http://kiln/v2/models/cancer/infer", "application/json", strings.NewReader(string(body)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ans, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		var v2 struct {
+			Outputs []struct {
+				Name string `json:"name"`
+				Data []any  `json:"data"`
+			} `json:"outputs"`
+		}
+		if resp.StatusCode != 200 || json.Unmarshal(ans, &v2) != nil || len(v2.Outputs) == 0 || len(v2.Outputs[0].Data) != 2 {
+			t.Fatalf("v2 infer answered %d %s", resp.StatusCode, ans)
+		}
+		id := resp.Header.Get("X-Kiln-Request-Id")
+		la, lb := data.labels[a], data.labels[b]
+		if i%4 == 0 {
+			la = other(la)
+		}
+		fmt.Fprintf(&labels, "%s:0,%s\n%s:1,%s\n", id, la, id, lb)
+		answers = append(answers, fmt.Sprint(v2.Outputs[0].Data[0]), fmt.Sprint(v2.Outputs[0].Data[1]))
+		truth = append(truth, la, lb)
+	}
+	lv := dropFeedback(t, k, root, "late.csv", labels.String())
+	d := waitScored(t, k, lv.ID)
+	wantDetail(t, "v2 late labels", d, "live_rows", "20")
+	wantDetail(t, "v2 late labels", d, "live_accuracy", strconv.FormatFloat(accuracy(answers, truth), 'f', 4, 64))
+	if d["joined"] == "" || d["no_input"] != "" {
+		t.Errorf("v2 late labels: joined %q, no_input %q; want the logged tensors decoded into a joined version", d["joined"], d["no_input"])
+	}
+}
