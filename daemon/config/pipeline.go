@@ -259,61 +259,6 @@ type NewData struct {
 	MinRows  int      `yaml:"min_rows" json:"min_rows"`
 }
 
-// Age is a Duration that also takes whole days ("14d"), as retention is written.
-type Age struct{ Duration }
-
-func (a Age) String() string {
-	if d := a.Duration.Duration; d > 0 && d%(24*time.Hour) == 0 {
-		return strconv.FormatInt(int64(d/(24*time.Hour)), 10) + "d"
-	}
-	return a.Duration.String()
-}
-
-func parseAge(s string) (Age, error) {
-	t := strings.TrimSpace(s)
-	if days, ok := strings.CutSuffix(t, "d"); ok {
-		n, err := strconv.ParseUint(days, 10, 16)
-		if err != nil {
-			return Age{}, fmt.Errorf("invalid age %q (want e.g. 14d, 36h, 90m)", clip(s))
-		}
-		return Age{D(time.Duration(n) * 24 * time.Hour)}, nil
-	}
-	d, err := parseDuration(t)
-	if err != nil {
-		return Age{}, fmt.Errorf("invalid age %q (want e.g. 14d, 36h, 90m)", clip(s))
-	}
-	return Age{d}, nil
-}
-
-func (a *Age) UnmarshalYAML(n *yaml.Node) error {
-	if n.Kind != yaml.ScalarNode {
-		return fmt.Errorf("want an age such as 14d, got %s", describe(n))
-	}
-	v, err := parseAge(n.Value)
-	if err != nil {
-		return err
-	}
-	*a = v
-	return nil
-}
-
-func (a Age) MarshalYAML() (any, error) { return a.String(), nil }
-
-func (a Age) MarshalJSON() ([]byte, error) { return json.Marshal(a.String()) }
-
-func (a *Age) UnmarshalJSON(b []byte) error {
-	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
-		return fmt.Errorf("want an age string such as \"14d\", got %s", b)
-	}
-	v, err := parseAge(s)
-	if err != nil {
-		return err
-	}
-	*a = v
-	return nil
-}
-
 // Retention is how much history is kept.
 type Retention struct {
 	// models: how many models are kept, live and standby included (at least 2); older ones
