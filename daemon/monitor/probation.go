@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"time"
@@ -72,6 +73,8 @@ func (m *Monitor) probe(ctx context.Context, spec pipelineSpec) (onProbation boo
 			100*float64(failed)/float64(n), 100*probationFailRate)
 	}
 	if why == "" && len(lat) >= probationMin && len(stbyLat) >= probationMin {
+		slices.Sort(lat)
+		slices.Sort(stbyLat)
 		p, s := quantile(lat, 0.99), quantile(stbyLat, 0.99)
 		details["p99_us"], details["standby_p99_us"] = strconv.FormatFloat(p, 'f', 0, 64), strconv.FormatFloat(s, 'f', 0, 64)
 		if p > probationSlower*s {
@@ -93,9 +96,8 @@ func (m *Monitor) probe(ctx context.Context, spec pipelineSpec) (onProbation boo
 	return false, nil
 }
 
-func quantile(v []float64, q float64) float64 {
-	s := slices.Clone(v)
-	slices.Sort(s)
-	i := int(q*float64(len(s))+0.5) - 1
-	return s[max(0, min(i, len(s)-1))]
+// quantile is the nearest-rank q-quantile of sorted, non-empty values.
+func quantile(sorted []float64, q float64) float64 {
+	i := int(math.Ceil(q*float64(len(sorted)))) - 1
+	return sorted[max(0, min(i, len(sorted)-1))]
 }

@@ -500,9 +500,5 @@ func delayQuantiles(s []float64) *storage.Delay {
 	}
 	s = slices.Clone(s)
 	slices.Sort(s)
-	q := func(p float64) float64 {
-		i := int(math.Ceil(p*float64(len(s)))) - 1
-		return s[max(0, min(i, len(s)-1))]
-	}
-	return &storage.Delay{N: int64(len(s)), P50: q(0.5), P90: q(0.9), P99: q(0.99), Max: s[len(s)-1]}
+	return &storage.Delay{N: int64(len(s)), P50: quantile(s, 0.5), P90: quantile(s, 0.9), P99: quantile(s, 0.99), Max: s[len(s)-1]}
 }
