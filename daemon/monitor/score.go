@@ -7,7 +7,6 @@ import (
 	"math"
 	"net"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -251,16 +250,6 @@ func (m *Monitor) errThresholds(spec pipelineSpec, models pair) [2]float64 {
 // pipelines (pipeline.AbsErrorP90).
 const absErrorP90 = "abs_error_p90"
 
-// splitRowID splits "<request-id>:<row>" (a bare id is row 0).
-func splitRowID(id string) (string, int) {
-	if i := strings.LastIndexByte(id, ':'); i > 0 {
-		if n, err := strconv.Atoi(id[i+1:]); err == nil && n >= 0 {
-			return id[:i], n
-		}
-	}
-	return id, 0
-}
-
 // request is one logged request, decoded once however many labels name it.
 type request struct {
 	rec    Logged
@@ -295,7 +284,11 @@ func (m *Monitor) scoreLabels(ctx context.Context, spec pipelineSpec, d storage.
 			continue
 		}
 		seen[id] = true
-		reqID, row := splitRowID(id)
+		reqID, row, err := contract.SplitRowID(id)
+		if err != nil {
+			join.Unmatched++ // an empty id, or a row without a request id
+			continue
+		}
 		r := reqs[reqID]
 		if r == nil {
 			r = m.request(spec, reqID)

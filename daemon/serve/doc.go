@@ -102,7 +102,7 @@
 // body, unless the policy leaves it out) and the whole output (up to
 // Options.OutputCap, 1 MiB by default; a longer one is kept cut and
 // flagged). Row i of a multi-row request is "<request-id>:<i>" to
-// label senders; SplitRowID splits such an id.
+// label senders; contract.SplitRowID splits such an id.
 //
 // The folder, PredLogDir/<pipeline>/:
 //

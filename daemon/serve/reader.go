@@ -172,7 +172,7 @@ func (r *LogReader) refresh() error {
 }
 
 // Lookup returns the newest record of requestID (without a ":row"
-// suffix: SplitRowID). ErrNotFound (wrapped) when the log does not hold it.
+// suffix: contract.SplitRowID). ErrNotFound (wrapped) when the log does not hold it.
 // Records become visible once the endpoint has written them (at most
 // Options.SyncInterval after the answer, or after Endpoint.FlushLog). A
 // record purged or expired may still be returned for checkEvery (100 ms)
