@@ -43,27 +43,11 @@ func benchE2E(ctx context.Context, opt Options) []Figure {
 	if err != nil {
 		return fail("run from the repository root: " + err.Error())
 	}
-	root, err := os.MkdirTemp("/var/tmp", "ke")
+	root, imgDir, _, cleanup, err := loopRoot(ctx, addr, "e2e", "bench", e2eSpec)
 	if err != nil {
 		return fail(err.Error())
 	}
-	defer func() { _ = os.RemoveAll(root) }() // best-effort cleanup of scratch state
-	ns := fmt.Sprintf("kiln-bench-%d", os.Getpid())
-	defer cleanNamespace(addr, ns)
-
-	imgDir := filepath.Join(root, "images")
-	if _, err := images.BuildAll(ctx, imgDir, images.Examples); err != nil {
-		return fail("build example images: " + err.Error())
-	}
-	if err := os.MkdirAll(filepath.Join(root, "etc/kiln/pipelines"), 0o755); err != nil {
-		return fail(err.Error())
-	}
-	if err := os.WriteFile(filepath.Join(root, "etc/kiln/kiln.yaml"), []byte("containerd: {address: "+addr+", namespace: "+ns+"}\n"), 0o644); err != nil { //nolint:gosec // G703: a fixed name under the scratch folder MkdirTemp just made
-		return fail(err.Error())
-	}
-	if err := os.WriteFile(filepath.Join(root, "etc/kiln/pipelines/bench.yaml"), []byte(e2eSpec), 0o644); err != nil {
-		return fail(err.Error())
-	}
+	defer cleanup()
 	_, proc, err := startKilnd(ctx, kilnd, root)
 	if err != nil {
 		return fail(err.Error())
@@ -141,4 +125,38 @@ func cleanNamespace(addr, ns string) {
 		_ = exec.Command("ctr", "-a", addr, "-n", ns, "tasks", "delete", "-f", id).Run()
 		_ = exec.Command("ctr", "-a", addr, "-n", ns, "containers", "delete", id).Run()
 	}
+}
+
+// loopRoot makes a scratch kiln root for a group that runs kilnd against
+// the private containerd at addr: the example images built under it,
+// kiln.yaml naming a containerd namespace of the group's own, and spec as
+// etc/kiln/pipelines/<name>.yaml. done removes the namespace's containers
+// and the folder; ns is the namespace.
+func loopRoot(ctx context.Context, addr, tag, name, spec string) (root, imgDir, ns string, done func(), err error) {
+	root, err = os.MkdirTemp("/var/tmp", "k"+tag)
+	if err != nil {
+		return "", "", "", nil, err
+	}
+	ns = fmt.Sprintf("kiln-bench-%s-%d", tag, os.Getpid())
+	done = func() {
+		cleanNamespace(addr, ns)
+		_ = os.RemoveAll(root) // best-effort cleanup of scratch state
+	}
+	imgDir = filepath.Join(root, "images")
+	if _, err = images.BuildAll(ctx, imgDir, images.Examples); err != nil {
+		done()
+		return "", "", "", nil, fmt.Errorf("build example images: %w", err)
+	}
+	err = os.MkdirAll(filepath.Join(root, "etc/kiln/pipelines"), 0o755)
+	if err == nil {
+		err = os.WriteFile(filepath.Join(root, "etc/kiln/kiln.yaml"), []byte("containerd: {address: "+addr+", namespace: "+ns+"}\n"), 0o644) //nolint:gosec // G703: a fixed name under the scratch folder MkdirTemp just made
+	}
+	if err == nil {
+		err = os.WriteFile(filepath.Join(root, "etc/kiln/pipelines", name+".yaml"), []byte(spec), 0o644) //nolint:gosec // G703: as above
+	}
+	if err != nil {
+		done()
+		return "", "", "", nil, err
+	}
+	return root, imgDir, ns, done, nil
 }

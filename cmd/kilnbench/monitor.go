@@ -24,7 +24,6 @@ import (
 	"github.com/kiln-edge/kiln/daemon/api"
 	"github.com/kiln-edge/kiln/daemon/apiclient"
 	"github.com/kiln-edge/kiln/daemon/serve"
-	"github.com/kiln-edge/kiln/examples/tabular/images"
 )
 
 func init() { register(Group{Name: "monitor", Run: benchMonitor}) }
@@ -478,27 +477,11 @@ func monFeedbackToScore(ctx context.Context, opt Options) Figure {
 	if err != nil || len(recs) < 2 {
 		return fail(fmt.Sprintf("examples/tabular/data/breast_cancer.csv: %v", err))
 	}
-	root, err := os.MkdirTemp("/var/tmp", "kf")
+	root, imgDir, _, cleanup, err := loopRoot(ctx, addr, "mon", "bench", monSpec)
 	if err != nil {
 		return fail(err.Error())
 	}
-	defer func() { _ = os.RemoveAll(root) }() // best-effort cleanup of scratch state
-	ns := fmt.Sprintf("kiln-bench-mon-%d", os.Getpid())
-	defer cleanNamespace(addr, ns)
-
-	imgDir := filepath.Join(root, "images")
-	if _, err := images.BuildAll(ctx, imgDir, images.Examples); err != nil {
-		return fail("build example images: " + err.Error())
-	}
-	if err := os.MkdirAll(filepath.Join(root, "etc/kiln/pipelines"), 0o755); err != nil {
-		return fail(err.Error())
-	}
-	if err := os.WriteFile(filepath.Join(root, "etc/kiln/kiln.yaml"), []byte("containerd: {address: "+addr+", namespace: "+ns+"}\n"), 0o644); err != nil { //nolint:gosec // G703: a fixed name under the scratch folder MkdirTemp just made
-		return fail(err.Error())
-	}
-	if err := os.WriteFile(filepath.Join(root, "etc/kiln/pipelines/bench.yaml"), []byte(monSpec), 0o644); err != nil { //nolint:gosec // G703: as above
-		return fail(err.Error())
-	}
+	defer cleanup()
 	_, proc, err := startKilnd(ctx, kilnd, root)
 	if err != nil {
 		return fail(err.Error())

@@ -16,7 +16,6 @@ import (
 
 	"github.com/kiln-edge/kiln/daemon/api"
 	"github.com/kiln-edge/kiln/daemon/apiclient"
-	"github.com/kiln-edge/kiln/examples/tabular/images"
 )
 
 func init() { register(Group{Name: "rollback", Run: benchRollback}) }
@@ -98,26 +97,11 @@ func benchRollback(ctx context.Context, opt Options) []Figure {
 	if err != nil {
 		return fail("run from the repository root: " + err.Error())
 	}
-	root, err := os.MkdirTemp("/var/tmp", "kr")
+	root, imgDir, ns, cleanup, err := loopRoot(ctx, addr, "rb", "rb", rbSpec)
 	if err != nil {
 		return fail(err.Error())
 	}
-	defer func() { _ = os.RemoveAll(root) }() // best-effort cleanup of scratch state
-	ns := fmt.Sprintf("kiln-bench-rb-%d", os.Getpid())
-	defer cleanNamespace(addr, ns)
-	imgDir := filepath.Join(root, "images")
-	if _, err := images.BuildAll(ctx, imgDir, images.Examples); err != nil {
-		return fail("build example images: " + err.Error())
-	}
-	if err := os.MkdirAll(filepath.Join(root, "etc/kiln/pipelines"), 0o755); err != nil {
-		return fail(err.Error())
-	}
-	if err := os.WriteFile(filepath.Join(root, "etc/kiln/kiln.yaml"), []byte("containerd: {address: "+addr+", namespace: "+ns+"}\n"), 0o644); err != nil { //nolint:gosec // G703: a fixed name under the scratch folder MkdirTemp just made
-		return fail(err.Error())
-	}
-	if err := os.WriteFile(filepath.Join(root, "etc/kiln/pipelines/rb.yaml"), []byte(rbSpec), 0o644); err != nil {
-		return fail(err.Error())
-	}
+	defer cleanup()
 	_, proc, err := startKilnd(ctx, kilnd, root)
 	if err != nil {
 		return fail(err.Error())
