@@ -83,7 +83,23 @@ func absError(metric, truth, pred string) (float64, error) {
 // macroF1 is the unweighted mean of per-class F1 over every class seen in
 // the truth or the predictions.
 func macroF1(truth, pred []string) float64 {
-	type counts struct{ tp, fp, fn int }
+	conf := map[string]map[string]int64{}
+	for i := range truth {
+		t, p := strings.TrimSpace(truth[i]), strings.TrimSpace(pred[i])
+		if conf[t] == nil {
+			conf[t] = map[string]int64{}
+		}
+		conf[t][p]++
+	}
+	return MacroF1(conf)
+}
+
+// MacroF1 is the unweighted mean of per-class F1 over every class seen in
+// a confusion table (truth -> prediction -> rows), as truth or as
+// prediction; NaN for an empty table. The monitor sums tables across
+// feedback versions and scores them with it.
+func MacroF1(conf map[string]map[string]int64) float64 {
+	type counts struct{ tp, fp, fn int64 }
 	per := map[string]*counts{}
 	get := func(c string) *counts {
 		if per[c] == nil {
@@ -91,14 +107,21 @@ func macroF1(truth, pred []string) float64 {
 		}
 		return per[c]
 	}
-	for i := range truth {
-		t, p := strings.TrimSpace(truth[i]), strings.TrimSpace(pred[i])
-		if t == p {
-			get(t).tp++
-			continue
+	for t, row := range conf {
+		for p, n := range row {
+			if n == 0 {
+				continue
+			}
+			if t == p {
+				get(t).tp += n
+				continue
+			}
+			get(p).fp += n
+			get(t).fn += n
 		}
-		get(p).fp++
-		get(t).fn++
+	}
+	if len(per) == 0 {
+		return math.NaN()
 	}
 	var sum float64
 	for _, c := range per {

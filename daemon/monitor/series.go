@@ -5,6 +5,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/kiln-edge/kiln/daemon/contract"
 	"github.com/kiln-edge/kiln/storage"
 )
 
@@ -51,49 +52,10 @@ func (t *Tally) Value(metric string) float64 {
 	case "rmse":
 		return math.Sqrt(t.SumSqErr / n)
 	case "macro_f1":
-		return macroF1(t.Confusion)
+		return contract.MacroF1(t.Confusion)
 	default:
 		return float64(t.Right) / n
 	}
-}
-
-// macroF1 is the unweighted mean of per-class F1 over every class seen in
-// the truth or the predictions (contract.Score's definition, from counts).
-func macroF1(conf map[string]map[string]int64) float64 {
-	type counts struct{ tp, fp, fn int64 }
-	per := map[string]*counts{}
-	get := func(c string) *counts {
-		if per[c] == nil {
-			per[c] = &counts{}
-		}
-		return per[c]
-	}
-	for truth, row := range conf {
-		for pred, n := range row {
-			if n == 0 {
-				continue
-			}
-			if truth == pred {
-				get(truth).tp += n
-				continue
-			}
-			get(pred).fp += n
-			get(truth).fn += n
-		}
-	}
-	if len(per) == 0 {
-		return math.NaN()
-	}
-	var sum float64
-	for _, c := range per {
-		if c.tp == 0 {
-			continue
-		}
-		p := float64(c.tp) / float64(c.tp+c.fp)
-		r := float64(c.tp) / float64(c.tp+c.fn)
-		sum += 2 * p * r / (p + r)
-	}
-	return sum / float64(len(per))
 }
 
 // Point is one model's standing after one feedback version.
