@@ -212,10 +212,21 @@ func TestSystemd(t *testing.T) {
 	})
 
 	step("systemctl reload re-reads the pipelines", func(t *testing.T) {
-		before := time.Now().UTC().Add(-time.Second)
 		m.must(ctx, "cat >/etc/kiln/pipelines/e2e.yaml <<'EOF'\n"+e2eSpec+"EOF")
-		m.must(ctx, "systemctl reload kilnd")
+		// The folder watch reloads on its own; let it finish first, or its
+		// reload may land after the SIGHUP one and be the last.
 		err := eventually(ctx, 15*time.Second, 200*time.Millisecond, func() error {
+			if st := status(t, m, ctx); st.LastReload == nil || st.LastReload.Trigger != "folder" {
+				return fmt.Errorf("the folder watch has not reloaded yet: %+v", st.LastReload)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := time.Now().UTC()
+		m.must(ctx, "systemctl reload kilnd")
+		err = eventually(ctx, 15*time.Second, 200*time.Millisecond, func() error {
 			st := status(t, m, ctx)
 			if r := st.LastReload; r == nil || r.Trigger != "sighup" || r.Time.Before(before) || !r.OK {
 				return fmt.Errorf("last reload %+v, want an OK sighup reload", r)
