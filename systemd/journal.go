@@ -1,6 +1,7 @@
 package systemd
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -38,10 +39,43 @@ func NewLogHandler(stderr io.Writer, level slog.Leveler) slog.Handler {
 			},
 		})
 		if err == nil {
-			return h
+			return causeInMessage{h}
 		}
 	}
 	return slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})
+}
+
+// causeInMessage appends a record's "err" (or "error") attribute to its
+// message. journalctl shows MESSAGE alone unless asked for -o verbose, so
+// without this "reload rejected" would not say why; the ERR field stays for
+// filters. The text handler off journald prints err=... on the same line
+// already.
+type causeInMessage struct{ slog.Handler }
+
+func (h causeInMessage) Handle(ctx context.Context, r slog.Record) error {
+	var cause string
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "err" || a.Key == "error" {
+			cause = a.Value.Resolve().String()
+			return false
+		}
+		return true
+	})
+	if cause == "" || strings.Contains(r.Message, cause) {
+		return h.Handler.Handle(ctx, r)
+	}
+	lines := strings.Split(strings.TrimSpace(cause), "\n")
+	out := slog.NewRecord(r.Time, r.Level, r.Message+": "+strings.Join(lines, "; "), r.PC)
+	r.Attrs(func(a slog.Attr) bool { out.AddAttrs(a); return true })
+	return h.Handler.Handle(ctx, out)
+}
+
+func (h causeInMessage) WithAttrs(as []slog.Attr) slog.Handler {
+	return causeInMessage{h.Handler.WithAttrs(as)}
+}
+
+func (h causeInMessage) WithGroup(name string) slog.Handler {
+	return causeInMessage{h.Handler.WithGroup(name)}
 }
 
 // reservedField are fields slog-journal writes itself; an attribute of the same name would

@@ -2,6 +2,8 @@ package systemd
 
 import (
 	"bytes"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -146,4 +148,51 @@ func TestJournalHelper(t *testing.T) {
 			t.Errorf("field %s = %q, want %q (datagram %q)", k, got[k], v, buf[:n])
 		}
 	}
+
+	// The cause of an error is in MESSAGE, which plain journalctl shows, and
+	// stays a field; a multi-line one becomes one line.
+	log.Error("reload rejected", "err", errors.New("a.yaml:2: data.format: bad\nb.yaml:1: name: bad"))
+	n, err = c.Read(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fields := journalFields(buf[:n])
+	if want := "reload rejected: a.yaml:2: data.format: bad; b.yaml:1: name: bad"; fields["MESSAGE"] != want {
+		t.Errorf("MESSAGE = %q, want %q (datagram %q)", fields["MESSAGE"], want, buf[:n])
+	}
+	if !strings.HasPrefix(fields["ERR"], "a.yaml:2:") {
+		t.Errorf("ERR = %q, want the error (datagram %q)", fields["ERR"], buf[:n])
+	}
+}
+
+// journalFields decodes journald's native datagram: KEY=value lines, or
+// KEY\n<64-bit little-endian length><value>\n for values with a newline.
+func journalFields(b []byte) map[string]string {
+	out := map[string]string{}
+	for len(b) > 0 {
+		i := bytes.IndexAny(b, "=\n")
+		if i < 0 {
+			break
+		}
+		key := string(b[:i])
+		if b[i] == '=' {
+			end := bytes.IndexByte(b[i+1:], '\n')
+			if end < 0 {
+				end = len(b) - i - 1
+			}
+			out[key] = string(b[i+1 : i+1+end])
+			b = b[min(len(b), i+2+end):]
+			continue
+		}
+		if len(b) < i+9 {
+			break
+		}
+		size := int(binary.LittleEndian.Uint64(b[i+1 : i+9]))
+		if len(b) < i+9+size {
+			break
+		}
+		out[key] = string(b[i+9 : i+9+size])
+		b = b[min(len(b), i+10+size):]
+	}
+	return out
 }
