@@ -26,6 +26,7 @@
 //	meta/
 //	    schema        -> uint64 BE, the schema version (see migrations)
 //	    head          -> seq uint64 BE || sha256 (32 bytes) of the last event
+//	    installation  -> 32 hex digits, random, made with the database (InstallationID)
 //	events/
 //	    <seq u64 BE>  -> sha256(body) (32 bytes) || body (JSON, "v":1, carries prev)
 //	seqs/

@@ -140,7 +140,9 @@ func (s *Store) migrate() error {
 			return fmt.Errorf("%w: database has schema %d, this kilnd knows up to %d (upgrade kilnd or restore a backup)", ErrNewerSchema, have, SchemaVersion)
 		}
 		if have == SchemaVersion {
-			return nil
+			// A database made before installation IDs gets one here;
+			// a new one got it in the transaction that created it.
+			return ensureInstallation(btx)
 		}
 		for _, m := range migrations {
 			if m.to <= have {
@@ -150,6 +152,9 @@ func (s *Store) migrate() error {
 				return fmt.Errorf("migrate to schema %d (%s): %w", m.to, m.name, err)
 			}
 			s.log.Info("migrated database", "path", s.path, "schema", m.to, "migration", m.name)
+		}
+		if err := ensureInstallation(btx); err != nil {
+			return err
 		}
 		return btx.Bucket(bucketMeta).Put(keySchema, u64(SchemaVersion))
 	})

@@ -62,6 +62,8 @@ type Store struct {
 	reqs   chan *request
 	done   chan struct{} // closed when the committer has exited
 
+	installation string // meta/installation, set at Open; never changes
+
 	headMu   sync.Mutex
 	head     chainHead
 	notify   chan struct{} // closed and replaced after each commit that appended events
@@ -136,6 +138,7 @@ func Open(stateDir string, opt Options) (*Store, error) {
 	}
 	if err := db.View(func(btx *bolt.Tx) error {
 		var err error
+		s.installation = (&Tx{btx: btx}).InstallationID()
 		s.head, err = readHead(btx)
 		return err
 	}); err != nil {
