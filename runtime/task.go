@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -14,6 +15,7 @@ import (
 
 	apievents "github.com/containerd/containerd/api/events"
 	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
@@ -171,26 +173,7 @@ func (t *Task) attach(ctx context.Context) error {
 func (t *Task) watch(task client.Task) (*instance, error) {
 	inst := &instance{task: task, pid: task.Pid(), done: make(chan struct{})}
 	subCtx, unsubscribe := context.WithCancel(t.life)
-	events, _ := t.r.c.Subscribe(subCtx, `topic=="/tasks/oom"`)
-	go func() {
-		for {
-			select {
-			case <-subCtx.Done():
-				return
-			case env, ok := <-events:
-				if !ok {
-					return
-				}
-				ev, err := typeurl.UnmarshalAny(env.Event)
-				if err != nil {
-					continue
-				}
-				if oom, ok := ev.(*apievents.TaskOOM); ok && oom.ContainerID == t.id {
-					inst.oom.Store(true)
-				}
-			}
-		}
-	}()
+	go t.watchOOM(subCtx, inst)
 	exitCh, err := task.Wait(t.life)
 	if err != nil {
 		unsubscribe()
@@ -199,14 +182,10 @@ func (t *Task) watch(task client.Task) (*instance, error) {
 	go func() {
 		defer close(inst.done)
 		defer unsubscribe()
-		st, ok := <-exitCh
+		code, at, ok := t.waitExit(task, exitCh)
 		if !ok {
 			// Detached: nobody waits any more.
 			return
-		}
-		code, at, err := st.Result()
-		if err != nil {
-			t.r.log.Warn("task exit status", "container", t.id, "err", err)
 		}
 		if code == 137 && !inst.oom.Load() {
 			// The OOM event and the exit race; give the event a moment,
@@ -232,6 +211,78 @@ func (t *Task) watch(task client.Task) (*instance, error) {
 		}
 	}()
 	return inst, nil
+}
+
+// watchOOM marks inst when the kernel's OOM killer hits the container. The
+// event stream breaks when containerd restarts; it is opened again (with
+// backoff) until ctx ends, and Wait's cgroup check covers an event missed
+// in between.
+func (t *Task) watchOOM(ctx context.Context, inst *instance) {
+	delay := 250 * time.Millisecond
+	for ctx.Err() == nil {
+		events, errs := t.r.c.Subscribe(ctx, `topic=="/tasks/oom"`)
+	recv:
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case err := <-errs:
+				if ctx.Err() == nil {
+					t.r.log.Debug("oom event stream broke; subscribing again", "container", t.id, "err", err, "in", delay)
+				}
+				break recv
+			case env := <-events:
+				delay = 250 * time.Millisecond
+				ev, err := typeurl.UnmarshalAny(env.Event)
+				if err != nil {
+					continue
+				}
+				if oom, ok := ev.(*apievents.TaskOOM); ok && oom.ContainerID == t.id {
+					inst.oom.Store(true)
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 5*time.Second)
+	}
+}
+
+// waitExit returns the task's exit code and time once it exits; ok is false
+// when the handle was detached first. A wait that fails is not an exit:
+// when containerd stops, restarts or crashes, the task runs on under its
+// shim and the client's Wait answers with an error and exit 255. That is
+// retried with backoff until containerd answers again, so a containerd
+// restart never fails a run or restarts a server. Only containerd's "not
+// found" (the task is gone and its status with it) ends the wait with 255.
+func (t *Task) waitExit(task client.Task, exitCh <-chan client.ExitStatus) (code uint32, at time.Time, ok bool) {
+	delay := 250 * time.Millisecond
+	for {
+		st, open := <-exitCh
+		if !open || t.life.Err() != nil {
+			return 0, time.Time{}, false
+		}
+		code, at, err := st.Result()
+		if err == nil {
+			return code, at, true
+		}
+		if errdefs.IsNotFound(err) {
+			t.r.log.Warn("task vanished from containerd; its exit status is unknown", "container", t.id, "err", err)
+			return code, at, true
+		}
+		t.r.log.Warn("lost the wait on a task (containerd unreachable?); waiting again", "container", t.id, "err", err, "in", delay)
+		select {
+		case <-t.life.Done():
+			return 0, time.Time{}, false
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 5*time.Second)
+		// Wait never fails at the call; its error arrives on the channel.
+		exitCh, _ = task.Wait(t.life)
+	}
 }
 
 // Exited returns a channel closed when the current task instance exits.
@@ -381,17 +432,46 @@ func (r *Runtime) loadContainer(ctx context.Context, id string) (client.Containe
 
 // launch creates the container and starts its task; a task that fails to
 // start takes its container with it. what names the kind in the log.
-func (r *Runtime) launch(ctx context.Context, what string, c *Common, img client.Image, digest string, labels map[string]string, specOpts []oci.SpecOpts) (*Task, error) {
-	ctr, err := r.createContainer(ctx, c, img, labels, specOpts)
-	if err != nil {
-		return nil, err
+// Unless the spec relaxes RelaxRoot, the container runs under a workload id
+// of its own (createWithID); prepare hands the container's host folders to
+// that uid/gid before the container exists (0, 0 when relaxed).
+func (r *Runtime) launch(ctx context.Context, what string, c *Common, img client.Image, digest string, labels map[string]string,
+	specOpts []oci.SpecOpts, prepare func(uid, gid int) error) (*Task, error) {
+	var ctr client.Container
+	create := func(extra ...oci.SpecOpts) (containers.Container, error) {
+		var err error
+		ctr, err = r.createContainer(ctx, c, img, labels, append(slices.Clone(specOpts), extra...))
+		if err != nil {
+			return containers.Container{}, err
+		}
+		return ctr.Info(ctx, client.WithoutRefreshedMetadata)
+	}
+	uid := uint32(0)
+	if c.relaxed(RelaxRoot) {
+		if err := prepare(0, 0); err != nil {
+			return nil, err
+		}
+		if _, err := create(); err != nil {
+			return nil, err
+		}
+	} else {
+		var err error
+		uid, err = r.createWithID(ctx, c, labels, prepare, func() (containers.Container, error) {
+			id, _ := strconv.ParseUint(labels[LabelUID], 10, 32)
+			// Last, so neither the image's USER nor its /etc/group adds
+			// an id: the process has exactly this uid, gid and group.
+			return create(oci.WithUIDGID(uint32(id), uint32(id)))
+		})
+		if err != nil {
+			return nil, err
+		}
 	}
 	t := r.newHandle(ctx, ctr, labels)
 	if err := t.start(ctx); err != nil {
 		_ = t.Delete(context.WithoutCancel(ctx))
 		return nil, err
 	}
-	r.log.Info(what+" started", "container", c.ID, "image", digest, "pid", t.Pid())
+	r.log.Info(what+" started", "container", c.ID, "image", digest, "pid", t.Pid(), "uid", uid)
 	return t, nil
 }
 
