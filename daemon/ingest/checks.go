@@ -31,12 +31,8 @@ func (t *tabular) finish() ([]Column, map[string]ColumnProfile) {
 	if !t.feedback && r.Rows.Max > 0 && t.rows > int64(r.Rows.Max) {
 		t.fail("rows", "", strconv.FormatInt(t.rows, 10)+" rows", fmt.Sprintf("at most %d", r.Rows.Max))
 	}
-	if r.MaxNullFraction != nil && t.cells > 0 {
-		f := float64(t.nulls) / float64(t.cells)
-		t.nullFrac = f
-		if f > *r.MaxNullFraction {
-			t.fail("max_null_fraction", "", fmtFrac(f)+fmt.Sprintf(" (%d of %d cells)", t.nulls, t.cells), "at most "+fmtFrac(*r.MaxNullFraction))
-		}
+	if r.MaxNullFraction != nil {
+		t.nullRule(*r.MaxNullFraction)
 	}
 	if r.MaxDuplicateFraction != nil && t.rows > 0 && !t.feedback {
 		slices.Sort(t.hashes)
@@ -79,6 +75,44 @@ func (t *tabular) finish() ([]Column, map[string]ColumnProfile) {
 	return schema, prof
 }
 
+// nullRule holds max_null_fraction per column, as TFDV's min_fraction and Great Expectations'
+// expect_column_values_to_not_be_null(mostly) do: a fraction over all cells would let two
+// columns 30% empty pass a 5% limit when the other columns are full. The worst column is the
+// one reported (and the one the check shows); Count says how many columns broke the limit.
+func (t *tabular) nullRule(limit float64) {
+	worst, worstFrac := -1, -1.0
+	var over []int
+	for i := range t.cols {
+		c := &t.cols[i]
+		n := c.nulls + c.values
+		if n == 0 {
+			continue
+		}
+		f := float64(c.nulls) / float64(n)
+		if f > worstFrac {
+			worst, worstFrac = i, f
+		}
+		if f > limit {
+			over = append(over, i)
+		}
+	}
+	if worst < 0 {
+		return
+	}
+	t.nullFrac, t.nullCol = worstFrac, t.header[worst]
+	if len(over) == 0 {
+		return
+	}
+	allowed := "at most " + fmtFrac(limit) + " per column"
+	c := &t.cols[worst]
+	t.fail("max_null_fraction", t.header[worst], fmtFrac(worstFrac)+fmt.Sprintf(" (%d of %d cells)", c.nulls, c.nulls+c.values), allowed)
+	for _, i := range over {
+		if i != worst {
+			t.fail("max_null_fraction", t.header[i], "", allowed) // only counted: the first is kept
+		}
+	}
+}
+
 func fmtFrac(f float64) string { return strconv.FormatFloat(f, 'g', 4, 64) }
 
 // checks lists every rule the batch was held to, passed or not, for the report.
@@ -109,7 +143,11 @@ func (t *tabular) checks() []Check {
 		add("rows", strconv.FormatInt(t.rows, 10), rows)
 	}
 	if r.MaxNullFraction != nil {
-		add("max_null_fraction", fmtFrac(t.nullFrac), "at most "+fmtFrac(*r.MaxNullFraction))
+		obs := fmtFrac(t.nullFrac)
+		if t.nullCol != "" {
+			obs += " (column " + strconv.Quote(t.nullCol) + ", the emptiest)"
+		}
+		add("max_null_fraction", obs, "at most "+fmtFrac(*r.MaxNullFraction)+" per column")
 	}
 	if r.MaxDuplicateFraction != nil && !t.feedback {
 		add("max_duplicate_fraction", fmtFrac(t.dupFrac), "at most "+fmtFrac(*r.MaxDuplicateFraction))
@@ -123,6 +161,9 @@ func (t *tabular) checks() []Check {
 	for i := range out {
 		if v := t.byRule[out[i].Rule]; v != nil {
 			out[i].Observed = v.Observed
+			if v.Rule == "max_null_fraction" {
+				out[i].Observed += " in column " + strconv.Quote(v.Column)
+			}
 		}
 		if v := t.leftBy[out[i].Rule]; v != nil { // feedback: rows left out, not a failure
 			out[i].Observed = fmt.Sprintf("%d rows left out (first: %s)", v.Count, v.Observed)

@@ -14,7 +14,16 @@ type jsonPair struct {
 }
 
 func (t *tabular) jsonRow(pairs []jsonPair) {
-	seen := 0
+	// seen marks the columns this object set, so a missing key counts as a null of its own
+	// column (max_null_fraction holds per column) and a repeated key is not a second cell.
+	if cap(t.seen) < len(t.header) {
+		t.seen = make([]bool, len(t.header))
+		t.jvals = make([][]byte, len(t.header))
+		t.jstr = make([]bool, len(t.header))
+	}
+	seen, vals, str := t.seen[:len(t.header)], t.jvals[:len(t.header)], t.jstr[:len(t.header)]
+	clear(seen)
+	clear(vals)
 	for j, p := range pairs {
 		i := j
 		if i >= len(t.header) || t.header[i] != p.key {
@@ -24,25 +33,28 @@ func (t *tabular) jsonRow(pairs []jsonPair) {
 				continue
 			}
 		}
-		seen++
+		if seen[i] {
+			t.fail("columns", p.key, "the key twice in one object", "each key once")
+			continue
+		}
+		seen[i] = true
+		vals[i], str[i] = p.val, p.str
+		if vals[i] == nil {
+			vals[i] = []byte{} // present, empty: not the same as a missing key
+		}
 		t.cell(i, p.val, p.str)
 	}
-	if seen < len(t.header) {
-		// Missing keys are null values.
-		missing := len(t.header) - seen
-		t.cells += int64(missing)
-		t.nulls += int64(missing)
-		if t.labelIdx >= 0 {
-			has := false
-			for _, p := range pairs {
-				if p.key == t.label {
-					has = true
-					break
-				}
-			}
-			if !has {
-				t.badLabel("label_missing", t.label, "no key", "a label on every row")
-			}
+	t.dupKey(vals, str)
+	for i, ok := range seen {
+		if ok {
+			continue
+		}
+		// A missing key is a null value.
+		t.cells++
+		t.nulls++
+		t.cols[i].nulls++
+		if i == t.labelIdx {
+			t.badLabel("label_missing", t.label, "no key", "a label on every row")
 		}
 	}
 }

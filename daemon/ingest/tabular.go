@@ -3,6 +3,7 @@ package ingest
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -105,10 +106,14 @@ type tabular struct {
 
 	rows, train, holdout int64
 	cells, nulls         int64
-	hashes               []uint64
+	hashes               []uint64 // max_duplicate_fraction: one key per row (see dupKey)
+	rowHash              uint64   // the current row's split hash
+	dupDone              bool     // the current row's duplicate key is in hashes
+	dupBuf               []byte
 	violations           []*Violation
 	byRule               map[string]*Violation
 	nullFrac, dupFrac    float64
+	nullCol              string // the column with the largest null fraction
 
 	trainW, holdoutW io.Writer
 	file             string
@@ -126,6 +131,9 @@ type tabular struct {
 	ids       map[uint64]struct{} // late labels: xxh64 of each request id taken so far
 	usable    int64               // late labels: rows stored
 	labelsBuf []byte
+	seen      []bool   // jsonl: the columns the current object set
+	jvals     [][]byte // jsonl: the current object's values in header order
+	jstr      []bool   // jsonl: which of them are JSON strings
 
 	fields  [][]byte
 	pairs   []jsonPair
@@ -417,7 +425,37 @@ func (t *tabular) row(rec []byte) {
 		return
 	}
 	t.split(rec)
+	t.dupDone = false
 	t.check(rec)
+	if t.rules.MaxDuplicateFraction != nil && !t.dupDone {
+		// A row that did not parse is compared as written.
+		t.hashes = append(t.hashes, t.rowHash)
+	}
+}
+
+// dupKey records the row's duplicate key: its values in header order, each as written after
+// unquoting, so "a",1 and a,1 are one row, and so are two JSON objects that list the same keys
+// in another order. vals[i] is nil for a JSON key the object lacks.
+func (t *tabular) dupKey(vals [][]byte, str []bool) {
+	if t.rules.MaxDuplicateFraction == nil || t.feedback {
+		return
+	}
+	b := t.dupBuf[:0]
+	for i, v := range vals {
+		switch {
+		case v == nil:
+			b = append(b, 0)
+		case str != nil && str[i]:
+			b = append(b, 2)
+		default:
+			b = append(b, 1)
+		}
+		b = binary.AppendUvarint(b, uint64(len(v)))
+		b = append(b, v...)
+	}
+	t.dupBuf = b
+	t.hashes = append(t.hashes, xxh64(b, 0x6475706b))
+	t.dupDone = true
 }
 
 // split writes a row to the train or holdout part: holdout when xxh64(row, seed)/2^64 is
@@ -433,9 +471,7 @@ func (t *tabular) split(rec []byte) {
 	}
 	_, _ = w.Write(rec)
 	_, _ = w.Write([]byte{'\n'})
-	if t.rules.MaxDuplicateFraction != nil && !t.feedback {
-		t.hashes = append(t.hashes, h)
-	}
+	t.rowHash = h
 }
 
 // check runs the per-row rules.
@@ -457,6 +493,7 @@ func (t *tabular) check(rec []byte) {
 		for i, f := range fields {
 			t.cell(i, f, false)
 		}
+		t.dupKey(fields, nil)
 	case config.FormatJSONL:
 		pairs, ok := scanObject(rec, t.pairs[:0])
 		t.pairs = pairs
