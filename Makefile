@@ -13,6 +13,9 @@ export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 GOLANGCI_VERSION := v2.15.0
 # Per test binary; CI as a whole stays under 20 minutes.
 TEST_TIMEOUT ?= 10m
+# The packages with concurrency run again under the race detector (-short:
+# the long soak-like tests already ran without it).
+RACE_PKGS := ./daemon/serve/ ./daemon/ingest/ ./daemon/pipeline/... ./daemon/monitor/ ./storage/... ./systemd/
 # Packages: nfpm as a pinned tool (outside kiln's module graph).
 NFPM_VERSION := v2.45.2
 NFPM := bin/tools/nfpm-$(NFPM_VERSION)/nfpm
@@ -36,6 +39,7 @@ build: ## Build bin/kilnd, bin/kiln and bin/kilnbench.
 test: deps build packages $(IMAGES_DEP) bundle ## Run every test, beside a private containerd (root for the real-part tests).
 	$(GO) vet ./...
 	.ci/with-containerd $(GO) test -count=1 -p 1 -timeout $(TEST_TIMEOUT) ./...
+	.ci/with-containerd $(GO) test -race -short -count=1 -p 1 -timeout $(TEST_TIMEOUT) $(RACE_PKGS)
 
 packages: ## Build .deb and .rpm (amd64, arm64) into bin/packages/; lintian checks the amd64 .deb.
 	@test -x $(NFPM) || GOBIN=$(CURDIR)/$(dir $(NFPM)) $(GO) install github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)
