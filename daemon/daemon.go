@@ -118,6 +118,12 @@ func New(opt Options) (*Daemon, error) {
 		return nil, err
 	}
 	d.rt = rt
+	// A local account inside the workload id block could act as a
+	// container (signal it, read its model): say so at every start.
+	if clash, err := runtime.CheckIDRange(runtime.DefaultIDRange, "/etc/passwd", "/etc/group", "/etc/subuid", "/etc/subgid"); err != nil || len(clash) > 0 {
+		d.log.Warn("local accounts overlap the workload id block; containers are not isolated from them",
+			"block", runtime.DefaultIDRange.String(), "overlaps", clash, "err", err)
+	}
 	d.gpus = opt.GPU
 	if d.gpus == nil {
 		d.gpus = gpu.Open(d.log.With("part", "gpu"), gpu.Options{
@@ -167,6 +173,18 @@ func makeDirs(p config.Paths) error {
 		p.QuarantineDir, p.RunsDir, p.ModelsDir, p.RunDir, p.ServeDir} {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return fmt.Errorf("create %s: %w", dir, err)
+		}
+	}
+	// Run workspaces and model folders are kilnd's and each container's
+	// alone: containers reach theirs through bind mounts, which need no
+	// path above them, so these parents are root's (also on an upgrade
+	// from a kiln that made them 0755) and no local account walks in.
+	for _, dir := range []string{p.RunsDir, p.ModelsDir} {
+		if st, err := os.Stat(dir); err == nil && st.Mode().Perm() == 0o700 {
+			continue // a read-only state dir must still start (and say so)
+		}
+		if err := os.Chmod(dir, 0o700); err != nil {
+			return fmt.Errorf("make %s private: %w", dir, err)
 		}
 	}
 	return probeWritable(p.StateDir)

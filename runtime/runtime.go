@@ -41,8 +41,8 @@
 //
 //	WS/input/config/{hyperparameters,inputdataconfig,resourceconfig}.json -> /opt/ml/input/config (ro)
 //	channel dirs (the caller's, e.g. blob-store extracts)                 -> /opt/ml/input/data/<ch> (ro)
-//	WS/model                                                              -> /opt/ml/model (rw, uid 1000)
-//	WS/output                                                             -> /opt/ml/output (rw, uid 1000)
+//	WS/model                                                              -> /opt/ml/model (rw, its workload id, 0700)
+//	WS/output                                                             -> /opt/ml/output (rw, its workload id, 0700)
 //
 // Serving: `<image> serve` with the model folder read-only at /opt/ml/model,
 // listening on $KILN_SOCKET (a socket in a bind-mounted host folder), or on
@@ -52,13 +52,50 @@
 //
 // # Hardening
 //
-// By default every container runs as uid/gid 1000 with a read-only root
+// By default every container runs as a workload id of its own (below) with a read-only root
 // filesystem (runc remounts it read-only once the mount points exist), a size-capped tmpfs on /tmp, no new
 // privileges, no capabilities, containerd's default seccomp profile and an
 // empty network namespace (only lo). A spec may relax one of these only by
 // naming it (Relax). Memory (no swap), CPU quota and pids limits come from
 // the spec. GPUs are injected by CDI name (e.g. nvidia.com/gpu=0) from the
 // spec dirs given to New; an unknown device fails with its name.
+//
+// # Workload ids
+//
+// Each container that does not relax RelaxRoot runs as a host uid and gid
+// that no login account has and no other running container holds: one id
+// of a reserved block (DefaultIDRange: 1879048193-1879113727, after the
+// block's base WorkloadIDBase, which the package's sysusers.d entry names
+// kiln-workloads). The id is the container's LabelUID, so it is persisted
+// with the container in containerd's own database, in the same transaction,
+// before Train or Serve returns, and it is free again the moment the
+// container is deleted: no second record to keep crash-safe or reconcile.
+// Allocation takes the lowest id no container in any containerd namespace
+// holds; allocations in one process are serialized, and two processes that
+// race to an id agree that the older container keeps it (the younger is
+// deleted and tries again). CheckIDRange names any local account or
+// /etc/subuid range that overlaps the block.
+//
+// What the id buys: a local account (uid 1000, the first person on a
+// Debian box) cannot signal the workload, enter /proc/PID/root (ptrace
+// access checks need the same uid), connect to a serving socket (its folder
+// is 0700, the workload id's), or read or write a run's model and output
+// (0700, the workload id's, inside a workspace PrepareWorkspace makes
+// root's 0700); two runs cannot read each other's folders even when one is
+// mounted into the other. Callers keep the parents of model folders root's
+// (kilnd's runs/ and models/ are 0700): a bind mount needs no path above it.
+//
+// Why not a user namespace: runc 1.1.5 and containerd 1.6 (Debian 12) run
+// uidMappings here (`ctr run --uidmap`, 0.34-0.45 s like a plain run for the
+// 2.8 MB example image, once containerd's state folder is traversable by
+// the mapped root), but the image must then be owned inside the namespace.
+// containerd 1.6 has no idmapped mounts for snapshots (containerd 2 with
+// runc 1.2 has), so WithRemappedSnapshot chowns a copy of every file of the
+// image (overlayfs copies each one up) and keeps that copy per mapping: with
+// one id per container, one full copy per id and image, hundreds of MB for
+// a PyTorch image. A plain reserved id gives the same separation from local
+// accounts and between containers at no cost, and CDI GPUs work unchanged.
+// Revisit once containerd 2 with idmapped snapshots is the floor.
 //
 // # Logs
 //
@@ -112,7 +149,9 @@ type Runtime struct {
 	snapshotter string
 	version     string
 	cdiDirs     []string
+	ids         IDRange
 
+	idMu     sync.Mutex // serializes workload id allocation in this process
 	cdiOnce  sync.Once
 	cdiCache *cdi.Cache
 	cdiErr   error
@@ -146,9 +185,12 @@ func New(address, namespace string, log *slog.Logger, opts ...Option) (*Runtime,
 		return nil, fmt.Errorf("containerd client for %s: %w", address, err)
 	}
 	r := &Runtime{address: address, namespace: namespace, log: log, c: c,
-		snapshotter: DefaultSnapshotter, version: "dev", cdiDirs: DefaultCDIDirs}
+		snapshotter: DefaultSnapshotter, version: "dev", cdiDirs: DefaultCDIDirs, ids: DefaultIDRange}
 	for _, o := range opts {
 		o(r)
+	}
+	if r.ids.Count == 0 || r.ids.First == 0 || uint64(r.ids.First)+uint64(r.ids.Count) > 1<<32-1 {
+		return nil, errors.Join(fmt.Errorf("%w: workload id range %d+%d: want a non-empty range of non-root 32-bit ids", ErrBadSpec, r.ids.First, r.ids.Count), c.Close())
 	}
 	return r, nil
 }

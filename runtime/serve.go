@@ -73,17 +73,10 @@ func (r *Runtime) Serve(ctx context.Context, s ServeSpec) (*Task, error) {
 		if len(s.SocketPath()) > 107 {
 			return nil, fmt.Errorf("%w: socket path %s is longer than a unix socket allows (107 bytes)", ErrBadSpec, s.SocketPath())
 		}
-		uid, gid := UID, GID
-		if s.relaxed(RelaxRoot) {
-			uid, gid = 0, 0
-		}
-		if err := ensureOwnedDir(s.SocketDir, uid, gid); err != nil {
-			return nil, fmt.Errorf("socket folder %s: %w", s.SocketDir, err)
-		}
-		_ = os.Remove(s.SocketPath())
 		mounts = append(mounts, bind(s.SocketDir, containerSocketDir, false))
 		extra["KILN_SOCKET"] = containerSocketDir + "/" + socketName
 		labels[LabelSocket] = s.SocketPath()
+		labels[LabelOwned] = ownedLabel(s.SocketDir)
 	} else {
 		port := s.Port
 		if port == 0 {
@@ -96,7 +89,21 @@ func (r *Runtime) Serve(ctx context.Context, s ServeSpec) (*Task, error) {
 	if args == nil {
 		args = []string{"serve"}
 	}
-	return r.launch(ctx, "serving", &s.Common, img, digest, labels, r.specOpts(&s.Common, img, args, mounts, envList(s.Env, extra)))
+	// The socket folder is the workload id's alone (0700): kilnd dials as
+	// root; no local account can reach the model around the endpoint.
+	prepare := func(uid, gid int) error {
+		if s.SocketDir == "" {
+			return nil
+		}
+		if err := ensureOwnedDir(s.SocketDir, uid, gid); err != nil {
+			return fmt.Errorf("socket folder %s: %w", s.SocketDir, err)
+		}
+		if err := os.Remove(s.SocketPath()); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("stale socket %s: %w", s.SocketPath(), err)
+		}
+		return nil
+	}
+	return r.launch(ctx, "serving", &s.Common, img, digest, labels, r.specOpts(&s.Common, img, args, mounts, envList(s.Env, extra)), prepare)
 }
 
 // DialContext connects to the serving task: its socket, or TCP 127.0.0.1

@@ -26,7 +26,7 @@ type Relax string
 
 // The hardening defaults a spec may relax.
 const (
-	RelaxRoot           Relax = "root"            // run as the image's user (maybe root) instead of uid 1000
+	RelaxRoot           Relax = "root"            // run as the image's user (maybe root) instead of a workload id
 	RelaxWritableRootfs Relax = "writable-rootfs" // a writable root filesystem
 	RelaxNewPrivileges  Relax = "new-privileges"  // allow setuid binaries to gain privileges
 	RelaxCapabilities   Relax = "capabilities"    // containerd's default capability set instead of none
@@ -50,12 +50,6 @@ const DefaultTmpBytes = 64 << 20
 
 // DefaultLogLimit caps a task's log files when Common.LogLimit is zero.
 const DefaultLogLimit = 16 << 20
-
-// The non-root identity containers run as unless RelaxRoot.
-const (
-	UID = 1000
-	GID = 1000
-)
 
 // Common is what training and serving specs share.
 type Common struct {
@@ -161,9 +155,8 @@ func (r *Runtime) specOpts(c *Common, img client.Image, args []string, mounts []
 		oci.WithImageConfigArgs(img, args),
 		oci.WithHostname(c.ID),
 	}
-	if !c.relaxed(RelaxRoot) {
-		opts = append(opts, oci.WithUIDGID(UID, GID))
-	}
+	// The uid and gid are the container's workload id, set by launch once
+	// it holds one (unless RelaxRoot).
 	if !c.relaxed(RelaxWritableRootfs) {
 		opts = append(opts, oci.WithRootFSReadonly())
 	}
@@ -248,16 +241,19 @@ func envList(base map[string]string, extra map[string]string) []string {
 	return out
 }
 
-// ensureOwnedDir creates dir (and parents) and hands it to the container
-// user so a non-root task can write to it.
+// ensureOwnedDir creates dir (and parents) and hands it to the container's
+// uid and gid alone (mode 0700): kilnd (root) and that container reach it,
+// no other account, not even another container of kiln's. Not being root is
+// an error: a folder left to the wrong owner would be shared with whoever
+// holds that id next.
 func ensureOwnedDir(dir string, uid, gid int) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	if err := os.Chown(dir, uid, gid); err != nil && !os.IsPermission(err) {
-		return err
+	if err := os.Chown(dir, uid, gid); err != nil {
+		return fmt.Errorf("hand %s to uid %d: %w", dir, uid, err)
 	}
-	return nil
+	return os.Chmod(dir, 0o700)
 }
 
 func bind(src, dst string, readonly bool) specs.Mount {

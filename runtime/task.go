@@ -379,6 +379,11 @@ func (t *Task) Delete(ctx context.Context) error {
 		}
 	}
 	t.stop()
+	// Its processes are gone and it still holds its id: hand the id's
+	// folders back to root before the id is free for another container.
+	if err := t.reclaim(); err != nil {
+		t.r.log.Warn("folders of a deleted container stay with its workload id", "container", t.id, "err", err)
+	}
 	if err := t.ctr.Delete(ctx, client.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("delete container %s: %w", t.id, err)
 	}

@@ -48,24 +48,26 @@ func (s *TrainSpec) ModelDir() string { return filepath.Join(s.Workspace, "model
 func (s *TrainSpec) OutputDir() string { return filepath.Join(s.Workspace, "output") }
 
 // PrepareWorkspace writes the SageMaker configuration files and creates the
-// model and output folders, owned by the container's user. Train calls it;
-// it is exported for callers that want to inspect the layout first.
+// model and output folders (root's until Train hands them to the run's
+// workload id). The workspace itself becomes root's alone (0700): the
+// container reaches its folders through bind mounts, which do not need the
+// path above them, so no other local account can reach the run's data,
+// model, output or log, whatever mode the caller's parent folder has.
+// Train calls it; it is exported for callers that want to inspect the
+// layout first.
 func PrepareWorkspace(s *TrainSpec) error {
 	if s.Workspace == "" || !filepath.IsAbs(s.Workspace) {
 		return fmt.Errorf("%w: workspace %q must be an absolute path", ErrBadSpec, s.Workspace)
 	}
-	for _, d := range []string{s.configDir()} {
+	if err := os.MkdirAll(s.Workspace, 0o700); err != nil {
+		return err
+	}
+	if err := os.Chmod(s.Workspace, 0o700); err != nil {
+		return fmt.Errorf("workspace %s: %w", s.Workspace, err)
+	}
+	for _, d := range []string{s.configDir(), s.ModelDir(), s.OutputDir()} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return err
-		}
-	}
-	uid, gid := UID, GID
-	if s.relaxed(RelaxRoot) {
-		uid, gid = 0, 0
-	}
-	for _, d := range []string{s.ModelDir(), s.OutputDir()} {
-		if err := ensureOwnedDir(d, uid, gid); err != nil {
-			return fmt.Errorf("workspace %s: %w", d, err)
 		}
 	}
 	hp := s.Hyperparameters
@@ -136,6 +138,7 @@ func (r *Runtime) Train(ctx context.Context, s TrainSpec) (*Task, error) {
 	}
 	labels := r.labels(&s.Common, KindTrain, digest)
 	labels[LabelOutput] = s.OutputDir()
+	labels[LabelOwned] = ownedLabel(s.ModelDir(), s.OutputDir())
 	if s.RunID != "" {
 		labels[LabelRun] = s.RunID
 	}
@@ -146,7 +149,17 @@ func (r *Runtime) Train(ctx context.Context, s TrainSpec) (*Task, error) {
 		labels[LabelGrace] = s.Grace.String()
 	}
 	labels[LabelLogLimit] = strconv.FormatInt(s.LogLimit, 10)
-	return r.launch(ctx, "training", &s.Common, img, digest, labels, r.specOpts(&s.Common, img, args, mounts, env))
+	// The trainer writes its model and output as its workload id; the
+	// config and channels stay root's and read-only.
+	prepare := func(uid, gid int) error {
+		for _, d := range []string{s.ModelDir(), s.OutputDir()} {
+			if err := ensureOwnedDir(d, uid, gid); err != nil {
+				return fmt.Errorf("workspace %s: %w", d, err)
+			}
+		}
+		return nil
+	}
+	return r.launch(ctx, "training", &s.Common, img, digest, labels, r.specOpts(&s.Common, img, args, mounts, env), prepare)
 }
 
 // image resolves ref to an image record and its digest, pinned: the

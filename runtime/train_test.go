@@ -165,7 +165,9 @@ func post(t *testing.T, hc *http.Client, path, ct, body string) string {
 
 type diagOut struct {
 	UID            int               `json:"uid"`
+	GID            int               `json:"gid"`
 	CapEff         string            `json:"CapEff"`
+	CapBnd         string            `json:"CapBnd"`
 	NoNewPrivs     string            `json:"NoNewPrivs"`
 	Seccomp        string            `json:"Seccomp"`
 	RootfsWritable bool              `json:"rootfs_writable"`
@@ -177,17 +179,27 @@ type diagOut struct {
 	Dev            []string          `json:"dev"`
 	Read           string            `json:"read"`
 	Hyper          string            `json:"hyperparameters"`
+	Write          string            `json:"write"`
+	Dial           string            `json:"dial"`
+	Pids           []string          `json:"pids"`
 }
 
 // runDiag runs testbox diag as a training task and decodes what it saw.
 func runDiag(t *testing.T, r *Runtime, c Common) (diagOut, error) {
 	t.Helper()
+	return runDiagSpec(t, r, TrainSpec{Common: c})
+}
+
+// runDiagSpec is runDiag with the rest of a TrainSpec (channels).
+func runDiagSpec(t *testing.T, r *Runtime, s TrainSpec) (diagOut, error) {
+	t.Helper()
 	ctx := testCtx(t, time.Minute)
 	dir := scratch(t)
+	c := s.Common
 	c.ID, c.Image, c.LogFile, c.Args = uniqueID("diag"), testboxRef, filepath.Join(dir, "log"), []string{"diag"}
 	cleanupTask(t, r, c.ID)
-	task, err := r.Train(ctx, TrainSpec{Common: c, Workspace: filepath.Join(dir, "ws"),
-		Hyperparameters: map[string]string{"k": "v"}, RunID: "p/r1", Dataset: "p/d3", JobName: "job-1"})
+	s.Common, s.Workspace, s.Hyperparameters, s.RunID, s.Dataset, s.JobName = c, filepath.Join(dir, "ws"), map[string]string{"k": "v"}, "p/r1", "p/d3", "job-1"
+	task, err := r.Train(ctx, s)
 	if err != nil {
 		return diagOut{}, err
 	}
@@ -211,8 +223,8 @@ func TestHardeningVisibleInside(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d.UID != UID || d.CapEff != "0000000000000000" || d.NoNewPrivs != "1" || d.Seccomp != "2" {
-		t.Errorf("uid %d CapEff %s NoNewPrivs %s Seccomp %s; want 1000, 0000000000000000, 1, 2", d.UID, d.CapEff, d.NoNewPrivs, d.Seccomp)
+	if !DefaultIDRange.contains(uint32(d.UID)) || d.CapEff != "0000000000000000" || d.NoNewPrivs != "1" || d.Seccomp != "2" {
+		t.Errorf("uid %d CapEff %s NoNewPrivs %s Seccomp %s; want a workload id (%s), 0000000000000000, 1, 2", d.UID, d.CapEff, d.NoNewPrivs, d.Seccomp, DefaultIDRange)
 	}
 	if !strings.HasPrefix(d.RootfsOptions, "ro,") {
 		t.Errorf("rootfs mount options %q; want ro", d.RootfsOptions)
@@ -238,8 +250,8 @@ func TestHardeningVisibleInside(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.HasPrefix(d.RootfsOptions, "rw,") || d.UID != UID || d.Seccomp != "2" {
-		t.Errorf("relaxed writable-rootfs: rootfs %q uid %d seccomp %s; want rw, 1000, 2", d.RootfsOptions, d.UID, d.Seccomp)
+	if !strings.HasPrefix(d.RootfsOptions, "rw,") || !DefaultIDRange.contains(uint32(d.UID)) || d.Seccomp != "2" {
+		t.Errorf("relaxed writable-rootfs: rootfs %q uid %d seccomp %s; want rw, a workload id, 2", d.RootfsOptions, d.UID, d.Seccomp)
 	}
 	if _, err := runDiag(t, r, Common{Relax: []Relax{"everything"}}); !errors.Is(err, ErrBadSpec) {
 		t.Errorf("unknown relaxation: %v; want ErrBadSpec", err)

@@ -18,7 +18,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: testbox diag|hog|sleep|lines|serve-tcp|crash|fail")
+		fmt.Fprintln(os.Stderr, "usage: testbox diag|hog|sleep|lines|serve-tcp|serve-sock|hold|crash|fail")
 		os.Exit(2)
 	}
 	switch os.Args[1] {
@@ -76,6 +76,29 @@ func main() {
 			os.Exit(0)
 		}()
 		_ = http.Serve(ln, nil)
+	case "serve-sock": // like serve-tcp, on $KILN_SOCKET
+		http.HandleFunc("/ping", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "pong") })
+		ln, err := net.Listen("unix", os.Getenv("KILN_SOCKET"))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		go func() {
+			sig := make(chan os.Signal, 1)
+			signal.Notify(sig, syscall.SIGTERM)
+			<-sig
+			os.Exit(0)
+		}()
+		_ = http.Serve(ln, nil)
+	case "hold": // hold PATH TEXT: write TEXT to PATH (umask 022: world-readable), then sleep until SIGTERM
+		if err := os.WriteFile(os.Args[2], []byte(os.Args[3]), 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		fmt.Println("holding", os.Args[2])
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, syscall.SIGTERM)
+		<-sig
 	case "crash":
 		time.Sleep(100 * time.Millisecond)
 		fmt.Println("crashing")
@@ -140,6 +163,30 @@ func diag() {
 		if err != nil {
 			out["read"] = "error: " + err.Error()
 		}
+	}
+	if p := os.Getenv("DIAG_WRITE"); p != "" {
+		out["write"] = "ok"
+		if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
+			out["write"] = "error: " + err.Error()
+		}
+	}
+	if a := os.Getenv("DIAG_DIAL"); a != "" {
+		out["dial"] = "ok"
+		c, err := net.DialTimeout("tcp", a, 2*time.Second)
+		if err != nil {
+			out["dial"] = "error: " + err.Error()
+		} else {
+			_ = c.Close()
+		}
+	}
+	if ents, err := os.ReadDir("/proc"); err == nil {
+		var pids []string
+		for _, e := range ents {
+			if _, err := strconv.Atoi(e.Name()); err == nil {
+				pids = append(pids, e.Name())
+			}
+		}
+		out["pids"] = pids
 	}
 	if err := os.WriteFile("/opt/ml/input/config/x", nil, 0o644); err == nil {
 		out["config_writable"] = true
