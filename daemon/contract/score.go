@@ -138,30 +138,68 @@ func MacroF1(conf map[string]map[string]int64) float64 {
 // LowerIsBetter reports whether a smaller value of metric is a better model.
 func LowerIsBetter(metric string) bool { return metric == MetricMAE || metric == MetricRMSE }
 
-// Gate decides whether a candidate scoring cand may replace a live model
-// scoring live (hasLive false when there is none). floor is the absolute
+// Verdict is the gate's answer on one set of rows.
+type Verdict int
+
+const (
+	// GateFail: below the floor, or worse than the live model.
+	GateFail Verdict = iota
+	// GateEven: not worse than the live model, and not better by the
+	// margin either. Equal is not better: a candidate that only ties live
+	// would cost a flip and a warm slot and gain nothing.
+	GateEven
+	// GatePass: better than the live model by the margin (strictly better
+	// when the margin is 0), or above the floor with no live model.
+	GatePass
+)
+
+// Gate judges a candidate scoring cand against a live model scoring live on
+// the same rows (hasLive false when there is none). floor is the absolute
 // bound (min for higher-is-better metrics, max for lower-is-better; nil for
 // none) and minImprovement the margin the candidate must beat live by. The
 // reason says why either way, for the event and `kiln models show`.
-func Gate(metric string, cand float64, floor *float64, minImprovement float64, live float64, hasLive bool) (bool, string) {
+func Gate(metric string, cand float64, floor *float64, minImprovement float64, live float64, hasLive bool) (Verdict, string) {
 	lower := LowerIsBetter(metric)
 	if floor != nil {
 		if lower && cand > *floor {
-			return false, fmt.Sprintf("%s %.4f is above the gate's max %.4f", metric, cand, *floor)
+			return GateFail, fmt.Sprintf("%s %.4f is above the gate's max %.4f", metric, cand, *floor)
 		}
 		if !lower && cand < *floor {
-			return false, fmt.Sprintf("%s %.4f is below the gate's min %.4f", metric, cand, *floor)
+			return GateFail, fmt.Sprintf("%s %.4f is below the gate's min %.4f", metric, cand, *floor)
 		}
 	}
 	if !hasLive {
-		return true, fmt.Sprintf("%s %.4f passes the gate; no live model to beat", metric, cand)
+		return GatePass, fmt.Sprintf("%s %.4f passes the gate; no live model to beat", metric, cand)
 	}
 	gain := cand - live
 	if lower {
 		gain = live - cand
 	}
-	if gain < minImprovement || (minImprovement == 0 && gain < 0) {
-		return false, fmt.Sprintf("%s %.4f does not beat the live model's %.4f by %.4f on the same rows", metric, cand, live, minImprovement)
+	switch {
+	case gain < 0:
+		return GateFail, fmt.Sprintf("%s %.4f is worse than the live model's %.4f on the same rows", metric, cand, live)
+	case gain == 0:
+		return GateEven, fmt.Sprintf("%s %.4f only ties the live model's %.4f on the same rows (equal is not better)", metric, cand, live)
+	case gain < minImprovement:
+		return GateEven, fmt.Sprintf("%s %.4f beats the live model's %.4f by %.4f on the same rows, less than min_improvement %.4f", metric, cand, live, gain, minImprovement)
 	}
-	return true, fmt.Sprintf("%s %.4f beats the live model's %.4f (by %.4f) on the same rows", metric, cand, live, gain)
+	return GatePass, fmt.Sprintf("%s %.4f beats the live model's %.4f (by %.4f) on the same rows", metric, cand, live, gain)
+}
+
+// Promotes combines the verdicts on every set of rows a candidate was scored
+// on (the holdout, and labelled feedback): it replaces live only when it
+// fails on none and passes on at least one, so a candidate that merely ties
+// everywhere is kept out, while one that ties a perfect live model on the
+// holdout and beats it on recent feedback gets in.
+func Promotes(verdicts ...Verdict) bool {
+	pass := false
+	for _, v := range verdicts {
+		switch v {
+		case GateFail:
+			return false
+		case GatePass:
+			pass = true
+		}
+	}
+	return pass
 }

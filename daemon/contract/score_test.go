@@ -124,22 +124,48 @@ func TestGate(t *testing.T) {
 		minImprovement float64
 		live           float64
 		hasLive        bool
-		want           bool
+		want           Verdict
 	}{
-		{"first model above floor", "accuracy", 0.8, f(0.7), 0, 0, false, true},
-		{"first model below floor", "accuracy", 0.6, f(0.7), 0, 0, false, false},
-		{"beats live", "accuracy", 0.9, f(0.7), 0.01, 0.85, true, true},
-		{"ties live without margin", "accuracy", 0.85, nil, 0, 0.85, true, true},
-		{"worse than live", "accuracy", 0.84, nil, 0, 0.85, true, false},
-		{"not by the margin", "accuracy", 0.855, nil, 0.01, 0.85, true, false},
-		{"mae lower wins", "mae", 0.4, f(1), 0.05, 0.5, true, true},
-		{"mae above max", "mae", 1.2, f(1), 0, 0, false, false},
-		{"mae worse", "mae", 0.6, nil, 0, 0.5, true, false},
+		{"first model above floor", "accuracy", 0.8, f(0.7), 0, 0, false, GatePass},
+		{"first model below floor", "accuracy", 0.6, f(0.7), 0, 0, false, GateFail},
+		{"beats live", "accuracy", 0.9, f(0.7), 0.01, 0.85, true, GatePass},
+		{"ties live without margin: equal is not better", "accuracy", 0.85, nil, 0, 0.85, true, GateEven},
+		{"ties live with a margin", "accuracy", 0.85, nil, 0.01, 0.85, true, GateEven},
+		{"beats live barely, no margin", "accuracy", 0.8501, nil, 0, 0.85, true, GatePass},
+		{"beats live by the margin", "accuracy", 0.875, nil, 0.025, 0.85, true, GatePass},
+		{"worse than live", "accuracy", 0.84, nil, 0, 0.85, true, GateFail},
+		{"not by the margin", "accuracy", 0.855, nil, 0.01, 0.85, true, GateEven},
+		{"mae lower wins", "mae", 0.4, f(1), 0.05, 0.5, true, GatePass},
+		{"mae above max", "mae", 1.2, f(1), 0, 0, false, GateFail},
+		{"mae worse", "mae", 0.6, nil, 0, 0.5, true, GateFail},
+		{"mae ties", "mae", 0.5, nil, 0, 0.5, true, GateEven},
 	}
 	for _, tc := range tests {
 		got, why := Gate(tc.metric, tc.cand, tc.floor, tc.minImprovement, tc.live, tc.hasLive)
 		if got != tc.want || why == "" {
 			t.Errorf("%s: Gate = %v (%s); want %v", tc.name, got, why, tc.want)
+		}
+		if got == GateEven && tc.minImprovement == 0 && !strings.Contains(why, "equal is not better") {
+			t.Errorf("%s: a tie's reason %q does not say equal is not better", tc.name, why)
+		}
+	}
+}
+
+func TestPromotes(t *testing.T) {
+	for _, tc := range []struct {
+		vs   []Verdict
+		want bool
+	}{
+		{[]Verdict{GatePass}, true},
+		{[]Verdict{GateEven}, false},
+		{[]Verdict{GateFail}, false},
+		{[]Verdict{GateEven, GateEven}, false},
+		{[]Verdict{GateEven, GatePass}, true}, // ties a perfect live model on the holdout, beats it on feedback
+		{[]Verdict{GatePass, GateFail}, false},
+		{nil, false},
+	} {
+		if got := Promotes(tc.vs...); got != tc.want {
+			t.Errorf("Promotes(%v) = %v; want %v", tc.vs, got, tc.want)
 		}
 	}
 }

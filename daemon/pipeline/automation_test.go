@@ -167,7 +167,7 @@ func TestTrainQueues(t *testing.T) {
 	defer release()
 	h.start(spec(t, "good", 0))
 	h.addData(100)
-	h.waitFor("r1 running", func() bool { return slices.Contains(h.rt.Started(), "kiln-train-iris-r1") })
+	h.waitFor("r1 running", func() bool { return slices.Contains(plain(h.rt.Started()), "kiln-train-iris-r1") })
 	ctx := context.Background()
 
 	first, err := h.mgr.Train(ctx, monitorReq("drift one"))
@@ -232,6 +232,9 @@ func (h *harness) addFeedback(n int, flip bool) string {
 			c = 5 - c
 		}
 		row := fmt.Sprintf("%.3f,%.3f,%s\n", c+rng.NormFloat64(), c+rng.NormFloat64(), y)
+		if i < 2 {
+			row = hardRow(h.seed)
+		}
 		if i%4 == 0 {
 			hold.WriteString(row)
 		} else {
@@ -437,7 +440,7 @@ func TestRollbackCancelsRunsOnSuspectData(t *testing.T) {
 	release := h.rt.HoldTraining()
 	defer release()
 	h.addData(100)
-	h.waitFor("r3 running", func() bool { return slices.Contains(h.rt.Started(), "kiln-train-iris-r3") })
+	h.waitFor("r3 running", func() bool { return slices.Contains(plain(h.rt.Started()), "kiln-train-iris-r3") })
 	q, err := h.mgr.Train(ctx, person("iris"))
 	if err != nil || !q.Queued {
 		t.Fatalf("Train while busy = %+v, %v", q, err)
@@ -522,7 +525,7 @@ func TestEnsureStandby(t *testing.T) {
 	h.start(specWith(t, "serve: {image: kiln.local/s:1, standby: stop}", ""))
 	h.twoModels()
 	ctx := context.Background()
-	h.waitFor("m1's container stopped", func() bool { return !slices.Contains(h.rt.Serving(), "kiln-serve-iris-m1") })
+	h.waitFor("m1's container stopped", func() bool { return !slices.Contains(plain(h.rt.Serving()), "kiln-serve-iris-m1") })
 	pair, err := h.mgr.Serving(ctx, "iris")
 	if err != nil || pair.Standby != nil || pair.Live == nil || pair.Live.Model() != "iris/m2" {
 		t.Fatalf("Serving = %+v, %v; want m2 live and no warm standby", pair, err)
@@ -540,10 +543,10 @@ func TestEnsureStandby(t *testing.T) {
 	if err := h.mgr.Rollback(ctx, monitorReq("alarm"), "iris/m2"); err != nil {
 		t.Fatal(err)
 	}
-	if n := strings.Count(strings.Join(h.rt.Started(), " "), "kiln-serve-iris-m1"); n != 2 || h.live() != "iris/m1" {
+	if n := strings.Count(strings.Join(plain(h.rt.Started()), " "), "kiln-serve-iris-m1"); n != 2 || h.live() != "iris/m1" {
 		t.Errorf("m1's container started %d times, live %s; want twice (first live, then by EnsureStandby), m1 live", n, h.live())
 	}
-	h.waitFor("m2's container stopped", func() bool { return !slices.Contains(h.rt.Serving(), "kiln-serve-iris-m2") })
+	h.waitFor("m2's container stopped", func() bool { return !slices.Contains(plain(h.rt.Serving()), "kiln-serve-iris-m2") })
 	if _, err := h.mgr.EnsureStandby(ctx, "iris"); !errors.Is(err, pipeline.ErrConflict) {
 		t.Errorf("EnsureStandby with no standby = %v; want a conflict", err)
 	}

@@ -77,7 +77,8 @@
 // rows in the same step, so the gate compares like with like. The holdout
 // parts of feedback versions in the window are a second set, scored and
 // gated apart (and never given to the trainer, not even as validation):
-// the candidate must pass on both. Failures at any step record the reason
+// the candidate must lose on neither and beat the live model on at least
+// one (equal is not better: a tie costs a flip and a warm slot for nothing). Failures at any step record the reason
 // and never disturb the live model.
 //
 // Promotion is blue/green: the candidate is ready and scored before the

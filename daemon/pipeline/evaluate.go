@@ -11,6 +11,7 @@ import (
 
 	"github.com/kiln-edge/kiln/daemon/config"
 	"github.com/kiln-edge/kiln/daemon/contract"
+	"github.com/kiln-edge/kiln/daemon/crashpoint"
 	"github.com/kiln-edge/kiln/storage"
 )
 
@@ -87,6 +88,7 @@ func (c *controller) execEval(ctx context.Context, model string, live Serving) e
 			res.err = err
 			return res
 		}
+		crashpoint.Hit("eval.after-evaluating")
 	}
 	sets, err := c.evalSets(spec, m)
 	if err != nil {
@@ -99,9 +101,10 @@ func (c *controller) execEval(ctx context.Context, model string, live Serving) e
 		return res
 	}
 	res.cand = srv
+	crashpoint.Hit("eval.after-serving-start")
 	metric := spec.Evaluate.Metric
-	res.pass = true
 	var reasons []string
+	var verdicts []contract.Verdict
 	for _, set := range sets {
 		s := setScore{name: set.name, rows: set.rows.Len()}
 		preds, err := predict(ctx, srv, spec.Serve.Protocol, c.name, set.rows.Rows)
@@ -126,8 +129,10 @@ func (c *controller) execEval(ctx context.Context, model string, live Serving) e
 				s.hasLive = true
 			}
 		}
-		s.pass, s.reason = contract.Gate(metric, s.score, gateFloor(spec.Evaluate), spec.Evaluate.Gate.MinImprovement, s.liveScore, s.hasLive)
-		res.pass = res.pass && s.pass
+		var v contract.Verdict
+		v, s.reason = contract.Gate(metric, s.score, gateFloor(spec.Evaluate), spec.Evaluate.Gate.MinImprovement, s.liveScore, s.hasLive)
+		s.pass = v == contract.GatePass
+		verdicts = append(verdicts, v)
 		res.sets = append(res.sets, s)
 		if len(sets) > 1 {
 			reasons = append(reasons, fmt.Sprintf("%s (%d rows): %s", s.name, s.rows, s.reason))
@@ -135,6 +140,9 @@ func (c *controller) execEval(ctx context.Context, model string, live Serving) e
 			reasons = append(reasons, s.reason)
 		}
 	}
+	// Equal is not better: the candidate must beat live on some set and
+	// lose on none (contract.Promotes).
+	res.pass = contract.Promotes(verdicts...)
 	res.reason = strings.Join(reasons, "; ")
 	return res
 }
@@ -286,6 +294,7 @@ func (c *controller) evalDone(ctx context.Context, r evalResult) {
 		if err := c.putModel(ctx, m, actorKilnd, "model.rejected", f.req.details(map[string]string{"gate": r.reason, "reason": r.reason})); err != nil {
 			c.log.Error("record rejection", "model", m.ID, "err", err)
 		}
+		crashpoint.Hit("eval.after-rejected")
 		c.log.Info("candidate rejected", "model", m.ID, "reason", r.reason)
 		if r.cand != nil && (c.live == nil || c.live.model != m.ID) && (c.standby == nil || c.standby.model != m.ID) {
 			if err := r.cand.Stop(ctx); err != nil {

@@ -100,6 +100,15 @@ func (h *harness) start(specs ...*config.Pipeline) {
 
 // addData drops n labelled rows of two well-separated classes, as ingest
 // would record them: train and holdout parts and a dataset.accepted event.
+// hardRow is a row of class b deep in class a's cluster, unique to each
+// version and put in both its train and holdout parts (as rows 0 and 1):
+// only a model trained on that version gets it right, so a model trained on
+// more versions is strictly better on the same holdout, as the gate
+// demands (a tie does not promote).
+func hardRow(seed uint64) string {
+	return fmt.Sprintf("%.3f,-3.000,b\n", -3-float64(seed)/100)
+}
+
 func (h *harness) addData(n int) string {
 	h.t.Helper()
 	h.seed++
@@ -113,6 +122,9 @@ func (h *harness) addData(n int) string {
 			y, c = "b", 5.0
 		}
 		row := fmt.Sprintf("%.3f,%.3f,%s\n", c+rng.NormFloat64(), c+rng.NormFloat64(), y)
+		if i < 2 {
+			row = hardRow(h.seed)
+		}
 		if i%5 == 0 {
 			hold.WriteString(row)
 		} else {
@@ -207,7 +219,7 @@ func TestDataToLiveThenBetterAndWorseCandidates(t *testing.T) {
 	if m := h.model("iris/m2"); m.Metrics["live_accuracy"] == 0 {
 		t.Errorf("m2 metrics %v lack the live model's score on the same rows", m.Metrics)
 	}
-	if got := h.rt.Serving(); !slices.Equal(got, []string{"kiln-serve-iris-m1", "kiln-serve-iris-m2"}) {
+	if got := plain(h.rt.Serving()); !slices.Equal(got, []string{"kiln-serve-iris-m1", "kiln-serve-iris-m2"}) {
 		t.Errorf("serving containers = %v; want live and standby", got)
 	}
 
@@ -225,7 +237,7 @@ func TestDataToLiveThenBetterAndWorseCandidates(t *testing.T) {
 	if h.live() != "iris/m2" {
 		t.Errorf("live after a rejected candidate = %s; want iris/m2", h.live())
 	}
-	h.waitFor("rejected candidate's container stopped", func() bool { return !slices.Contains(h.rt.Serving(), "kiln-serve-iris-m3") })
+	h.waitFor("rejected candidate's container stopped", func() bool { return !slices.Contains(plain(h.rt.Serving()), "kiln-serve-iris-m3") })
 }
 
 func TestTrainingFailuresKeepLiveModel(t *testing.T) {
@@ -270,7 +282,7 @@ func TestRestartMidTrainingReattaches(t *testing.T) {
 	release := h.rt.HoldTraining()
 	h.start(spec(t, "good", 0))
 	h.addData(100)
-	h.waitFor("training container started", func() bool { return slices.Contains(h.rt.Started(), "kiln-train-iris-r1") })
+	h.waitFor("training container started", func() bool { return slices.Contains(plain(h.rt.Started()), "kiln-train-iris-r1") })
 
 	h.stop() // kilnd stops; the training "container" keeps running
 	if rs := h.runs(); rs[0].State != storage.RunRunning {
@@ -279,7 +291,7 @@ func TestRestartMidTrainingReattaches(t *testing.T) {
 	release()
 	h.start(spec(t, "good", 0))
 	h.waitFor("model live after restart", func() bool { return h.live() == "iris/m1" })
-	if n := strings.Count(strings.Join(h.rt.Started(), " "), "kiln-train-iris-r1"); n != 1 {
+	if n := strings.Count(strings.Join(plain(h.rt.Started()), " "), "kiln-train-iris-r1"); n != 1 {
 		t.Errorf("training container started %d times; want once, re-attached after restart", n)
 	}
 
@@ -287,7 +299,7 @@ func TestRestartMidTrainingReattaches(t *testing.T) {
 	h.stop()
 	h.start(spec(t, "good", 0))
 	h.waitFor("endpoint serving after restart", func() bool { return h.live() == "iris/m1" })
-	if n := strings.Count(strings.Join(h.rt.Started(), " "), "kiln-serve-iris-m1"); n != 1 {
+	if n := strings.Count(strings.Join(plain(h.rt.Started()), " "), "kiln-serve-iris-m1"); n != 1 {
 		t.Errorf("serving container started %d times; want once, re-adopted", n)
 	}
 }
@@ -370,7 +382,7 @@ func TestRestartMidEvaluation(t *testing.T) {
 	releaseReady()
 	h.start(spec(t, "good", 0))
 	h.waitFor("the candidate live after restart", func() bool { return h.live() == "iris/m1" })
-	if n := strings.Count(strings.Join(h.rt.Started(), " "), "kiln-serve-iris-m1"); n != 1 {
+	if n := strings.Count(strings.Join(plain(h.rt.Started()), " "), "kiln-serve-iris-m1"); n != 1 {
 		t.Errorf("candidate's serving container started %d times; want once, re-adopted", n)
 	}
 	if m := h.model("iris/m1"); m.Metrics["accuracy"] < 0.9 {

@@ -2,7 +2,9 @@
 // tests of pipeline and of the packages that call it (the monitor):
 //
 //   - Runtime honours the container contract without containers: training
-//     is a nearest-centroid fit written to /opt/ml/model in the workspace,
+//     is a nearest-centroid fit (plus the training rows it gets wrong,
+//     memorized, so more data makes a strictly better model) written to
+//     /opt/ml/model in the workspace,
 //     serving an HTTP server on a unix socket answering /ping and
 //     /invocations (text/csv). Its "containers" outlive a Manager, as real
 //     ones outlive kilnd, so restart tests re-attach them.

