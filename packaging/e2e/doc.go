@@ -10,7 +10,12 @@
 // systemd-nspawn (booted as PID 1, containerd working inside), installs the
 // .deb that `make packages` wrote, and checks from outside, through nsenter
 // and systemctl inside: socket activation, READY/STATUS, the watchdog, reload,
-// containerd going away, the journal's structured fields, remove and purge.
+// containerd going away, the journal's structured fields, a pipeline training
+// and serving across a restart, remove (kiln's containers and sockets go, the
+// state stays) and purge, the offline bundle, then the README's installed-site
+// quick start command by command (TestQuickstartReadme checks it statically:
+// installed paths only, every file it reads made by an earlier step) and a
+// remove and reinstall that serves the quick start's model again.
 //
 // The rootfs is debootstrapped once (mkrootfs.sh, ~40-60 s) and cached under
 // /var/cache/kiln-test keyed by a hash of mkrootfs.sh; each run boots a
