@@ -195,6 +195,7 @@ func (r *Runtime) createWithID(ctx context.Context, c *Common, labels map[string
 		labels[LabelUID] = strconv.FormatUint(uint64(id), 10)
 		mine, err := create()
 		if err != nil {
+			_ = prepare(0, 0) // the id never ran; it keeps nothing
 			return 0, err
 		}
 		if held, err = r.heldIDs(ctx); err != nil {
