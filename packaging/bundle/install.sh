@@ -72,3 +72,4 @@ if kiln doctor; then
 else
 	say "kiln is installed; kiln doctor found problems (above) to fix"
 fi
+say "next: the quick start \"On an installed site\" in /usr/share/doc/kiln/README.md"

@@ -354,7 +354,7 @@ func TestSystemd(t *testing.T) {
 		}
 		// unshare -n: a network namespace with nothing but lo.
 		out = m.must(ctx, "unshare -n sh /opt/b/*/install.sh 2>&1")
-		for _, want := range []string{"verifying checksums", "installing packages/kiln_", "kiln doctor:", "kiln is installed"} {
+		for _, want := range []string{"verifying checksums", "installing packages/kiln_", "kiln doctor:", "kiln is installed", "next: the quick start"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("install.sh output lacks %q:\n%s", want, out)
 			}
