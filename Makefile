@@ -25,7 +25,7 @@ PKG_VERSION = $(shell packaging/version.sh $(VERSION))
 # systemd end-to-end test use them).
 IMAGES_DEP := $(shell grep -qE '^images:' $(firstword $(MAKEFILE_LIST)) && echo images)
 
-.PHONY: help deps build test lint bench demo clean images packages bundle
+.PHONY: help deps build test lint bench demo clean images packages bundle fuzz
 
 help: ## List the targets.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -50,6 +50,18 @@ bundle: packages $(IMAGES_DEP) ## Build bin/kiln-VERSION-offline.tar.gz: package
 
 images: ## Build the example images as OCI archives: bin/images/tabular-{trainer,server}.tar (no Docker).
 	$(GO) run ./examples/tabular/buildimages -o bin/images
+
+# Each fuzz target runs alone for FUZZTIME (go test -fuzz takes one target at a time); their
+# seed corpora (f.Add and testdata/fuzz/) already run in `make test`.
+FUZZTIME ?= 30s
+fuzz: ## Fuzz every Fuzz* target in turn, FUZZTIME each (default 30s); a finding is saved under testdata/fuzz/.
+	@set -e; for pd in $$($(GO) list -f '{{.ImportPath}}={{.Dir}}' ./...); do \
+		pkg=$${pd%%=*}; dir=$${pd#*=}; \
+		for t in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$dir/*_test.go 2>/dev/null | cut -c6-); do \
+			echo "== $$pkg $$t ($(FUZZTIME))"; \
+			$(GO) test $$pkg -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME); \
+		done; \
+	done
 
 lint: ## Run golangci-lint (installed into bin/ at a pinned version).
 	@test -x bin/golangci-lint || GOBIN=$(CURDIR)/bin $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_VERSION)
