@@ -113,6 +113,17 @@ func (t *tabular) nullRule(limit float64) {
 	}
 }
 
+// oneLine escapes the control characters of a violation's text (a CSV header may quote a
+// newline into a column name) so a reason stays one line in logs, events and the CLI.
+// Found by FuzzTabular and FuzzFeedback.
+func oneLine(s string) string {
+	if !strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		return s
+	}
+	q := strconv.Quote(s)
+	return q[1 : len(q)-1]
+}
+
 func fmtFrac(f float64) string { return strconv.FormatFloat(f, 'g', 4, 64) }
 
 // checks lists every rule the batch was held to, passed or not, for the report.

@@ -136,7 +136,7 @@ func (t *tabular) leave(rule, column, observed, allowed string) {
 		v.Count++
 		return
 	}
-	v := &Violation{Rule: rule, File: t.file, Line: t.line, Column: column, Observed: observed, Allowed: allowed, Count: 1}
+	v := &Violation{Rule: rule, File: t.file, Line: t.line, Column: column, Observed: oneLine(observed), Allowed: oneLine(allowed), Count: 1}
 	t.leftBy[rule] = v
 	t.leftOut = append(t.leftOut, v)
 }

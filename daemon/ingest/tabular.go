@@ -180,7 +180,7 @@ func (t *tabular) fail(rule, column, observed, allowed string) {
 		v.Count++
 		return
 	}
-	v := &Violation{Rule: rule, File: t.file, Line: t.line, Column: column, Observed: observed, Allowed: allowed, Count: 1}
+	v := &Violation{Rule: rule, File: t.file, Line: t.line, Column: column, Observed: oneLine(observed), Allowed: oneLine(allowed), Count: 1}
 	t.byRule[rule] = v
 	t.violations = append(t.violations, v)
 }
@@ -443,7 +443,7 @@ func (t *tabular) dupKey(vals [][]byte, str []bool) {
 	b := t.dupBuf[:0]
 	for i, v := range vals {
 		switch {
-		case v == nil:
+		case v == nil && str != nil: // a CSV field is never missing, only empty
 			b = append(b, 0)
 		case str != nil && str[i]:
 			b = append(b, 2)
