@@ -64,6 +64,7 @@ type Daemon struct {
 	ingest  *ingest.Manager
 	mon     *monitor.Monitor
 	metrics *metrics
+	journal *journalFollower
 
 	state     atomic.Value // string: starting | ready | reloading | stopping
 	pipelines atomic.Pointer[pipelineSet]
@@ -110,6 +111,9 @@ func New(opt Options) (*Daemon, error) {
 		return nil, err
 	}
 	d.store = store
+	// Every event from here on is also a journal line (journal.go).
+	seq, _ := store.Head()
+	d.journal = &journalFollower{d: d, next: seq + 1}
 
 	rt, err := runtime.New(cfg.Containerd.Address, cfg.Containerd.Namespace, d.log.With("part", "runtime"),
 		runtime.WithCDIDirs(cfg.GPU.CDIDirs...), runtime.WithKilnVersion(opt.Build.Version))
@@ -205,6 +209,11 @@ func probeWritable(dir string) error {
 // caller, kills the process, and a drain longer than shutdown_timeout is cut.
 func (d *Daemon) Run(ctx context.Context) error {
 	defer d.closeParts()
+	// The journal follows the event chain until the very end: what the
+	// drain records is flushed just before the store closes.
+	jctx, stopJournal := context.WithCancel(context.WithoutCancel(ctx))
+	journalDone := d.journal.followEvents(jctx)
+	defer func() { stopJournal(); <-journalDone; d.journal.flush() }()
 	// systemd's watchdog clock runs from exec, not from READY: pet it from
 	// the start so a slow restore is not mistaken for a hang.
 	if interval, ok := systemd.WatchdogInterval(); ok {
@@ -291,7 +300,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.log.Warn("sd_notify READY", "err", err)
 	}
 	d.eps.markReady() // prediction log index rebuilds start now
-	d.setStatus(d.readyStatus())
+	d.setStatus(d.currentStatus())
 	d.log.Info("kilnd ready", "socket", ln.Addr().String(), "events", seq, "chain_head", head,
 		"pipelines", len(d.pipelines.Load().specs), "gpu", d.gpus.Snapshot().Summary())
 
@@ -300,9 +309,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			running = false
 		case <-hup:
-			if _, err := d.reload(ctx, "sighup"); err != nil {
-				d.log.Error("reload on SIGHUP rejected; old pipelines keep running", "err", err)
-			}
+			// A rejection is journaled by its event, with every cause.
+			_, _ = d.reload(ctx, "sighup")
 		case err := <-serveErr:
 			return fmt.Errorf("api server: %w", err)
 		}

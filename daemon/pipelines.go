@@ -2,8 +2,11 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"maps"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -37,7 +40,9 @@ func (d *Daemon) reload(ctx context.Context, trigger string) (api.ReloadResult, 
 		defer func() {
 			d.state.Store(stateReady)
 			_ = d.notify.Ready()
-			d.setStatus(d.readyStatus())
+			// Runs after lastReload is stored: a rejection shows in
+			// `systemctl status` until a reload succeeds.
+			d.setStatus(d.currentStatus())
 		}()
 	}
 
@@ -45,9 +50,12 @@ func (d *Daemon) reload(ctx context.Context, trigger string) (api.ReloadResult, 
 	specs, err := config.LoadPipelines(d.cfg.Paths.PipelinesDir)
 	if err != nil {
 		res.Error = err.Error()
+		res.Rejected = rejectedSpecs(err, d.cfg.Paths.PipelinesDir)
 		d.lastReload.Store(&res)
 		d.metrics.reloads.WithLabelValues("rejected").Inc()
-		d.recordEvent(ctx, "pipelines.reload_rejected", "", nil, map[string]string{"trigger": trigger, "error": firstLine(res.Error)})
+		// The whole cause, one line per file joined: the journal line and
+		// `kiln events` both name every bad file.
+		d.recordEvent(ctx, "pipelines.reload_rejected", "", nil, map[string]string{"trigger": trigger, "error": oneLine(res.Error)})
 		return res, err
 	}
 	old := d.pipelines.Load()
@@ -89,7 +97,7 @@ func (d *Daemon) reload(ctx context.Context, trigger string) (api.ReloadResult, 
 	d.lastReload.Store(&res)
 	d.metrics.reloads.WithLabelValues("applied").Inc()
 	if len(res.Added)+len(res.Changed)+len(res.Removed) > 0 {
-		d.log.Info("pipelines reloaded", "trigger", trigger, "added", res.Added, "changed", res.Changed, "removed", res.Removed)
+		// The event is the log line (journal.go).
 		d.recordEvent(ctx, "pipelines.reloaded", "", slices.Sorted(maps.Keys(specs)), map[string]string{
 			"trigger": trigger, "added": strings.Join(res.Added, ","), "changed": strings.Join(res.Changed, ","),
 			"removed": strings.Join(res.Removed, ",")})
@@ -136,6 +144,76 @@ func (d *Daemon) recordEvent(ctx context.Context, kind, pipeline string, refs []
 	}
 }
 
+// currentStatus is the sd_notify STATUS of a running kilnd: after a
+// rejected reload it leads with the cause ("reload rejected: FILE:LINE:
+// ...") so `systemctl status kilnd` says why the new specs are not in use.
+func (d *Daemon) currentStatus() string {
+	s := d.readyStatus()
+	if r := d.lastReload.Load(); r != nil && !r.OK {
+		return "reload rejected: " + firstLine(r.Error) + "; old pipelines keep running; " + s
+	}
+	return s
+}
+
+// rejectedSpecs groups a LoadPipelines error by file: each bad file once,
+// with all of its errors. An error that names no file (the folder
+// unreadable) is filed under the folder.
+func rejectedSpecs(err error, dir string) []api.RejectedSpec {
+	var out []api.RejectedSpec
+	at := map[string]int{}
+	for _, leaf := range leafErrors(err) {
+		file := dir
+		var ce *config.Error
+		var pe *fs.PathError
+		switch {
+		case errors.As(leaf, &ce) && ce.File != "":
+			file = ce.File
+		case errors.As(leaf, &pe):
+			file = pe.Path
+		}
+		msg := oneLine(leaf.Error())
+		if i, ok := at[file]; ok {
+			out[i].Error += "; " + msg
+			continue
+		}
+		at[file] = len(out)
+		out = append(out, api.RejectedSpec{File: file, Error: msg})
+	}
+	return out
+}
+
+// leafErrors flattens errors.Join trees (one per file, and within a file
+// one per field when the decoder reports them all).
+func leafErrors(err error) []error {
+	j, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		return []error{err}
+	}
+	var out []error
+	for _, e := range j.Unwrap() {
+		out = append(out, leafErrors(e)...)
+	}
+	return out
+}
+
+// rejectedPipelines are the rows `kiln pipelines` adds for the files the
+// last reload refused, beside the loaded set that keeps running.
+func (d *Daemon) rejectedPipelines() []api.Pipeline {
+	r := d.lastReload.Load()
+	if r == nil || r.OK {
+		return nil
+	}
+	out := make([]api.Pipeline, 0, len(r.Rejected))
+	for _, f := range r.Rejected {
+		name := filepath.Base(f.File)
+		for _, ext := range []string{".yaml", ".yml"} {
+			name = strings.TrimSuffix(name, ext)
+		}
+		out = append(out, api.Pipeline{ID: name, Pipeline: name, State: "rejected", Created: r.Time, File: f.File, Error: f.Error})
+	}
+	return out
+}
+
 func firstLine(s string) string {
 	line, _, _ := strings.Cut(s, "\n")
 	return line
@@ -178,9 +256,8 @@ func (d *Daemon) watchPipelines(ctx context.Context) {
 			d.log.Warn("pipelines folder watch", "err", err)
 			timer.Reset(debounce)
 		case <-timer.C:
-			if _, err := d.reload(ctx, "folder"); err != nil {
-				d.log.Error("pipelines folder changed but the new set is rejected; old pipelines keep running", "err", err)
-			}
+			// A rejection is journaled by its event, with every cause.
+			_, _ = d.reload(ctx, "folder")
 		}
 	}
 }

@@ -127,6 +127,7 @@ func (d *Daemon) handlePipelines(w http.ResponseWriter, _ *http.Request) {
 	for _, name := range slices.Sorted(maps.Keys(set.specs)) {
 		out = append(out, d.pipelineView(set, name, false))
 	}
+	out = append(out, d.rejectedPipelines()...)
 	localapi.WriteJSON(w, http.StatusOK, out)
 }
 

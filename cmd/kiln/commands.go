@@ -141,10 +141,23 @@ func (pipelinesListCmd) Run(e *cmdEnv) error {
 	}
 	tw := table(e.out)
 	fmt.Fprintln(tw, "PIPELINE\tSTATE\tLOADED\tDIGEST\tFILE")
+	var rejected []api.Pipeline
 	for _, p := range ps {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%.12s\t%s\n", p.Pipeline, p.State, p.Created.Format("2006-01-02 15:04:05"), p.Digest, p.File)
+		digest := p.Digest
+		if p.State == "rejected" {
+			rejected, digest = append(rejected, p), "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%.12s\t%s\n", p.Pipeline, p.State, p.Created.Format("2006-01-02 15:04:05"), digest, p.File)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	// The errors go below the table: one can be longer than a screen line,
+	// and a column would pad every row to it.
+	for _, p := range rejected {
+		fmt.Fprintf(e.out, "rejected %s: %s (the loaded set keeps running)\n", p.File, p.Error)
+	}
+	return nil
 }
 
 type pipelinesShowCmd struct {

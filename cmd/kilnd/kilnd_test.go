@@ -247,10 +247,7 @@ func TestLifecycleNotifyAndReload(t *testing.T) {
 	if err == nil || !strings.Contains(stderr, "fans.yaml:2:") || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
 		t.Errorf("reload of a bad spec: err %v, stderr %q; want a failure naming fans.yaml:2 on one line", err, stderr)
 	}
-	ps, err = k.client().Pipelines(context.Background())
-	if err != nil || len(ps) != 2 {
-		t.Fatalf("pipelines after a rejected reload = %d, %v; want the old 2", len(ps), err)
-	}
+	checkRejected(t, k, root)
 	doc, err := k.client().Doctor(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -267,6 +264,10 @@ func TestLifecycleNotifyAndReload(t *testing.T) {
 		ps, err := k.client().Pipelines(context.Background())
 		return err == nil && len(ps) == 1 && ps[0].Pipeline == "pumps"
 	})
+	k.expect("STATUS=ready: ")
+	if out, stderr, err := k.reload(); err != nil || !strings.Contains(out, "pipelines reloaded:") {
+		t.Errorf("kilnd --reload of a good folder: %v, %q, %q; want exit 0 and what changed", err, out, stderr)
+	}
 
 	// SIGTERM: STOPPING=1, a clean exit, the socket gone for good.
 	if err := k.cmd.Process.Signal(syscall.SIGTERM); err != nil {

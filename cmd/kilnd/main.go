@@ -10,10 +10,13 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"strings"
 	"syscall"
+	"time"
 
 	"github.com/kiln-edge/kiln/daemon"
 	"github.com/kiln-edge/kiln/daemon/api"
+	"github.com/kiln-edge/kiln/daemon/apiclient"
 	"github.com/kiln-edge/kiln/daemon/config"
 	"github.com/kiln-edge/kiln/systemd"
 )
@@ -29,10 +32,19 @@ func main() {
 	root := flag.String("root", "", "put /etc/kiln, /var/lib/kiln and /run/kiln under this folder")
 	runDir := flag.String("run-dir", "", "folder for the API and endpoint sockets alone (default /run/kiln, or ROOT/run/kiln)")
 	showVersion := flag.Bool("version", false, "print the version and exit")
+	reload := flag.Bool("reload", false, "ask the running kilnd to reload its pipelines; exit non-zero with the reason when it rejects them (the unit's ExecReload)")
 	flag.Parse()
 	build := api.BuildInfo{Version: version, Commit: commit, BuildDate: buildDate, GoVersion: runtime.Version()}
 	if *showVersion {
 		fmt.Printf("kilnd %s (commit %s, built %s, %s)\n", build.Version, build.Commit, build.BuildDate, build.GoVersion)
+		return
+	}
+
+	if *reload {
+		if err := reloadRunning(*root, *runDir); err != nil {
+			fmt.Fprintln(os.Stderr, "kilnd: "+err.Error())
+			os.Exit(1)
+		}
 		return
 	}
 
@@ -61,4 +73,30 @@ func run(ctx context.Context, root, runDir string, build api.BuildInfo) error {
 		return err
 	}
 	return d.Run(ctx)
+}
+
+// reloadRunning is `systemctl reload kilnd`: unlike a bare SIGHUP, it waits
+// for the reload over the API socket, so a rejected spec fails the reload
+// job and its reason lands in the unit's journal.
+func reloadRunning(root, runDir string) error {
+	paths := config.NewPaths(root, runDir)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	r, err := apiclient.New(paths.APISocket).ReloadPipelines(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("pipelines reloaded: added %s, changed %s, removed %s, unchanged %s\n",
+		names(r.Added), names(r.Changed), names(r.Removed), names(r.Unchanged))
+	for _, w := range r.Warnings {
+		fmt.Println("warning: " + w)
+	}
+	return nil
+}
+
+func names(s []string) string {
+	if len(s) == 0 {
+		return "none"
+	}
+	return strings.Join(s, ",")
 }

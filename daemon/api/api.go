@@ -118,10 +118,13 @@ type Doctor struct {
 type Pipeline struct {
 	ID       string    `json:"id"`
 	Pipeline string    `json:"pipeline"`
-	State    string    `json:"state"` // loaded
+	State    string    `json:"state"` // loaded | rejected
 	Created  time.Time `json:"created"`
 	File     string    `json:"file"`
 	Digest   string    `json:"digest"`
+	// Error says why the last reload rejected this file (state rejected);
+	// a loaded pipeline of the same name keeps running meanwhile.
+	Error string `json:"error,omitempty"`
 	// Spec is the decoded spec with defaults applied, as JSON.
 	Spec any `json:"spec,omitempty"`
 }
@@ -140,6 +143,14 @@ type ReloadResult struct {
 	// Warnings are problems that do not reject the set, such as an image
 	// not imported yet: the pipeline loads and says so until it is there.
 	Warnings []string `json:"warnings,omitempty"`
+	// Rejected names each bad file of a rejected reload with its errors.
+	Rejected []RejectedSpec `json:"rejected,omitempty"`
+}
+
+// RejectedSpec is one pipeline file a reload refused and why.
+type RejectedSpec struct {
+	File  string `json:"file"`
+	Error string `json:"error"` // "FILE:LINE:COL: field: what is wrong"; several joined by "; "
 }
 
 // CordonRequest is the body of POST /v1/gpu/{gpu}/cordon.

@@ -66,7 +66,8 @@ func TestServiceUnit(t *testing.T) {
 		{"Service", "Restart", "on-failure"},
 		// A stop never takes containers with it.
 		{"Service", "KillMode", "process"},
-		{"Service", "ExecReload", "/bin/kill -HUP $MAINPID"},
+		// ExecReload waits for the answer: a rejected spec fails the reload.
+		{"Service", "ExecReload", "/usr/bin/kilnd --reload"},
 		{"Service", "Sockets", "kilnd.socket"},
 		{"Service", "StateDirectory", "kiln"},
 		{"Service", "RuntimeDirectory", "kiln"},
