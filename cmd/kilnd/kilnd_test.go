@@ -264,10 +264,7 @@ func TestLifecycleNotifyAndReload(t *testing.T) {
 		ps, err := k.client().Pipelines(context.Background())
 		return err == nil && len(ps) == 1 && ps[0].Pipeline == "pumps"
 	})
-	k.expect("STATUS=ready: ")
-	if out, stderr, err := k.reload(); err != nil || !strings.Contains(out, "pipelines reloaded:") {
-		t.Errorf("kilnd --reload of a good folder: %v, %q, %q; want exit 0 and what changed", err, out, stderr)
-	}
+	checkReloadOK(t, k)
 
 	// SIGTERM: STOPPING=1, a clean exit, the socket gone for good.
 	if err := k.cmd.Process.Signal(syscall.SIGTERM); err != nil {

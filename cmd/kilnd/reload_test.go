@@ -72,3 +72,13 @@ func checkRejected(t *testing.T, k *kilnd, root string) {
 		t.Errorf("kiln pipelines:\n%s\nwant a fans row in state rejected and its error", table)
 	}
 }
+
+// checkReloadOK: once the folder is good again, STATUS is back to ready and
+// `systemctl reload kilnd` (kilnd --reload) succeeds, saying what changed.
+func checkReloadOK(t *testing.T, k *kilnd) {
+	t.Helper()
+	k.expect("STATUS=ready: ")
+	if out, stderr, err := k.reload(); err != nil || !strings.Contains(out, "pipelines reloaded:") {
+		t.Errorf("kilnd --reload of a good folder: %v, %q, %q; want exit 0 and what changed", err, out, stderr)
+	}
+}
