@@ -27,6 +27,7 @@ import (
 
 	"github.com/kiln-edge/kiln/daemon/api"
 	"github.com/kiln-edge/kiln/daemon/config"
+	"github.com/kiln-edge/kiln/daemon/crashpoint"
 	"github.com/kiln-edge/kiln/daemon/ingest"
 	"github.com/kiln-edge/kiln/daemon/localapi"
 	"github.com/kiln-edge/kiln/daemon/monitor"
@@ -88,6 +89,9 @@ const (
 func New(opt Options) (*Daemon, error) {
 	cfg := opt.Config
 	if err := cfg.Paths.Check(); err != nil {
+		return nil, err
+	}
+	if err := crashpoint.Arm(os.Getenv(crashpoint.EnvVar)); err != nil {
 		return nil, err
 	}
 	d := &Daemon{

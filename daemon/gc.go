@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/kiln-edge/kiln/daemon/api"
+	"github.com/kiln-edge/kiln/daemon/crashpoint"
 	"github.com/kiln-edge/kiln/daemon/localapi"
 	"github.com/kiln-edge/kiln/storage"
 )
@@ -55,6 +56,7 @@ func (d *Daemon) collectGarbage(ctx context.Context, dryRun bool, actor string) 
 	if dryRun {
 		return rep, nil
 	}
+	crashpoint.Hit("gc.after-store")
 	var errs []error
 	errs = append(errs, d.collectPredictions(ctx, d.pipelines.Load().specs))
 	for _, id := range rep.ExpiredQuarantine {

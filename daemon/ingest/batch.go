@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kiln-edge/kiln/daemon/config"
+	"github.com/kiln-edge/kiln/daemon/crashpoint"
 	"github.com/kiln-edge/kiln/storage"
 )
 
@@ -142,6 +143,7 @@ func (m *Manager) process(ctx context.Context, j *job) *result {
 		m.log.Error("ingest: commit dataset", "path", root, "err", err)
 		return res
 	}
+	crashpoint.Hit("ingest.after-commit")
 	m.index.settle(j.src.pipeline, j.src.kind, digests, &d)
 	res.ingested = true
 	if d.State == storage.DatasetAccepted {

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kiln-edge/kiln/daemon/config"
+	"github.com/kiln-edge/kiln/daemon/crashpoint"
 	"github.com/kiln-edge/kiln/storage"
 )
 
@@ -149,6 +150,7 @@ func (m *Manager) commitBatch(ctx context.Context, in commitIn) (storage.Dataset
 		return d, nil, err
 	}
 	d.Files = append(d.Files, storage.FileRef{Path: MetaName, Blob: metaRef})
+	crashpoint.Hit("ingest.after-blob-put")
 	d.State = storage.DatasetAccepted
 	if !rep.OK {
 		d.State = storage.DatasetQuarantined

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kiln-edge/kiln/daemon/contract"
+	"github.com/kiln-edge/kiln/daemon/crashpoint"
 	"github.com/kiln-edge/kiln/storage"
 )
 
@@ -39,7 +40,12 @@ func (m *Monitor) scoreVersion(ctx context.Context, spec pipelineSpec, d storage
 	if err != nil {
 		return fmt.Errorf("score feedback %s: %w", d.ID, err)
 	}
-	return m.record(ctx, spec, sc, obs)
+	crashpoint.Hit("feedback.after-predict")
+	if err := m.record(ctx, spec, sc, obs); err != nil {
+		return err
+	}
+	crashpoint.Hit("feedback.after-record")
+	return nil
 }
 
 // scored is one labelled row as seen by up to two models.

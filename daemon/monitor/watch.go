@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/kiln-edge/kiln/daemon/crashpoint"
 	"github.com/kiln-edge/kiln/storage"
 )
 
@@ -243,6 +244,7 @@ func (m *Monitor) act(ctx context.Context, spec pipelineSpec, st storage.Monitor
 	if !closeAlarm {
 		return
 	}
+	crashpoint.Hit("monitor.after-act")
 	// Close the alarm; after drift the detector starts over (a new warm-up
 	// on the world as it is now: hysteresis), after a rollback the new
 	// live model is watched afresh anyway.

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/kiln-edge/kiln/daemon/config"
+	"github.com/kiln-edge/kiln/daemon/crashpoint"
 	"github.com/kiln-edge/kiln/storage"
 )
 
@@ -90,8 +91,10 @@ func (c *controller) promote(ctx context.Context, m storage.Model, srv Serving, 
 	if err != nil {
 		return fmt.Errorf("record promotion of %s: %w", m.ID, err)
 	}
+	crashpoint.Hit(op.point("after-persist"))
 	c.endpoint.Flip(srv)
 	c.setLive(&deployed{deployment: dep.ID, model: m.ID, srv: srv})
+	crashpoint.Hit(op.point("after-flip"))
 	c.log.Info("model live", "model", m.ID, "deployment", dep.ID, "reason", m.Reason, "actor", op.req.Actor, "trigger", op.req.Trigger)
 
 	var stop []*deployed
@@ -137,6 +140,14 @@ func (c *controller) promote(ctx context.Context, m storage.Model, srv Serving, 
 	return nil
 }
 
+// point names a crash point of this switch: promote.X or rollback.X.
+func (op switchOp) point(x string) string {
+	if op.rollback {
+		return "rollback." + x
+	}
+	return "promote." + x
+}
+
 // stopReplaced asks the loop to stop a replaced model's container once
 // its requests are done.
 type stopReplaced struct{ d *deployed }
@@ -146,6 +157,7 @@ func (c *controller) stopDone(ctx context.Context, r stopReplaced) {
 	if warm || (c.busy != nil && c.busy.model == r.d.model) || (c.starting != nil && c.starting.model == r.d.model) {
 		return // serving (or being evaluated) again: keep it
 	}
+	crashpoint.Hit("promote.before-stop-replaced")
 	c.workers.Add(1)
 	go func() {
 		defer c.workers.Done()

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/kiln-edge/kiln/daemon/crashpoint"
 	"github.com/kiln-edge/kiln/storage"
 )
 
@@ -129,6 +130,7 @@ func (c *controller) rollback(ctx context.Context, req Request, from, to string)
 	if err := c.promote(ctx, m, target.srv, op); err != nil {
 		return err
 	}
+	crashpoint.Hit("rollback.before-drop-suspect-work")
 	c.log.Warn("rolled back", "from", bad, "to", m.ID, "actor", req.Actor, "trigger", req.Trigger, "reason", req.Reason, "suspect", suspects)
 	c.dropSuspectWork(ctx, req, bad, suspects)
 	return nil

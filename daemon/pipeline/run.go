@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/kiln-edge/kiln/daemon/config"
+	"github.com/kiln-edge/kiln/daemon/crashpoint"
 	"github.com/kiln-edge/kiln/storage"
 )
 
@@ -140,6 +141,7 @@ func (c *controller) startRun(ctx context.Context, req Request, datasets []strin
 	if err != nil {
 		return Ticket{}, fmt.Errorf("queue a run of %s: %w", c.name, err)
 	}
+	crashpoint.Hit("train.after-queued")
 	c.log.Info("run queued", "run", run.ID, "trigger", req.Trigger, "actor", req.Actor, "datasets", len(run.Datasets))
 	if c.busy == nil {
 		c.launch(ctx, run, false, 0)
@@ -277,9 +279,11 @@ func (c *controller) execRun(ctx context.Context, f *flight, run storage.Run, at
 		if err := c.putRun(ctx, run, "run.started", map[string]string{"image": job.Image, "container": job.ContainerID}); err != nil {
 			return runResult{run: run, err: err}
 		}
+		crashpoint.Hit("train.after-run-persisted")
 		if tr, err = c.deps.Runtime.StartTraining(ctx, job); err != nil {
 			return runResult{run: run, err: fmt.Errorf("start training container: %w", err)}
 		}
+		crashpoint.Hit("train.after-container-start")
 	}
 	if !f.setTraining(tr) {
 		_ = tr.Cancel(context.WithoutCancel(ctx))
@@ -293,6 +297,7 @@ func (c *controller) execRun(ctx context.Context, f *flight, run storage.Run, at
 		return runResult{run: run, err: errors.New(why)}
 	}
 	model, err := c.collectModel(ctx, run, res)
+	crashpoint.Hit("train.after-model-blobs")
 	return runResult{run: run, model: model, err: err}
 }
 
@@ -539,6 +544,7 @@ func (c *controller) runDone(ctx context.Context, r runResult) {
 		c.finishFlight(ctx)
 		return
 	}
+	crashpoint.Hit("train.after-candidate")
 	c.log.Info("run succeeded; evaluating its model", "run", run.ID, "model", model.ID)
 	c.busy.model = model.ID
 	c.startEval(ctx, c.busy, model.ID)
