@@ -141,5 +141,32 @@ func (c *controller) restore(ctx context.Context) error {
 			errs = append(errs, c.putModel(ctx, m, actorKilnd, "model.rejected", map[string]string{"reason": m.Reason}))
 		}
 	}
+	c.removeStrays(ctx, spec, models)
 	return errors.Join(errs...)
+}
+
+// removeStrays removes the serving containers of models whose records say
+// they serve no more (retired, rejected, rolled back): a kilnd killed
+// between a switch's record and the stop of the container it replaced
+// leaves that container running, or stopped and not deleted, and nothing
+// else would ever stop it. Adopting a gone container is one failed lookup,
+// and adopting a stopped one deletes it.
+func (c *controller) removeStrays(ctx context.Context, spec *config.Pipeline, models []storage.Model) {
+	for _, m := range models {
+		if m.State != storage.ModelRetired && m.State != storage.ModelRejected && m.State != storage.ModelRolledBack || c.serves(m.ID) {
+			continue
+		}
+		job, err := c.serveJob(ctx, spec, m)
+		if err != nil {
+			continue
+		}
+		srv, err := c.deps.Runtime.AttachServing(ctx, job)
+		if err != nil {
+			continue // gone, or deleted just now
+		}
+		c.log.Info("stopping the serving container of a model that serves no more", "model", m.ID, "state", m.State)
+		if err := srv.Stop(context.WithoutCancel(ctx)); err != nil {
+			c.log.Warn("stop a stray serving container", "model", m.ID, "err", err)
+		}
+	}
 }
