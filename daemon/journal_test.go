@@ -1,14 +1,11 @@
 package daemon
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -135,35 +132,50 @@ func TestJournalFollowsEveryEvent(t *testing.T) {
 		}
 	}
 	appendRun(1) // an earlier kilnd's: not logged again
-	var buf syncBuf
-	d := &Daemon{store: st, log: slog.New(slog.NewTextHandler(&buf, nil))}
+	logged := make(recordHandler, 16)
+	d := &Daemon{store: st, log: slog.New(logged)}
 	seq, _ := st.Head()
 	j := &journalFollower{d: d, next: seq + 1}
 	appendRun(2) // between open and Run
 	jctx, stop := context.WithCancel(ctx)
 	done := j.followEvents(jctx)
 	appendRun(3)
-	deadline := time.Now().Add(5 * time.Second)
-	for !strings.Contains(buf.String(), "p/r3") && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
+	var got []string
+	for len(got) < 2 {
+		select {
+		case m := <-logged:
+			got = append(got, m)
+		case <-time.After(5 * time.Second):
+			t.Fatalf("follower logged %q in 5s; want 2 lines", got)
+		}
 	}
 	stop()
 	<-done
 	appendRun(4) // during the drain, after the follow stopped
 	j.flush()
 	j.flush() // a second flush logs nothing new
-
-	var got []string
-	for _, l := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
-		_, msg, _ := strings.Cut(l, "msg=")
-		msg, _, _ = strings.Cut(msg, " event=")
-		got = append(got, msg)
+	close(logged)
+	for m := range logged {
+		got = append(got, m)
 	}
-	want := []string{`"run p/r2 failed: exit 2"`, `"run p/r3 failed: exit 3"`, `"run p/r4 failed: exit 4"`}
+	want := []string{"run p/r2 failed: exit 2", "run p/r3 failed: exit 3", "run p/r4 failed: exit 4"}
 	if d := cmp.Diff(want, got); d != "" {
-		t.Errorf("journal lines (-want +got):\n%s\nlog:\n%s", d, buf.String())
+		t.Errorf("journal lines (-want +got):\n%s", d)
 	}
 }
+
+// recordHandler hands each log record's message to the test.
+type recordHandler chan string
+
+func (h recordHandler) Enabled(context.Context, slog.Level) bool { return true }
+
+func (h recordHandler) Handle(_ context.Context, r slog.Record) error {
+	h <- r.Message
+	return nil
+}
+
+func (h recordHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h recordHandler) WithGroup(string) slog.Handler      { return h }
 
 func TestRejectedSpecs(t *testing.T) {
 	err := errors.Join(
@@ -183,23 +195,4 @@ func TestRejectedSpecs(t *testing.T) {
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("rejectedSpecs (-want +got):\n%s", d)
 	}
-}
-
-// syncBuf is a bytes.Buffer the follower goroutine writes while the test
-// reads.
-type syncBuf struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuf) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuf) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
