@@ -25,7 +25,7 @@ PKG_VERSION = $(shell packaging/version.sh $(VERSION))
 # systemd end-to-end test use them).
 IMAGES_DEP := $(shell grep -qE '^images:' $(firstword $(MAKEFILE_LIST)) && echo images)
 
-.PHONY: help deps build test lint bench demo clean images packages bundle fuzz
+.PHONY: help deps build test lint bench soak demo clean images packages bundle fuzz
 
 help: ## List the targets.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -70,6 +70,10 @@ lint: ## Run golangci-lint (installed into bin/ at a pinned version).
 bench: build ## Run all benchmark groups; writes bench/results.json and prints the table.
 	@mkdir -p bench
 	.ci/with-containerd bin/kilnbench -bin bin -json bench/results.json
+
+soak: deps build ## Run kilnd for SOAK (default 10m) under drops, load, feedback, promotions, rollbacks and polling; RSS, goroutines, fds and bbolt read txs must stay flat (not in CI).
+	@mkdir -p bench
+	.ci/with-containerd bin/kilnbench -bin bin -only soak -soak $(or $(SOAK),10m) -soak-csv bench/soak.csv -json bench/soak.json
 
 demo: deps build images ## Run the whole loop under a temp root: images, a pipeline, a CSV dropped, a model trained, promoted and answering.
 	@.ci/with-containerd .ci/demo

@@ -37,6 +37,9 @@ func newMetrics(d *Daemon) *metrics {
 			Name: "kiln_build_info", Help: "Always 1; labels say which kilnd runs.",
 			ConstLabels: prometheus.Labels{"version": d.build.Version, "commit": d.build.Commit},
 		}, func() float64 { return 1 }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "kiln_store_open_read_tx", Help: "Read transactions open on kiln.db now (a steady rise is a leak).",
+		}, func() float64 { return float64(d.store.OpenReadTx()) }),
 		d.gpus.Collector(),
 		newMonitorCollector(d),
 	)

@@ -155,6 +155,11 @@ func (s *Store) Path() string { return s.path }
 // Dir is the state directory the store was opened on.
 func (s *Store) Dir() string { return s.dir }
 
+// OpenReadTx is how many read transactions are open now: a count that grows
+// without bound is a leaked View or cursor (the soak watches it), and a
+// long-open one stops bbolt reusing freed pages.
+func (s *Store) OpenReadTx() int { return s.db.Stats().OpenTxN }
+
 // Close waits for queued updates to commit, ends subscriptions and closes
 // the database. It is safe to call more than once.
 func (s *Store) Close() error {

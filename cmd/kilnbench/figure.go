@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Figure is one measured result in the output protocol of BENCH.md.
@@ -26,12 +27,17 @@ type Options struct {
 	Quick bool
 	// Bin is the folder holding built kilnd/kiln binaries.
 	Bin string
+	// Soak is how long the soak group runs; SoakCSV is where its curves go.
+	Soak    time.Duration
+	SoakCSV string
 }
 
 // Group produces the figures of one BENCH.md group.
 type Group struct {
 	Name string
 	Run  func(ctx context.Context, opt Options) []Figure
+	// OptIn groups run only when -only names them (the soak takes minutes).
+	OptIn bool
 }
 
 // measured builds a figure and judges it against goal (">= 4", "<= 0.5", "== 0").

@@ -20,6 +20,7 @@ import (
 	"strings"
 	"syscall"
 	"text/tabwriter"
+	"time"
 )
 
 // groups holds every group, registered by init functions in this package's
@@ -32,10 +33,12 @@ func register(g Group) { groups = append(groups, g) }
 var groupOrder = []string{"ingest", "storage", "runtime", "serve", "rollback", "monitor", "detect", "decide", "daemon", "e2e", "gpu"}
 
 func main() {
-	only := flag.String("only", "", "comma-separated groups to run (default all): "+strings.Join(groupOrder, ","))
+	only := flag.String("only", "", "comma-separated groups to run (default all): "+strings.Join(groupOrder, ",")+"; soak runs only when named")
 	jsonOut := flag.String("json", "", "write the figures as a JSON array to this file")
 	quick := flag.Bool("quick", false, "smaller workloads for a smoke run (figures say so in detail)")
 	bin := flag.String("bin", "bin", "folder holding the built kilnd and kiln")
+	soak := flag.Duration("soak", 10*time.Minute, "how long the soak group runs (-only soak)")
+	soakCSV := flag.String("soak-csv", "bench/soak.csv", "where the soak group writes its curves")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -46,7 +49,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "kilnbench: "+err.Error())
 		os.Exit(2)
 	}
-	opt := Options{Quick: *quick, Bin: *bin}
+	opt := Options{Quick: *quick, Bin: *bin, Soak: *soak, SoakCSV: *soakCSV}
 	var figs []Figure
 	for _, g := range selected {
 		fmt.Fprintf(os.Stderr, "kilnbench: running group %s\n", g.Name)
@@ -81,7 +84,7 @@ func selectGroups(only string) ([]Group, error) {
 	all := slices.Clone(groups)
 	slices.SortStableFunc(all, func(a, b Group) int { return rank(a.Name) - rank(b.Name) })
 	if only == "" {
-		return all, nil
+		return slices.DeleteFunc(all, func(g Group) bool { return g.OptIn }), nil
 	}
 	var out []Group
 	for _, name := range strings.Split(only, ",") {
