@@ -104,9 +104,14 @@ func (d *Daemon) status(ctx context.Context) api.Status {
 	} else {
 		s.Containerd = api.ComponentStatus{OK: true, Detail: "containerd " + v + " at " + d.rt.Address()}
 	}
+	is := d.ingest.Status()
+	s.Ingest = api.IngestStatus{Paused: is.Paused, Pending: is.Pending, Ingested: is.Ingested}
 	s.LastReload = d.lastReload.Load()
 	s.Monitor = d.monitorStatus()
 	s.Message = d.readyStatus()
+	if s.Ingest.Paused != "" {
+		s.Message += "; ingest paused: " + s.Ingest.Paused
+	}
 	if s.LastReload != nil && !s.LastReload.OK {
 		s.Message += "; last pipeline reload rejected: " + firstLine(s.LastReload.Error)
 	}

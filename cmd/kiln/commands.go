@@ -36,6 +36,11 @@ func (statusCmd) Run(e *cmdEnv) error {
 	row(tw, "containerd", okText(s.Containerd))
 	row(tw, "gpu", okText(s.GPU))
 	row(tw, "pipelines", fmt.Sprint(s.Pipelines))
+	if s.Ingest.Paused != "" {
+		row(tw, "ingest", "paused: "+s.Ingest.Paused)
+	} else {
+		row(tw, "ingest", fmt.Sprintf("running (%s since start, %d pending)", plural(s.Ingest.Ingested, "version"), s.Ingest.Pending))
+	}
 	row(tw, "events", fmt.Sprintf("%d (chain head %.16s)", s.Store.EventSeq, s.Store.EventHead))
 	row(tw, "systemd", fmt.Sprint(s.Systemd))
 	for _, pm := range s.Monitor {

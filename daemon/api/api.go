@@ -71,6 +71,7 @@ type Status struct {
 	Containerd ComponentStatus `json:"containerd"`
 	GPU        ComponentStatus `json:"gpu"`
 	Store      StoreStatus     `json:"store"`
+	Ingest     IngestStatus    `json:"ingest"`
 	Pipelines  int             `json:"pipelines"`
 	Systemd    bool            `json:"systemd"`
 	LastReload *ReloadResult   `json:"last_reload,omitempty"`
@@ -92,6 +93,15 @@ type StoreStatus struct {
 	EventHead string `json:"event_head"`
 	DiskFree  uint64 `json:"disk_free"`
 	DiskTotal uint64 `json:"disk_total"`
+}
+
+// IngestStatus is what drop-folder ingest is doing.
+type IngestStatus struct {
+	// Paused says why ingest waits (free disk below disk.min_free, the
+	// state disk full or read-only); "" while it runs.
+	Paused   string `json:"paused,omitempty"`
+	Pending  int    `json:"pending"`  // entries waiting to settle or for a worker
+	Ingested int64  `json:"ingested"` // versions committed since kilnd started
 }
 
 // Check outcomes.

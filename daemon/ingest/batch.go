@@ -113,7 +113,7 @@ func (m *Manager) process(ctx context.Context, j *job) *result {
 			return res // the coordinator looks at the name again
 		}
 		m.log.Error("ingest: read batch", "path", root, "err", err)
-		res.retry = 5 * time.Second
+		res.diskLow, res.retry = diskFault(err), 5*time.Second
 		return res
 	}
 	if retry > 0 {
@@ -141,6 +141,7 @@ func (m *Manager) process(ctx context.Context, j *job) *result {
 			return res // stopping: the next start takes it
 		}
 		m.log.Error("ingest: commit dataset", "path", root, "err", err)
+		res.diskLow = diskFault(err)
 		return res
 	}
 	crashpoint.Hit("ingest.after-commit")

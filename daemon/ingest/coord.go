@@ -359,7 +359,11 @@ func (c *coord) pause(ctx context.Context, why string) {
 }
 
 func (c *coord) checkDisk(ctx context.Context) {
-	if why := c.m.diskLow(0); why != "" {
+	why := c.m.diskLow(0)
+	if why == "" {
+		why = c.m.unwritable()
+	}
+	if why != "" {
 		c.paused = why
 		c.pauseAt = time.Now().Add(5 * time.Second)
 		return
