@@ -39,7 +39,7 @@ func (statusCmd) Run(e *cmdEnv) error {
 	if s.Ingest.Paused != "" {
 		row(tw, "ingest", "paused: "+s.Ingest.Paused)
 	} else {
-		row(tw, "ingest", fmt.Sprintf("running (%s since start, %d pending)", plural(s.Ingest.Ingested, "version"), s.Ingest.Pending))
+		row(tw, "ingest", fmt.Sprintf("running (%d versions since start, %d pending)", s.Ingest.Ingested, s.Ingest.Pending))
 	}
 	row(tw, "events", fmt.Sprintf("%d (chain head %.16s)", s.Store.EventSeq, s.Store.EventHead))
 	row(tw, "systemd", fmt.Sprint(s.Systemd))
