@@ -423,5 +423,5 @@ func (d *Daemon) setStatus(msg string) {
 }
 
 func (d *Daemon) readyStatus() string {
-	return fmt.Sprintf("ready: %d pipelines, %s", len(d.pipelines.Load().specs), d.gpus.Snapshot().Summary())
+	return fmt.Sprintf("ready: %s, %s", plural(len(d.pipelines.Load().specs), "pipeline"), d.gpus.Snapshot().Summary())
 }

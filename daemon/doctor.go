@@ -7,8 +7,11 @@ import (
 	"maps"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
+
+	"tags.cncf.io/container-device-interface/pkg/cdi"
 
 	"github.com/kiln-edge/kiln/daemon/api"
 	"github.com/kiln-edge/kiln/gpu"
@@ -24,9 +27,7 @@ func (d *Daemon) doctor(ctx context.Context) []api.Check {
 		d.checkSocket(),
 		d.checkNVML(),
 	}
-	if c, ok := d.checkCDI(); ok {
-		checks = append(checks, c)
-	}
+	checks = append(checks, d.checkCDI())
 	checks = append(checks, d.checkPipelines(), d.checkPipelineImages(ctx), d.checkStore())
 	return checks
 }
@@ -105,24 +106,60 @@ func (d *Daemon) checkNVML() api.Check {
 	return c
 }
 
-// checkCDI only applies when GPUs exist: containers get them through CDI.
-func (d *Daemon) checkCDI() (api.Check, bool) {
-	if !d.gpus.Available() {
-		return api.Check{}, false
-	}
+// checkCDI says where containers get their GPUs from: the CDI spec files
+// that name nvidia.com/gpu devices; on a box without GPUs, that none is
+// needed (the README lists this check, so it is always printed).
+func (d *Daemon) checkCDI() api.Check {
 	c := api.Check{Name: "cdi"}
-	_, err := gpu.CheckCDI(d.gpus.Snapshot(), d.cfg.GPU.CDIDirs)
+	snap := d.gpus.Snapshot()
+	if !d.gpus.Available() || len(snap.Devices) == 0 {
+		c.Result, c.Detail = api.CheckOK, "none needed: no GPUs, so containers get no "+gpu.CDIKind+" devices"
+		return c
+	}
+	dirs := d.cfg.GPU.CDIDirs
+	if len(dirs) == 0 {
+		dirs = gpu.DefaultCDIDirs
+	}
+	_, err := gpu.CheckCDI(snap, dirs)
 	var missing *gpu.CDIError
 	switch {
 	case errors.As(err, &missing):
 		c.Result, c.Fix = api.CheckFail, gpu.CDIFix
-		c.Detail = fmt.Sprintf("no CDI spec in %v names %v", missing.Dirs, missing.Missing)
+		c.Detail = fmt.Sprintf("no CDI spec in %s names %s", strings.Join(missing.Dirs, ", "), strings.Join(missing.Missing, ", "))
+		return c
 	case err != nil:
 		c.Result, c.Detail = api.CheckFail, err.Error()
-	default:
-		c.Result, c.Detail = api.CheckOK, "every GPU has a CDI device"
+		return c
 	}
-	return c, true
+	// Which files: a stale spec left beside a fresh one is the usual
+	// trouble after a driver upgrade, and it shows here as two files.
+	cache, err := cdi.NewCache(cdi.WithSpecDirs(dirs...), cdi.WithAutoRefresh(false))
+	if err != nil {
+		c.Result, c.Detail = api.CheckFail, fmt.Sprintf("read CDI specs in %s: %v", strings.Join(dirs, ", "), err)
+		return c
+	}
+	perFile := map[string]int{}
+	for _, name := range cache.ListDevices() {
+		if dev := cache.GetDevice(name); dev != nil && strings.HasPrefix(name, gpu.CDIKind+"=") {
+			perFile[dev.GetSpec().GetPath()]++
+		}
+	}
+	var files []string
+	for _, f := range slices.Sorted(maps.Keys(perFile)) {
+		files = append(files, fmt.Sprintf("%s (%s)", f, plural(perFile[f], "device")))
+	}
+	c.Result = api.CheckOK
+	c.Detail = fmt.Sprintf("every GPU (%s) has a %s device, from %s", plural(len(snap.Devices), "GPU"), gpu.CDIKind, strings.Join(files, ", "))
+	return c
+}
+
+// plural says "1 pipeline", "2 pipelines": kilnd's own lines and the
+// doctor's details read as kiln's do.
+func plural(n int, one string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return strconv.Itoa(n) + " " + one + "s"
 }
 
 func (d *Daemon) checkPipelines() api.Check {
@@ -159,7 +196,7 @@ func (d *Daemon) checkPipelineImages(ctx context.Context) api.Check {
 		c.Fix = "kiln images import FILE (the image archives come with the offline bundle, or make images)"
 		return c
 	}
-	c.Result, c.Detail = api.CheckOK, fmt.Sprintf("the %d images the pipelines name are imported", n)
+	c.Result, c.Detail = api.CheckOK, fmt.Sprintf("the %s the pipelines name are imported", plural(n, "image"))
 	return c
 }
 
@@ -167,10 +204,10 @@ func (d *Daemon) checkStore() api.Check {
 	c := api.Check{Name: "store"}
 	rep := d.store.LastReconcile()
 	seq, head := d.store.Head()
-	c.Detail = fmt.Sprintf("%s, %d events, chain head %.12s", d.store.Path(), seq, head)
+	c.Detail = fmt.Sprintf("%s, %s, chain head %.12s", d.store.Path(), plural(int(seq), "event"), head)
 	if n := len(rep.MissingBlobs); n > 0 {
 		c.Result = api.CheckWarn
-		c.Detail += fmt.Sprintf("; %d blobs missing at start: %v", n, rep.MissingBlobs)
+		c.Detail += fmt.Sprintf("; %s missing at start: %v", plural(n, "blob"), rep.MissingBlobs)
 		c.Fix = "restore the blob folder from backup (it is the other half of `kiln backup`)"
 		return c
 	}

@@ -92,8 +92,12 @@ func removeWithin(dir, path string) error {
 	return nil
 }
 
+// gcDryRun tells a dry run, which changes nothing and so is open to
+// readers (the route's ReadIf).
+func gcDryRun(r *http.Request) bool { return r.URL.Query().Get("dry_run") == "1" }
+
 func (d *Daemon) handleGC(w http.ResponseWriter, r *http.Request) {
-	dry := r.URL.Query().Get("dry_run") == "1"
+	dry := gcDryRun(r)
 	rep, err := d.collectGarbage(r.Context(), dry, actorFrom(r.Context()))
 	if err != nil {
 		localapi.WriteError(w, http.StatusInternalServerError, err.Error())

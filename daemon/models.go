@@ -224,6 +224,27 @@ func (d *Daemon) handleUnpin(w http.ResponseWriter, r *http.Request) {
 
 // handleLineage answers ?direction=up|down&depth=N with the nodes and the
 // edges among them, so the CLI can draw DOT.
+// recordExists says whether id names a dataset, run, model or deployment
+// kilnd has: lineage of an ID nobody made is "not found", not an empty
+// graph (a typo must not read as "descends from nothing").
+func (d *Daemon) recordExists(id string) error {
+	_, letter, _, err := storage.ParseID(id)
+	if err != nil {
+		return err
+	}
+	switch letter {
+	case storage.LetterDataset:
+		_, err = d.store.Dataset(id)
+	case storage.LetterRun:
+		_, err = d.store.Run(id)
+	case storage.LetterModel:
+		_, err = d.store.Model(id)
+	case storage.LetterDeployment:
+		_, err = d.store.Deployment(id)
+	}
+	return err
+}
+
 func (d *Daemon) handleLineage(w http.ResponseWriter, r *http.Request) {
 	id := idFrom(r)
 	q := r.URL.Query()
@@ -237,6 +258,10 @@ func (d *Daemon) handleLineage(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil || depth < 0 || (dir != "up" && dir != "down") {
 		localapi.WriteError(w, http.StatusBadRequest, "want ?direction=up|down and ?depth=N (0: all)")
+		return
+	}
+	if err := d.recordExists(id); err != nil {
+		writeStoreError(w, err)
 		return
 	}
 	out := api.Lineage{ID: id, Direction: dir, Nodes: []api.LineageNode{}, Edges: []api.LineageEdge{}}

@@ -24,6 +24,10 @@ import (
 type pipelineSet struct {
 	specs  map[string]*config.Pipeline
 	loaded time.Time
+	// since is when each spec, as it is now (its digest), was loaded: a
+	// reload that leaves a spec unchanged keeps its time (kiln pipelines
+	// LOADED), so an operator can tell which file last changed.
+	since map[string]time.Time
 }
 
 // reload builds the new set from the pipelines folder and swaps it in. When
@@ -59,7 +63,9 @@ func (d *Daemon) reload(ctx context.Context, trigger string) (api.ReloadResult, 
 		return res, err
 	}
 	old := d.pipelines.Load()
+	since := make(map[string]time.Time, len(specs))
 	for name, p := range specs {
+		since[name] = res.Time
 		switch prev, ok := old.specs[name]; {
 		case !ok:
 			res.Added = append(res.Added, name)
@@ -67,6 +73,9 @@ func (d *Daemon) reload(ctx context.Context, trigger string) (api.ReloadResult, 
 			res.Changed = append(res.Changed, name)
 		default:
 			res.Unchanged = append(res.Unchanged, name)
+			if t, ok := old.since[name]; ok {
+				since[name] = t
+			}
 		}
 	}
 	for name := range old.specs {
@@ -84,7 +93,7 @@ func (d *Daemon) reload(ctx context.Context, trigger string) (api.ReloadResult, 
 	} else {
 		res.Warnings = d.checkImages(ctx, specs, append(res.Added, res.Changed...))
 	}
-	d.pipelines.Store(&pipelineSet{specs: specs, loaded: res.Time})
+	d.pipelines.Store(&pipelineSet{specs: specs, loaded: res.Time, since: since})
 	if d.pipes != nil {
 		d.pipes.Apply(specs) // before Start (the load in New) this is a no-op; Start takes the set
 	}

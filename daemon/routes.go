@@ -33,7 +33,7 @@ func (d *Daemon) routes() []localapi.Route {
 		{Method: http.MethodPost, Path: api.PathGPUUncordon, Access: api.Write, Handler: d.handleUncordon},
 		{Method: http.MethodGet, Path: api.PathEvents, Access: api.Read, Handler: d.handleEvents},
 		{Method: http.MethodGet, Path: api.PathBackup, Access: api.Write, Handler: d.handleBackup},
-		{Method: http.MethodPost, Path: api.PathGC, Access: api.Write, Handler: d.handleGC},
+		{Method: http.MethodPost, Path: api.PathGC, Access: api.Write, ReadIf: gcDryRun, Handler: d.handleGC},
 		{Method: http.MethodGet, Path: api.PathMetrics, Access: api.Read, Handler: d.metrics.handler().ServeHTTP},
 		{Method: http.MethodGet, Path: api.PathDatasets, Access: api.Read, Handler: d.handleDatasets},
 		{Method: http.MethodGet, Path: api.PathDataset, Access: api.Read, Handler: d.handleDataset},
@@ -148,7 +148,12 @@ func (d *Daemon) handlePipeline(w http.ResponseWriter, r *http.Request) {
 
 func (d *Daemon) pipelineView(set *pipelineSet, name string, withSpec bool) api.Pipeline {
 	p := set.specs[name]
-	v := api.Pipeline{ID: name, Pipeline: name, State: "loaded", Created: set.loaded, File: p.File, Digest: p.Digest}
+	loaded, ok := set.since[name]
+	if !ok {
+		loaded = set.loaded
+	}
+	v := api.Pipeline{ID: name, Pipeline: name, State: "loaded", Created: loaded, File: p.File, Digest: p.Digest}
+
 	if withSpec {
 		v.Spec = p
 	}

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"net/http/httptest"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -56,5 +57,23 @@ func TestRouteAccess(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("routes (-want +got):\n%s", diff)
+	}
+
+	// Write routes some of whose requests change nothing, and so are reads.
+	readIf := map[string]bool{}
+	for _, r := range d.routes() {
+		if r.ReadIf != nil {
+			key := r.Method + " " + r.Path
+			readIf[key] = true
+			if r.ReadIf(httptest.NewRequest(r.Method, r.Path, nil)) {
+				t.Errorf("%s without a dry run counts as a read", key)
+			}
+		}
+	}
+	if diff := cmp.Diff(map[string]bool{"POST /v1/gc": true}, readIf); diff != "" {
+		t.Errorf("routes with reads among their writes (-want +got):\n%s", diff)
+	}
+	if !gcDryRun(httptest.NewRequest("POST", "/v1/gc?dry_run=1&images=1", nil)) {
+		t.Error("gc?dry_run=1 is not a read")
 	}
 }

@@ -29,7 +29,8 @@ for page in packaging/man/*.[18]; do
 	gzip -9n <"$page" >"$PKG_GEN/$(basename "$page").gz"
 done
 
-ldflags="-s -w -X main.version=$VERSION -X main.commit=$COMMIT -X main.buildDate=$BUILD_DATE"
+# main.pkgVersion is what dpkg and rpm show (kiln version prints it beside git's).
+ldflags="-s -w -X main.version=$VERSION -X main.commit=$COMMIT -X main.buildDate=$BUILD_DATE -X main.pkgVersion=$PKG_VERSION-1"
 for arch in $ARCHES; do
 	export ARCH=$arch PKG_BIN=$work/$arch
 	cc=gcc

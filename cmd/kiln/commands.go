@@ -39,7 +39,7 @@ func (statusCmd) Run(e *cmdEnv) error {
 	if s.Ingest.Paused != "" {
 		row(tw, "ingest", "paused: "+s.Ingest.Paused)
 	} else {
-		row(tw, "ingest", fmt.Sprintf("running (%d versions since start, %d pending)", s.Ingest.Ingested, s.Ingest.Pending))
+		row(tw, "ingest", fmt.Sprintf("running (%s since start, %d pending)", plural(s.Ingest.Ingested, "version"), s.Ingest.Pending))
 	}
 	row(tw, "events", fmt.Sprintf("%d (chain head %.16s)", s.Store.EventSeq, s.Store.EventHead))
 	row(tw, "systemd", fmt.Sprint(s.Systemd))
@@ -63,7 +63,7 @@ func (versionCmd) Run(e *cmdEnv) error {
 	cb.GoVersion = runtime.Version()
 	v, err := e.client().Version(e.ctx)
 	if e.json() {
-		out := map[string]any{"client": cb}
+		out := map[string]any{"client": cb, "client_package": pkgVersion}
 		if err == nil {
 			out["daemon"] = v.Daemon
 			out["api_version"] = v.APIVersion
@@ -73,13 +73,22 @@ func (versionCmd) Run(e *cmdEnv) error {
 		}
 		return err
 	}
-	fmt.Fprintf(e.out, "kiln   %s (commit %s, built %s, %s)\n", cb.Version, orNone(cb.Commit), orNone(cb.BuildDate), cb.GoVersion)
+	fmt.Fprintln(e.out, "kiln   "+buildLine(cb, pkgVersion))
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(e.out, "kilnd  %s (commit %s, built %s, %s), API %s\n", v.Daemon.Version, orNone(v.Daemon.Commit),
-		orNone(v.Daemon.BuildDate), v.Daemon.GoVersion, v.APIVersion)
+	fmt.Fprintf(e.out, "kilnd  %s, API %s\n", buildLine(v.Daemon, ""), v.APIVersion)
 	return nil
+}
+
+// buildLine names a binary both ways: the package version dpkg and rpm
+// show, when it came from a package, and git's version and commit.
+func buildLine(b api.BuildInfo, pkg string) string {
+	s := "git " + b.Version
+	if pkg != "" {
+		s = "package " + pkg + ", " + s
+	}
+	return fmt.Sprintf("%s (commit %s, built %s, %s)", s, orNone(b.Commit), orNone(b.BuildDate), b.GoVersion)
 }
 
 func orNone(s string) string {
@@ -108,23 +117,32 @@ func (doctorCmd) Run(e *cmdEnv) error {
 		if err := writeJSON(e.out, d); err != nil {
 			return err
 		}
-	} else {
-		tw := table(e.out)
-		for _, c := range d.Checks {
-			line := fmt.Sprintf("%s\t%s\t%s", strings.ToUpper(c.Result), c.Name, c.Detail)
-			if c.Fix != "" {
-				line += "\tfix: " + c.Fix
-			}
-			fmt.Fprintln(tw, line)
-		}
-		if err := tw.Flush(); err != nil {
-			return err
-		}
+	} else if err := printChecks(e.out, d.Checks); err != nil {
+		return err
 	}
 	if failed > 0 {
-		return fmt.Errorf("%d of %d checks failed", failed, len(d.Checks))
+		return fmt.Errorf("%d of %s failed", failed, plural(len(d.Checks), "check"))
 	}
 	return nil
+}
+
+// printChecks prints one line per check, the detail last so that a long
+// one pads nothing, and the fix on a line of its own under the detail.
+func printChecks(w io.Writer, checks []api.Check) error {
+	resultW, nameW := 0, 0
+	for _, c := range checks {
+		resultW, nameW = max(resultW, len(c.Result)), max(nameW, len(c.Name))
+	}
+	indent := strings.Repeat(" ", resultW+2+nameW+2)
+	var b strings.Builder
+	for _, c := range checks {
+		fmt.Fprintf(&b, "%-*s  %-*s  %s\n", resultW, strings.ToUpper(c.Result), nameW, c.Name, c.Detail)
+		if c.Fix != "" {
+			fmt.Fprintf(&b, "%sfix: %s\n", indent, c.Fix)
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
 }
 
 type pipelinesCmd struct {
@@ -188,22 +206,25 @@ type pipelinesValidateCmd struct {
 // Run validates locally with the daemon's own decoder, so the answer is the
 // same one kilnd would give on reload.
 func (c pipelinesValidateCmd) Run(e *cmdEnv) error {
-	var errs []error
+	problems, bad := 0, 0
 	for _, f := range c.Files {
 		p, err := config.LoadPipelineFile(f)
 		if err != nil {
-			errs = append(errs, err)
+			// Every problem in the file, FILE:LINE:COL: field: message,
+			// one per line, so one edit fixes them all.
+			bad++
+			for _, line := range strings.Split(err.Error(), "\n") {
+				problems++
+				fmt.Fprintln(os.Stderr, line)
+			}
 			continue
 		}
 		if !e.json() {
 			fmt.Fprintf(e.out, "%s: ok (pipeline %s)\n", filepath.Base(f), p.Name)
 		}
 	}
-	if len(errs) > 0 {
-		for _, err := range errs[1:] {
-			fmt.Fprintln(os.Stderr, "kiln: "+err.Error())
-		}
-		return errs[0]
+	if bad > 0 {
+		return fmt.Errorf("%s in %d of %s", plural(problems, "problem"), bad, plural(len(c.Files), "file"))
 	}
 	return nil
 }
@@ -352,7 +373,7 @@ func (c backupCmd) Run(e *cmdEnv) error {
 	if err != nil {
 		return fmt.Errorf("backup to %s: %w", c.File, err)
 	}
-	fmt.Fprintf(e.out, "wrote %s (%d bytes); back up the blobs folder too: it holds the data the database points at\n", c.File, n)
+	fmt.Fprintf(e.out, "wrote %s (%s); back up the blobs folder too: it holds the data the database points at\n", c.File, plural(n, "byte"))
 	if c.NoPredictions {
 		return nil
 	}
@@ -361,7 +382,7 @@ func (c backupCmd) Run(e *cmdEnv) error {
 	if err != nil {
 		return fmt.Errorf("backup prediction logs to %s: %w", pf, err)
 	}
-	fmt.Fprintf(e.out, "wrote %s (%d bytes): the prediction logs, without the inputs kept as files\n", pf, n)
+	fmt.Fprintf(e.out, "wrote %s (%s): the prediction logs, without the inputs kept as files\n", pf, plural(n, "byte"))
 	return nil
 }
 
@@ -407,9 +428,10 @@ func (c gcCmd) Run(e *cmdEnv) error {
 	if r.DryRun {
 		verb = "would remove"
 	}
-	fmt.Fprintf(e.out, "gc %s %d blobs (%d bytes), pruned models %s, expired quarantine %s, %d run logs, images %s; kept %d models, %d image digests (%s)\n",
-		verb, len(r.DeletedBlobs), r.FreedBytes, list(r.PrunedModels), list(r.ExpiredQuarantine), r.ExpiredRunLogs,
-		list(r.RemovedImages), len(r.KeptModels), len(r.KeepImages), r.Took)
+	fmt.Fprintf(e.out, "gc %s %s (%s), pruned models %s, expired quarantine %s, %s, images %s; kept %s, %s (%s)\n",
+		verb, plural(len(r.DeletedBlobs), "blob"), plural(r.FreedBytes, "byte"), list(r.PrunedModels), list(r.ExpiredQuarantine),
+		plural(r.ExpiredRunLogs, "run log"), list(r.RemovedImages), plural(len(r.KeptModels), "model"),
+		plural(len(r.KeepImages), "image digest"), r.Took)
 	return nil
 }
 

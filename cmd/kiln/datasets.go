@@ -67,7 +67,7 @@ func (c datasetsShowCmd) Run(e *cmdEnv) error {
 		row(tw, "file", fmt.Sprintf("%s  %s  %s", f.Path, humanSize(f.Size), shortDigest(f.Digest)))
 	}
 	for _, p := range d.Parts {
-		row(tw, "part", fmt.Sprintf("%s  %d rows  %s  %s", p.Path, p.Rows, humanSize(p.Size), shortDigest(p.Digest)))
+		row(tw, "part", fmt.Sprintf("%s  %s  %s  %s", p.Path, plural(p.Rows, "row"), humanSize(p.Size), shortDigest(p.Digest)))
 	}
 	row(tw, "upstream", lineageText(d.Upstream))
 	row(tw, "downstream", lineageText(d.Downstream))
@@ -105,9 +105,9 @@ func (c datasetsReleaseCmd) Run(e *cmdEnv) error {
 		return writeJSON(e.out, d)
 	}
 	if d.State != "released" { // a suspect version: admitted before, back in training windows now
-		fmt.Fprintf(e.out, "released %s (%d rows) as %s; it trains again\n", d.ID, d.Rows, d.ReleasedBy)
+		fmt.Fprintf(e.out, "released %s (%s) as %s; it trains again\n", d.ID, plural(d.Rows, "row"), d.ReleasedBy)
 		return nil
 	}
-	fmt.Fprintf(e.out, "released %s (%d rows) as %s; it was quarantined for: %s\n", d.ID, d.Rows, d.ReleasedBy, d.Reason)
+	fmt.Fprintf(e.out, "released %s (%s) as %s; it was quarantined for: %s\n", d.ID, plural(d.Rows, "row"), d.ReleasedBy, d.Reason)
 	return nil
 }

@@ -23,10 +23,7 @@ func printGPUTable(w io.Writer, r api.GPUReport) error {
 		_, err := fmt.Fprintln(w, reason)
 		return err
 	}
-	head := fmt.Sprintf("NVIDIA driver %s, CUDA %s, %d GPU", orDash(r.DriverVersion), orDash(r.CUDAVersion), len(r.GPUs))
-	if len(r.GPUs) != 1 {
-		head += "s"
-	}
+	head := fmt.Sprintf("NVIDIA driver %s, CUDA %s, %s", orDash(r.DriverVersion), orDash(r.CUDAVersion), plural(len(r.GPUs), "GPU"))
 	if !r.SampledAt.IsZero() {
 		head += ", sampled " + r.SampledAt.Format(time.RFC3339)
 	}
@@ -113,7 +110,7 @@ func gpuDetail(g api.GPU) string {
 	if g.MIG != nil {
 		switch {
 		case g.MIG.Enabled:
-			parts = append(parts, fmt.Sprintf("%d MIG devices", len(g.MIG.Devices)))
+			parts = append(parts, plural(len(g.MIG.Devices), "MIG device"))
 		case g.MIG.Pending:
 			parts = append(parts, "MIG mode change pending: reset the GPU")
 		}

@@ -6,9 +6,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/alecthomas/kong"
@@ -17,11 +20,13 @@ import (
 	"github.com/kiln-edge/kiln/daemon/apiclient"
 )
 
-// Set at link time by the Makefile.
+// Set at link time by the Makefile; pkgVersion only by packaging/build.sh,
+// as dpkg and rpm show it (1.2.3-1), since version is git's description.
 var (
-	version   = "dev"
-	commit    = ""
-	buildDate = ""
+	version    = "dev"
+	commit     = ""
+	buildDate  = ""
+	pkgVersion = ""
 )
 
 // globals are the flags every command sees, bound into each Run.
@@ -58,12 +63,10 @@ type cli struct {
 
 func main() {
 	var c cli
-	kctx := kong.Parse(&c,
-		kong.Name("kiln"),
-		kong.Description("kiln drives kilnd, the self-driving ML appliance daemon, over its local socket."),
-		kong.UsageOnError(),
-		kong.Vars{"default_socket": apiclient.DefaultSocket},
-	)
+	kctx, code := parse(&c, os.Args[1:], os.Stderr)
+	if kctx == nil {
+		os.Exit(code)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	env := &cmdEnv{ctx: ctx, g: c.globals, out: os.Stdout}
@@ -72,6 +75,51 @@ func main() {
 		stop()
 		os.Exit(1)
 	}
+}
+
+// parse reads the command line. A mistake in it is one line on stderr (the
+// whole usage would bury it) and kong's usage exit status, 80; --help
+// prints and exits 0 as kong does.
+func parse(c *cli, args []string, stderr io.Writer) (*kong.Context, int) {
+	k, err := kong.New(c,
+		kong.Name("kiln"),
+		kong.Description("kiln drives kilnd, the self-driving ML appliance daemon, over its local socket."),
+		kong.Vars{"default_socket": apiclient.DefaultSocket},
+	)
+	if err != nil {
+		fmt.Fprintln(stderr, "kiln: "+err.Error())
+		return nil, 1
+	}
+	kctx, err := k.Parse(args)
+	if err != nil {
+		help := "kiln --help"
+		var pe *kong.ParseError
+		if errors.As(err, &pe) && pe.Context != nil {
+			if cmd := pe.Context.Command(); cmd != "" {
+				help = "kiln " + cmdWords(cmd) + " --help"
+			}
+		}
+		fmt.Fprintf(stderr, "kiln: %s (see %s)\n", firstLine(err.Error()), help)
+		code := 80
+		var ec kong.ExitCoder
+		if errors.As(err, &ec) {
+			code = ec.ExitCode()
+		}
+		return nil, code
+	}
+	return kctx, 0
+}
+
+// cmdWords keeps the command words of kong's "lineage <id>": the
+// arguments are not part of the help command.
+func cmdWords(cmd string) string {
+	var words []string
+	for _, w := range strings.Fields(cmd) {
+		if !strings.HasPrefix(w, "<") {
+			words = append(words, w)
+		}
+	}
+	return strings.Join(words, " ")
 }
 
 // cmdEnv is what every command's Run receives.

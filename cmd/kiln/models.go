@@ -1,8 +1,11 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"os"
 	"slices"
@@ -248,6 +251,29 @@ func (c lineageCmd) Run(e *cmdEnv) error {
 	return nil
 }
 
+// someRows refuses input with no rows before anything is sent: an empty
+// request would come back as an empty answer and exit 0, which reads as
+// "the model answered nothing". Blank lines before the first row are
+// dropped; the rest streams as it comes.
+func someRows(r io.Reader) (io.Reader, error) {
+	br := bufio.NewReader(r)
+	for {
+		b, err := br.ReadByte()
+		if err == io.EOF {
+			return nil, errors.New("no rows on stdin: give CSV rows, no header, one per line (kiln predict P < rows.csv)")
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read stdin: %w", err)
+		}
+		if b != '\n' && b != '\r' {
+			if err := br.UnreadByte(); err != nil {
+				return nil, err
+			}
+			return br, nil
+		}
+	}
+}
+
 type predictCmd struct {
 	Pipeline string `arg:"" help:"Pipeline name."`
 	Protocol string `help:"How to read the endpoint's answer for -o json: sagemaker or v2 (default: the pipeline's serve.protocol)." placeholder:"PROTOCOL"`
@@ -257,8 +283,12 @@ type predictCmd struct {
 // The answer is copied as it comes; with -o json it is read with the serving
 // contract and printed as a JSON array, one prediction per row.
 func (c predictCmd) Run(e *cmdEnv) error {
+	rows, err := someRows(os.Stdin)
+	if err != nil {
+		return err
+	}
 	if !e.json() {
-		return e.client().Predict(e.ctx, c.Pipeline, os.Stdin, e.out)
+		return e.client().Predict(e.ctx, c.Pipeline, rows, e.out)
 	}
 	protocol := c.Protocol
 	if protocol == "" {
@@ -272,7 +302,7 @@ func (c predictCmd) Run(e *cmdEnv) error {
 		return fmt.Errorf("--protocol %q: want %s or %s", protocol, contract.ProtocolSageMaker, contract.ProtocolV2)
 	}
 	var answer bytes.Buffer
-	if err := e.client().Predict(e.ctx, c.Pipeline, os.Stdin, &answer); err != nil {
+	if err := e.client().Predict(e.ctx, c.Pipeline, rows, &answer); err != nil {
 		return err
 	}
 	preds, err := contract.ParseAnswer(protocol, answer.Bytes())

@@ -49,7 +49,7 @@ func (c modelsAccuracyCmd) Run(e *cmdEnv) error {
 		if e.json() {
 			return writeJSON(e.out, map[string]any{"svg": c.SVG, "points": countPoints(a)})
 		}
-		fmt.Fprintf(e.out, "wrote %s (%d points, %d models)\n", c.SVG, countPoints(a), len(a.Models))
+		fmt.Fprintf(e.out, "wrote %s (%s, %s)\n", c.SVG, plural(countPoints(a), "point"), plural(len(a.Models), "model"))
 		return nil
 	case e.json():
 		return writeJSON(e.out, a)
@@ -153,9 +153,9 @@ func monitorLines(w io.Writer, mm *api.ModelMonitor) {
 	case mm.Labels == 0:
 		fmt.Fprintf(&b, "%s: no labels yet", mm.Metric)
 	case mm.Promoted.IsZero():
-		fmt.Fprintf(&b, "%s %s on %d labels", mm.Metric, metricText(mm.Value), mm.Labels)
+		fmt.Fprintf(&b, "%s %s on %s", mm.Metric, metricText(mm.Value), plural(mm.Labels, "label"))
 	default:
-		fmt.Fprintf(&b, "%s %s on %d labels since promotion", mm.Metric, metricText(mm.Value), mm.Labels)
+		fmt.Fprintf(&b, "%s %s on %s since promotion", mm.Metric, metricText(mm.Value), plural(mm.Labels, "label"))
 	}
 	if !mm.Promoted.IsZero() {
 		fmt.Fprintf(&b, " (promoted %s)", mm.Promoted.UTC().Format("2006-01-02 15:04:05"))
@@ -164,12 +164,12 @@ func monitorLines(w io.Writer, mm *api.ModelMonitor) {
 		fmt.Fprintf(&b, "; holdout %s at promotion", metricText(mm.Holdout))
 	}
 	if mm.Excluded > 0 {
-		fmt.Fprintf(&b, "; %d rows left out (in its training data)", mm.Excluded)
+		fmt.Fprintf(&b, "; %s left out (in its training data)", plural(mm.Excluded, "row"))
 	}
 	fmt.Fprintf(w, "monitor  %s\n", b.String())
 	if p := mm.Paired; p != nil {
-		fmt.Fprintf(w, "paired   both right %d, live only %d, standby only %d, both wrong %d (%d rows, this model live)\n",
-			p.Both, p.LiveOnly, p.StandbyOnly, p.Neither, p.Rows)
+		fmt.Fprintf(w, "paired   both right %d, live only %d, standby only %d, both wrong %d (%s, this model live)\n",
+			p.Both, p.LiveOnly, p.StandbyOnly, p.Neither, plural(p.Rows, "row"))
 	}
 }
 
@@ -183,7 +183,7 @@ func statusMonitorLine(pm api.PipelineMonitor) string {
 		if pm.Labels == 0 || pm.Value == nil {
 			fmt.Fprintf(&b, "%s: no labels yet", pm.Metric)
 		} else {
-			fmt.Fprintf(&b, "%s %s on %d labels since promotion", pm.Metric, metricText(pm.Value), pm.Labels)
+			fmt.Fprintf(&b, "%s %s on %s since promotion", pm.Metric, metricText(pm.Value), plural(pm.Labels, "label"))
 		}
 	}
 	switch {
@@ -213,8 +213,8 @@ func watchLine(w *api.Watch) string {
 	}
 	switch w.Detector {
 	case "warmup":
-		fmt.Fprintf(&b, "; detector learning its baseline (%d of %d misses, %d of at most %d labels)",
-			w.WarmupMisses, w.WarmupMaxMisses, w.WarmupLabels, w.WarmupMaxLabels)
+		fmt.Fprintf(&b, "; detector learning its baseline (%d of %s, %d of at most %s)",
+			w.WarmupMisses, plural(w.WarmupMaxMisses, "miss", "misses"), w.WarmupLabels, plural(w.WarmupMaxLabels, "label"))
 	case "armed":
 		fmt.Fprintf(&b, "; detector armed at baseline %.4f", w.Baseline)
 	case "alarm":

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"io"
+	"strings"
 	"testing"
 
 	"github.com/alecthomas/kong"
@@ -37,5 +39,29 @@ func TestCommandLinesParse(t *testing.T) {
 		if _, err := k.Parse(args); err != nil {
 			t.Errorf("kiln %v: %v", args, err)
 		}
+	}
+}
+
+// TestUsageErrorsOneLine: a command-line mistake is one line naming it and
+// where help is, with kong's usage status (80), not the whole usage.
+func TestUsageErrorsOneLine(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"lineage", "p/m1", "--up", "--down"}, "kiln: --up and --down can't be used together (see kiln lineage --help)\n"},
+		{[]string{"lineage"}, "kiln: expected \"<id>\" (see kiln lineage --help)\n"},
+		{[]string{"no-such-command"}, "kiln: unexpected argument no-such-command (see kiln --help)\n"},
+	} {
+		var c cli
+		var stderr strings.Builder
+		kctx, code := parse(&c, tc.args, &stderr)
+		if kctx != nil || code != 80 || stderr.String() != tc.want {
+			t.Errorf("kiln %v: exit %d, stderr %q; want 80 and %q", tc.args, code, stderr.String(), tc.want)
+		}
+	}
+	var c cli
+	if kctx, code := parse(&c, []string{"lineage", "p/m1", "--down"}, io.Discard); kctx == nil || code != 0 || !c.Lineage.Down {
+		t.Errorf("kiln lineage p/m1 --down: exit %d; want parsed", code)
 	}
 }

@@ -115,6 +115,30 @@ func TestPredictTable(t *testing.T) {
 	}
 }
 
+// TestPredictEmptyInput: no rows is an error before anything is sent, with
+// one line saying what to give; blank lines before the rows are dropped.
+func TestPredictEmptyInput(t *testing.T) {
+	sock := fakeKilnd(t, "sagemaker", "failing\nnormal\n")
+	for _, in := range []string{"", "\n", "\r\n\n"} {
+		withStdin(t, in)
+		e := &cmdEnv{ctx: context.Background(), g: globals{Socket: sock, Output: "table"}, out: os.Stdout}
+		err := (predictCmd{Pipeline: "pumps"}).Run(e)
+		if err == nil || !strings.HasPrefix(err.Error(), "no rows on stdin") || strings.Contains(err.Error(), "\n") {
+			t.Errorf("predict with stdin %q = %v; want a one-line no-rows error", in, err)
+		}
+	}
+	out, err := os.CreateTemp(t.TempDir(), "out")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = out.Close() }()
+	withStdin(t, "\n2.1,71.5\n0.2,41\n")
+	e := &cmdEnv{ctx: context.Background(), g: globals{Socket: sock, Output: "table"}, out: out}
+	if err := (predictCmd{Pipeline: "pumps"}).Run(e); err != nil {
+		t.Fatalf("predict after a blank line: %v", err)
+	}
+}
+
 // withStdin makes os.Stdin a file holding s for the rest of the test.
 func withStdin(t *testing.T, s string) {
 	t.Helper()

@@ -34,8 +34,8 @@ func (c predictionsPurgeCmd) Run(e *cmdEnv) error {
 	if e.json() {
 		return writeJSON(e.out, res)
 	}
-	fmt.Fprintf(e.out, "purged %d records of %s (%d segments rewritten or removed, %d input files removed)\n",
-		res.Records, res.Pipeline, res.Segments, res.InputFiles)
+	fmt.Fprintf(e.out, "purged %s of %s (%s rewritten or removed, %s removed)\n",
+		plural(res.Records, "record"), res.Pipeline, plural(res.Segments, "segment"), plural(res.InputFiles, "input file"))
 	return nil
 }
 

@@ -137,7 +137,7 @@ func accuracySVG(a api.Accuracy) []byte {
 			seg = append(seg, xy)
 			last = xy
 			fmt.Fprintf(&b, `<circle cx="%.1f" cy="%.1f" r="2.5" fill="%s"><title>%s</title></circle>
-`, x(p.Time), y(*p.Cumulative), colour, esc(fmt.Sprintf("%s %s %s: %.4g on %d labels (%s)", m.Model, p.Role, p.Feedback, *p.Cumulative, p.Labels, p.Time.UTC().Format(time.RFC3339))))
+`, x(p.Time), y(*p.Cumulative), colour, esc(fmt.Sprintf("%s %s %s: %.4g on %s (%s)", m.Model, p.Role, p.Feedback, *p.Cumulative, plural(p.Labels, "label"), p.Time.UTC().Format(time.RFC3339))))
 		}
 		flush()
 	}

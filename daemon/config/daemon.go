@@ -113,11 +113,11 @@ func ParseDaemon(file string, data []byte) (*Daemon, error) {
 		return &d, d.Validate()
 	}
 	root, err := decodeFile(file, data, &d)
-	if err != nil {
+	if root == nil {
 		return nil, err
 	}
-	if err := d.Validate(); err != nil {
-		return nil, positioned(file, root, err)
+	if err := fileErrors(file, root, err, d.Validate()); err != nil {
+		return nil, err
 	}
 	return &d, nil
 }
@@ -130,7 +130,7 @@ var groupRE = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}$`)
 
 var logLevels = map[string]slog.Level{"debug": slog.LevelDebug, "info": slog.LevelInfo, "warn": slog.LevelWarn, "error": slog.LevelError}
 
-// Validate checks the settings and returns the first problem as a *FieldError.
+// Validate checks the settings and returns every problem, each a *FieldError.
 func (d *Daemon) Validate() error {
 	c := &checker{}
 	if !filepath.IsAbs(d.Containerd.Address) {

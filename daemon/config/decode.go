@@ -69,9 +69,33 @@ type shorthand interface {
 	unmarshalShorthand(n *yaml.Node) error
 }
 
+// maxErrors bounds the problems one file reports: every one a person can fix
+// in one pass, without a garbage file flooding the terminal or the journal.
+const maxErrors = 25
+
+// decoder walks the YAML tree into a struct. It reports every bad field it
+// meets (errs) and carries on with the next key or item, so `kiln pipelines
+// validate` names them all at once; only the node bound stops it.
 type decoder struct {
-	file  string
-	nodes int
+	file   string
+	nodes  int
+	errs   []error
+	halted bool // the node bound was hit: stop, do not report again
+}
+
+// errHalted is returned once the node bound was hit and reported.
+var errHalted = errors.New("decode halted")
+
+// report records a problem of one key or item; the walk goes on.
+func (d *decoder) report(err error) {
+	if err == nil || errors.Is(err, errHalted) {
+		return
+	}
+	if len(d.errs) < maxErrors {
+		d.errs = append(d.errs, err)
+	} else if len(d.errs) == maxErrors {
+		d.errs = append(d.errs, &Error{File: d.file, Msg: fmt.Sprintf("more problems not shown (after %d)", maxErrors)})
+	}
 }
 
 func (d *decoder) errf(n *yaml.Node, path, format string, args ...any) error {
@@ -138,6 +162,10 @@ func want(t reflect.Type) string {
 func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) error {
 	d.nodes++
 	if d.nodes > maxNodes {
+		if d.halted {
+			return errHalted
+		}
+		d.halted = true
 		return d.errf(n, path, "too many nodes (more than %d, counting alias expansions)", maxNodes)
 	}
 	if n.Kind == yaml.AliasNode {
@@ -226,27 +254,29 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) error {
 }
 
 // mappingPairs checks the shape every mapping must have (scalar keys, no duplicates, no merge
-// keys) and calls f for each key and value.
+// keys) and calls f for each key and value. A bad pair is reported and skipped; the others are
+// still decoded, so every problem in the file is found in one pass.
 func (d *decoder) mappingPairs(n *yaml.Node, path string, f func(key string, k, val *yaml.Node) error) error {
 	seen := make(map[string]int, len(n.Content)/2)
-	for i := 0; i+1 < len(n.Content); i += 2 {
+	for i := 0; i+1 < len(n.Content) && !d.halted; i += 2 {
 		k, val := n.Content[i], n.Content[i+1]
 		if k.Kind == yaml.AliasNode && k.Alias != nil {
 			k = k.Alias
 		}
 		if k.Kind != yaml.ScalarNode {
-			return d.errf(k, path, "a key must be a plain string, got %s", describe(k))
+			d.report(d.errf(k, path, "a key must be a plain string, got %s", describe(k)))
+			continue
 		}
 		if k.ShortTag() == "!!merge" {
-			return d.errf(k, joinPath(path, "<<"), "merge keys are not supported; write the keys out")
+			d.report(d.errf(k, joinPath(path, "<<"), "merge keys are not supported; write the keys out"))
+			continue
 		}
 		if line, dup := seen[k.Value]; dup {
-			return d.errf(k, joinPath(path, k.Value), "duplicate key (first at line %d)", line)
+			d.report(d.errf(k, joinPath(path, k.Value), "duplicate key (first at line %d)", line))
+			continue
 		}
 		seen[k.Value] = k.Line
-		if err := f(k.Value, k, val); err != nil {
-			return err
-		}
+		d.report(f(k.Value, k, val))
 	}
 	return nil
 }
@@ -328,13 +358,15 @@ func (d *decoder) decodeSlice(n *yaml.Node, v reflect.Value, path string) error 
 	}
 	s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
 	for i, item := range n.Content {
+		if d.halted {
+			break
+		}
 		p := fmt.Sprintf("%s[%d]", path, i)
 		if isNull(item) {
-			return d.errf(item, p, "empty list item")
+			d.report(d.errf(item, p, "empty list item"))
+			continue
 		}
-		if err := d.decode(item, s.Index(i), p); err != nil {
-			return err
-		}
+		d.report(d.decode(item, s.Index(i), p))
 	}
 	v.Set(s)
 	return nil
@@ -516,25 +548,105 @@ func present(root *yaml.Node, path string) bool {
 	return true
 }
 
-// positioned turns a Validate error into a file:line:col one.
+// positioned turns Validate's errors into file:line:col ones, one per field.
 func positioned(file string, root *yaml.Node, err error) error {
-	var fe *FieldError
-	if !errors.As(err, &fe) {
-		return &Error{File: file, Msg: err.Error()}
-	}
-	line, col := locate(root, fe.Path)
-	return &Error{File: file, Line: line, Column: col, Path: fe.Path, Msg: fe.Msg}
+	return errors.Join(positionedErrors(file, root, err)...)
 }
 
-// decodeFile parses data and decodes it into out (a pointer to a pre-filled struct).
+func positionedErrors(file string, root *yaml.Node, err error) []error {
+	var out []error
+	for _, leaf := range leaves(err) {
+		var fe *FieldError
+		if !errors.As(leaf, &fe) {
+			out = append(out, &Error{File: file, Msg: leaf.Error()})
+			continue
+		}
+		line, col := locate(root, fe.Path)
+		out = append(out, &Error{File: file, Line: line, Column: col, Path: fe.Path, Msg: fe.Msg})
+	}
+	return out
+}
+
+// leaves flattens an errors.Join tree.
+func leaves(err error) []error {
+	if err == nil {
+		return nil
+	}
+	j, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		return []error{err}
+	}
+	var out []error
+	for _, e := range j.Unwrap() {
+		out = append(out, leaves(e)...)
+	}
+	return out
+}
+
+// inOrder sorts a file's problems by position (those without one first) and
+// joins them: one line each, as they read top to bottom.
+func inOrder(errs []error) error {
+	slices.SortStableFunc(errs, func(a, b error) int {
+		var ea, eb *Error
+		if !errors.As(a, &ea) || !errors.As(b, &eb) {
+			return 0
+		}
+		if ea.Line != eb.Line {
+			return ea.Line - eb.Line
+		}
+		return ea.Column - eb.Column
+	})
+	return errors.Join(errs...)
+}
+
+// underAny reports whether path is one of bad or inside one: a section whose
+// value did not decode has its defaults, and a "required" under it would only
+// repeat the decoding error.
+func underAny(path string, bad []string) bool {
+	for _, b := range bad {
+		if b != "" && (path == b || strings.HasPrefix(path, b+".") || strings.HasPrefix(path, b+"[")) {
+			return true
+		}
+	}
+	return false
+}
+
+// fileErrors joins a file's decoding problems and Validate's, one line per field in file order;
+// nil when there are none. A field under one that did not decode is left out (see underAny).
+func fileErrors(file string, root *yaml.Node, decodeErr, validateErr error) error {
+	errs := leaves(decodeErr)
+	var bad []string
+	for _, e := range errs {
+		var ce *Error
+		if errors.As(e, &ce) {
+			bad = append(bad, ce.Path)
+		}
+	}
+	for _, e := range positionedErrors(file, root, validateErr) {
+		var ce *Error
+		if errors.As(e, &ce) && underAny(ce.Path, bad) {
+			continue
+		}
+		errs = append(errs, e)
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	return inOrder(errs)
+}
+
+// decodeFile parses data and decodes it into out (a pointer to a pre-filled struct). A file
+// that parses returns its root even when fields failed to decode; err then joins one *Error
+// per bad field, in file order.
 func decodeFile(file string, data []byte, out any) (*yaml.Node, error) {
 	root, err := parseDocument(file, data)
 	if err != nil {
 		return nil, err
 	}
 	d := &decoder{file: file}
-	if err := d.decode(root, reflect.ValueOf(out).Elem(), ""); err != nil {
-		return nil, err
+	d.report(d.decode(root, reflect.ValueOf(out).Elem(), ""))
+	if len(d.errs) > 0 {
+		return root, inOrder(d.errs)
 	}
 	return root, nil
 }

@@ -2,6 +2,7 @@ package config_test
 
 import (
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/kiln-edge/kiln/daemon/config"
@@ -27,9 +28,10 @@ func FuzzParsePipeline(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		p, err := config.ParsePipeline("f.yaml", data)
 		if err != nil {
-			for _, c := range err.Error() {
-				if c == '\n' {
-					t.Fatalf("multi-line error for %q: %q", data, err)
+			// One line per problem, each naming the file.
+			for _, l := range strings.Split(err.Error(), "\n") {
+				if !strings.HasPrefix(l, "f.yaml") {
+					t.Fatalf("error line %q for %q does not name the file: %q", l, data, err)
 				}
 			}
 			return

@@ -49,25 +49,40 @@ func ParsePipeline(file string, data []byte) (*Pipeline, error) {
 		return nil, &Error{File: file, Msg: fmt.Sprintf("file is %d bytes; a spec may have at most %d", len(data), maxSpecSize)}
 	}
 	p := defaultPipeline()
-	root, err := decodeFile(file, data, &p)
-	if err != nil {
-		return nil, err
+	root, decodeErr := decodeFile(file, data, &p)
+	if root == nil {
+		return nil, decodeErr
 	}
+	// Every problem in the file is reported at once (kiln pipelines validate, a rejected
+	// reload): the fields that did not decode, the name, then Validate's.
 	p.applyExclusiveDefaults(root)
+	var nameErr error
 	if want := specName(file); want != "" {
 		switch {
 		case p.Name == "" && !NameRE.MatchString(want):
-			return nil, &Error{File: file, Msg: fmt.Sprintf("file name %q is not a valid pipeline name (want 1 to %d of a-z, 0-9 and -; the file name is the pipeline name)", want, MaxNameLen)}
+			nameErr = &Error{File: file, Msg: fmt.Sprintf("file name %q is not a valid pipeline name (want 1 to %d of a-z, 0-9 and -; the file name is the pipeline name)", want, MaxNameLen)}
 		case p.Name == "":
 			p.Name = want
 		case p.Name != want:
 			line, col := locate(root, "name")
-			return nil, &Error{File: file, Line: line, Column: col, Path: "name",
+			nameErr = &Error{File: file, Line: line, Column: col, Path: "name",
 				Msg: fmt.Sprintf("%q differs from the file name %q (a spec is named by its file; rename one of them)", clip(p.Name), want)}
 		}
 	}
-	if err := p.Validate(); err != nil {
-		return nil, positioned(file, root, err)
+	validateErr := p.Validate()
+	if nameErr != nil {
+		// The name's own problem says it better than Validate's view of it.
+		var kept []error
+		for _, e := range leaves(validateErr) {
+			if fe := (*FieldError)(nil); !errors.As(e, &fe) || fe.Path != "name" {
+				kept = append(kept, e)
+			}
+		}
+		decodeErr = errors.Join(decodeErr, nameErr)
+		validateErr = errors.Join(kept...)
+	}
+	if err := fileErrors(file, root, decodeErr, validateErr); err != nil {
+		return nil, err
 	}
 	sum := sha256.Sum256(data)
 	p.File, p.Digest = file, "sha256:"+hex.EncodeToString(sum[:])

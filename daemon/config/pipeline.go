@@ -2,6 +2,7 @@ package config
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"net"
@@ -347,17 +348,23 @@ func (p *Pipeline) applyExclusiveDefaults(root *yaml.Node) {
 
 // checker keeps the first problem found; a file's error is one line, and the first problem in
 // file order is the one a person fixes first.
-type checker struct{ err *FieldError }
+// checker collects Validate's problems: every field's, so a person fixes a
+// file in one pass; the first per field path, since a later check of a bad
+// field only repeats it.
+type checker struct{ errs []*FieldError }
 
 func (c *checker) failf(path, format string, args ...any) {
-	if c.err == nil {
-		for i, a := range args {
-			if s, ok := a.(string); ok {
-				args[i] = clip(s)
-			}
+	for _, e := range c.errs {
+		if e.Path == path {
+			return
 		}
-		c.err = &FieldError{Path: path, Msg: fmt.Sprintf(format, args...)}
 	}
+	for i, a := range args {
+		if s, ok := a.(string); ok {
+			args[i] = clip(s)
+		}
+	}
+	c.errs = append(c.errs, &FieldError{Path: path, Msg: fmt.Sprintf(format, args...)})
 }
 
 // clip shortens a value quoted back in an error, which must stay one readable line.
@@ -369,11 +376,19 @@ func clip(s string) string {
 	return s[:limit] + "..."
 }
 
+// result is nil, the one *FieldError, or errors.Join of them in the order found.
 func (c *checker) result() error {
-	if c.err == nil {
+	switch len(c.errs) {
+	case 0:
 		return nil
+	case 1:
+		return c.errs[0]
 	}
-	return c.err
+	errs := make([]error, len(c.errs))
+	for i, e := range c.errs {
+		errs[i] = e
+	}
+	return errors.Join(errs...)
 }
 
 func (c *checker) oneOf(path, v string, allowed ...string) {
@@ -401,7 +416,8 @@ func (c *checker) nonNegative(path string, d Duration) {
 	}
 }
 
-// Validate checks a decoded or JSON-built spec and returns the first problem as a *FieldError.
+// Validate checks a decoded or JSON-built spec and returns every problem, each a *FieldError
+// (joined with errors.Join when there are several).
 // Each section checks itself, so a later change to one section touches one method.
 func (p *Pipeline) Validate() error {
 	c := &checker{}

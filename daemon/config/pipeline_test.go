@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -361,13 +362,58 @@ func TestParsePipelineErrors(t *testing.T) {
 			if err == nil {
 				t.Fatalf("ParsePipeline(%q) = %+v, want error %q", tt.spec, p, tt.want)
 			}
-			if got := err.Error(); got != tt.want {
-				t.Errorf("ParsePipeline error\n got: %s\nwant: %s\nspec:\n%s", got, tt.want, tt.spec)
+			// A file may have several problems, one line each; the one this case
+			// is about must be among them, and every line names the file.
+			lines := strings.Split(err.Error(), "\n")
+			if !slices.Contains(lines, tt.want) {
+				t.Errorf("ParsePipeline error\n got: %s\nwant a line: %s\nspec:\n%s", err, tt.want, tt.spec)
 			}
-			if strings.Contains(err.Error(), "\n") {
-				t.Errorf("error has more than one line: %q", err)
+			for _, l := range lines {
+				if !strings.HasPrefix(l, file+":") {
+					t.Errorf("error line %q does not start with %s:", l, file)
+				}
 			}
 		})
+	}
+}
+
+// TestParsePipelineReportsEveryError: kiln pipelines validate names every
+// problem of a file at once, one FILE:LINE:COL: field: message line each, in
+// file order, whether the decoder or Validate found it; a section that did
+// not decode is not also reported as missing its required keys.
+func TestParsePipelineReportsEveryError(t *testing.T) {
+	spec := `name: pumps
+data:
+  label: condition
+  format: xml
+train:
+  image: kiln.local/trainer:1
+  retries: many
+  gpu: 1
+serve: 5
+evaluate: {metric: accuracy, gate: {min: 1.5}}
+retention: {models: 1}
+`
+	_, err := config.ParsePipeline("pumps.yaml", []byte(spec))
+	if err == nil {
+		t.Fatal("ParsePipeline accepted a spec with five problems")
+	}
+	want := []string{
+		`pumps.yaml:4:11: data.format: "xml" is not one of csv, jsonl, files`,
+		`pumps.yaml:7:12: train.retries: want an integer, got "many"`,
+		`pumps.yaml:8:3: train.gpu: unknown field`,
+		`pumps.yaml:9:8: serve: want a mapping, got "5"`,
+		`pumps.yaml:10:`,
+		`pumps.yaml:11:`,
+	}
+	lines := strings.Split(err.Error(), "\n")
+	if len(lines) != len(want) {
+		t.Fatalf("got %d lines, want %d:\n%s", len(lines), len(want), err)
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(lines[i], w) {
+			t.Errorf("line %d = %q; want it to start with %q", i+1, lines[i], w)
+		}
 	}
 }
 

@@ -6,8 +6,14 @@
 // the caller's supplementary groups are read from /proc/<pid>/status. The
 // socket itself is mode 0666, so the route table is the only gate: every route
 // declares itself read or write, root and the admin group may write, members
-// of the read or admin group may read, anyone else gets 403 with a message
-// naming the groups. This follows Tailscale's LocalAPI.
+// of the read or admin group may read (admin implies read), anyone else gets
+// 403 with a message naming the groups. A write route may name the requests
+// that change nothing (a dry run) as reads. This follows Tailscale's LocalAPI.
+//
+// The filesystem cannot say "admin implies read": the drop folders and the
+// pipeline endpoint sockets belong to the read group alone (one group per
+// file, and no ACLs are assumed), so an admin who drops data or calls an
+// endpoint directly needs both memberships (usermod -aG kiln,kiln-admin).
 package localapi
 
 import (
@@ -176,6 +182,19 @@ type Route struct {
 	Path    string
 	Access  api.Access
 	Handler http.HandlerFunc
+	// ReadIf, on a write route, names the requests that change nothing and
+	// so need only read access (POST /v1/gc?dry_run=1: a reader may ask
+	// what gc would remove). It must look at the request line alone, never
+	// the body: the check runs before the handler.
+	ReadIf func(*http.Request) bool
+}
+
+// access is what this request on the route needs.
+func (r Route) access(req *http.Request) api.Access {
+	if r.Access == api.Write && r.ReadIf != nil && r.ReadIf(req) {
+		return api.Read
+	}
+	return r.Access
 }
 
 // NewHandler builds the API handler: every route is wrapped in the access
@@ -201,8 +220,9 @@ func guard(r Route, groups func() Groups, log *slog.Logger) http.Handler {
 			WriteError(w, http.StatusForbidden, "permission denied: "+err.Error())
 			return
 		}
-		if ok, msg := groups().Allowed(id, r.Access); !ok {
-			log.Info("api request refused", "method", req.Method, "path", req.URL.Path, "uid", id.UID, "access", string(r.Access))
+		access := r.access(req)
+		if ok, msg := groups().Allowed(id, access); !ok {
+			log.Info("api request refused", "method", req.Method, "path", req.URL.Path, "uid", id.UID, "access", string(access))
 			WriteError(w, http.StatusForbidden, msg)
 			return
 		}
