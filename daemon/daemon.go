@@ -72,6 +72,7 @@ type Daemon struct {
 
 	reloadMu   sync.Mutex // one reload at a time
 	lastReload atomic.Pointer[api.ReloadResult]
+	ctrdOutage atomic.Pointer[containerdOutage] // nil while containerd answers
 }
 
 // Daemon states reported by `kiln status`.
@@ -288,11 +289,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 	// Pipelines restore in the background: READY does not wait for model
 	// containers, but the endpoints answer as soon as each live model does.
 	d.ctrs.life = ctx
+	d.ctrs.onEvent = d.recordServingExit
 	d.pipes.Start(ctx, d.pipelines.Load().specs)
 	// The monitor scores feedback through the pipelines' models: it asks
 	// each controller, which answers once its pipeline is restored.
 	d.mon.Start(ctx, d.pipelines.Load().specs)
 	go d.sweepContainers(ctx)
+	go d.watchContainerd(ctx)
 
 	if _, err := d.store.Append(ctx, storage.Event{Actor: actorKilnd, Kind: "kilnd.started",
 		Details: map[string]string{"version": d.build.Version, "pid": fmt.Sprint(os.Getpid())}}); err != nil {

@@ -101,6 +101,9 @@ func (d *Daemon) status(ctx context.Context) api.Status {
 	defer cancel()
 	if v, err := d.rt.Version(cctx); err != nil {
 		s.Containerd = api.ComponentStatus{Detail: err.Error()}
+		if o := d.ctrdOutage.Load(); o != nil {
+			s.Containerd.Detail = "containerd at " + d.rt.Address() + " " + o.String()
+		}
 	} else {
 		s.Containerd = api.ComponentStatus{OK: true, Detail: "containerd " + v + " at " + d.rt.Address()}
 	}
