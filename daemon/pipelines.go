@@ -133,7 +133,7 @@ func (d *Daemon) checkImages(ctx context.Context, specs map[string]*config.Pipel
 			if err := d.resolveImage(rctx, ref); err != nil {
 				w := fmt.Sprintf("pipeline %s: image %s: %v (import it with `kiln images import FILE`)", name, ref, err)
 				warnings = append(warnings, w)
-				d.log.Warn("pipeline image not resolvable", "pipeline", name, "image", ref, "err", err)
+				// The event is the log line (journal.go).
 				d.recordEvent(ctx, "pipeline.image_missing", name, []string{ref}, map[string]string{"error": err.Error()})
 			}
 		}
