@@ -3,6 +3,7 @@ package runtime
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -11,57 +12,85 @@ import (
 )
 
 // logPoll is how often a log file's size is checked, and how often
-// FollowLog looks for new bytes.
-var logPoll = 500 * time.Millisecond
+// FollowLog looks for new bytes. logPollFast is the check's pace right after
+// a rotation: a task that filled half its cap within one poll may be
+// flooding (tens of MB/s from a tight print loop), and the pair then
+// overshoots the cap by what it writes in one interval.
+var (
+	logPoll     = 500 * time.Millisecond
+	logPollFast = 20 * time.Millisecond
+)
 
 // capLog keeps path and path.1 together near limit: once path passes half
 // the limit, its content is copied to path.1 and path is truncated. The shim
 // opened path with O_APPEND, so its next write lands at the new end.
 func capLog(ctx context.Context, path string, limit int64, log *slog.Logger) {
-	t := time.NewTicker(logPoll)
-	defer t.Stop()
+	wait := logPoll
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-time.After(wait):
 		}
-		if err := rotateIfOver(path, limit/2); err != nil && !errors.Is(err, os.ErrNotExist) {
+		rotated, err := rotateIfOver(path, limit/2)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
 			log.Warn("cap log file", "path", path, "err", err)
+		}
+		wait = logPoll
+		if rotated {
+			wait = logPollFast
 		}
 	}
 }
 
-func rotateIfOver(path string, half int64) error {
+// logFloodTail is the most a flooded log keeps of the burst: the copy must
+// be quick, since the task keeps writing while it runs.
+const logFloodTail = 1 << 20
+
+// rotateIfOver moves path to path.1 once it is over half. A live file over
+// twice half (the whole cap: a flood between two checks) keeps only its last
+// half (at most logFloodTail) in path.1, after a line saying how much was
+// dropped; copying it all would let one burst put any size on disk.
+func rotateIfOver(path string, half int64) (bool, error) {
 	st, err := os.Stat(path)
 	if err != nil || st.Size() <= half {
-		return err
+		return false, err
 	}
 	src, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer func() { _ = src.Close() }() // never written, only truncated: Truncate's error is the one that counts
 	tmp := path + ".1.tmp"
 	dst, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
 	if err != nil {
-		return err
+		return false, err
 	}
 	// The whole live file moves, so a follower that had read up to offset
-	// N of it finds the rest at offset N of path.1. Truncate before the
-	// rename: a follower that sees a new path.1 knows the live file
+	// N of it finds the rest at offset N of path.1 (after a flood only the
+	// tail moves, and a follower loses what was dropped). Truncate before
+	// the rename: a follower that sees a new path.1 knows the live file
 	// restarted from zero.
-	if _, err := io.Copy(dst, src); err != nil {
+	var from io.Reader = src
+	if size := st.Size(); size > 2*half {
+		keep := min(half, logFloodTail)
+		if _, err := fmt.Fprintf(dst, "kiln: %d bytes of log dropped here: the task wrote faster than its log cap allows\n", size-keep); err != nil {
+			_ = dst.Close()
+			return false, err
+		}
+		from = io.NewSectionReader(src, size-keep, keep)
+	}
+	if _, err := io.Copy(dst, from); err != nil {
 		_ = dst.Close()
-		return err
+		return false, err
 	}
 	if err := dst.Close(); err != nil {
-		return err
+		return false, err
 	}
 	if err := src.Truncate(0); err != nil {
-		return err
+		return false, err
 	}
-	return os.Rename(tmp, path+".1")
+	return true, os.Rename(tmp, path+".1")
 }
 
 // ReadLog writes a task's whole retained log (path.1, then path) to w.

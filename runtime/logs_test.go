@@ -40,7 +40,7 @@ func TestLogCapAndFollow(t *testing.T) {
 		if i%20 == 19 {
 			// What capLog does on its tick, here between bursts so the
 			// test is deterministic about which bytes a rotation moves.
-			if err := rotateIfOver(path, 2048); err != nil {
+			if _, err := rotateIfOver(path, 2048); err != nil {
 				t.Fatal(err)
 			}
 			time.Sleep(15 * time.Millisecond)
@@ -61,6 +61,38 @@ func TestLogCapAndFollow(t *testing.T) {
 	defer mu.Unlock()
 	if got.String() != want.String() {
 		t.Errorf("followed %d bytes; want %d, every line once in order", got.Len(), want.Len())
+	}
+}
+
+// TestLogFloodKeepsTail: a task that wrote far past its cap between two
+// checks (a print loop does tens of MB/s) leaves only the last half of the
+// cap, after a line saying how much was dropped; the live file restarts.
+func TestLogFloodKeepsTail(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "run.log")
+	var flood strings.Builder
+	for i := range 20000 {
+		fmt.Fprintf(&flood, "flood %06d\n", i) // 13 bytes a line, 260,000 in all
+	}
+	if err := os.WriteFile(path, []byte(flood.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rotated, err := rotateIfOver(path, 4096)
+	if err != nil || !rotated {
+		t.Fatalf("rotateIfOver = %v, %v; want a rotation", rotated, err)
+	}
+	old, err := os.ReadFile(path + ".1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	head, tail, _ := strings.Cut(string(old), "\n")
+	if want := fmt.Sprintf("kiln: %d bytes of log dropped", 260000-4096); !strings.HasPrefix(head, want) {
+		t.Errorf("first line of %s.1 = %q; want it to start %q", path, head, want)
+	}
+	if len(tail) != 4096 || !strings.HasSuffix(tail, "flood 019999\n") {
+		t.Errorf("%s.1 keeps %d bytes ending %q; want the last 4096 of the flood", path, len(tail), tail[max(len(tail)-13, 0):])
+	}
+	if st, err := os.Stat(path); err != nil || st.Size() != 0 {
+		t.Errorf("live file after the rotation: %v, %v; want it empty", st, err)
 	}
 }
 
