@@ -33,7 +33,8 @@ type Image struct {
 // progress, when not nil, is called with the bytes read so far (at most
 // every 64 KiB read). It returns every tag and pin it created or updated.
 func (r *Runtime) Import(ctx context.Context, rd io.Reader, progress func(bytes int64)) ([]Image, error) {
-	cr := &countingReader{r: rd, fn: progress}
+	// The guard refuses a hostile archive at its first bad header, before containerd stores it.
+	cr := &countingReader{r: newArchiveGuard(rd, defaultArchiveLimits), fn: progress}
 	imported, err := r.c.Import(ctx, cr,
 		client.WithImageRefTranslator(normalizeRef),
 		client.WithDigestRef(func(d digest.Digest) string { return d.String() }),
