@@ -133,6 +133,9 @@ type Train struct {
 	Timeout Duration `yaml:"timeout" json:"timeout"`
 	// retries: how often a failed run is retried. Default 0.
 	Retries int `yaml:"retries" json:"retries"`
+	// max_model_size: a run whose /opt/ml/model holds more fails instead of
+	// filling the blob store; 0 is no cap. Default 0.
+	MaxModelSize Bytes `yaml:"max_model_size,omitempty" json:"max_model_size,omitempty"`
 }
 
 // Resources are a container's limits.
@@ -605,6 +608,9 @@ func (t *Train) validate(c *checker, path string) {
 	}
 	if t.Retries < 0 || t.Retries > 10 {
 		c.failf(path+".retries", "%d is out of range (want 0 to 10)", t.Retries)
+	}
+	if t.MaxModelSize < 0 {
+		c.failf(path+".max_model_size", "must not be negative")
 	}
 }
 

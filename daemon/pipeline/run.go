@@ -296,6 +296,9 @@ func (c *controller) execRun(ctx context.Context, f *flight, run storage.Run, at
 	if why := failure(res); why != "" {
 		return runResult{run: run, err: errors.New(why)}
 	}
+	if err := checkModelSize(res.ModelDir, spec.Train.MaxModelSize); err != nil {
+		return runResult{run: run, err: err}
+	}
 	model, err := c.collectModel(ctx, run, res)
 	crashpoint.Hit("train.after-model-blobs")
 	return runResult{run: run, model: model, err: err}
