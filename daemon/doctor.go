@@ -27,7 +27,7 @@ func (d *Daemon) doctor(ctx context.Context) []api.Check {
 		d.checkSocket(),
 		d.checkNVML(),
 	}
-	checks = append(checks, d.checkCDI())
+	checks = append(checks, d.checkCDI(), d.checkGroups())
 	checks = append(checks, d.checkPipelines(), d.checkPipelineImages(ctx), d.checkStore())
 	return checks
 }
