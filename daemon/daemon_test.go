@@ -27,7 +27,7 @@ type testDaemon struct {
 	stop   func()
 }
 
-func startTestDaemon(t *testing.T, root string, srv *gputest.Server) *testDaemon {
+func startTestDaemon(t testing.TB, root string, srv *gputest.Server) *testDaemon {
 	t.Helper()
 	// The test's own primary group is the admin group, so the API lets the
 	// test write without root.
@@ -73,7 +73,7 @@ func startTestDaemon(t *testing.T, root string, srv *gputest.Server) *testDaemon
 	return td
 }
 
-func waitUntil(t *testing.T, what string, cond func() bool) {
+func waitUntil(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		if cond() {

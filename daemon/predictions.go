@@ -47,6 +47,10 @@ func (d *Daemon) handlePredictionsPurge(w http.ResponseWriter, r *http.Request) 
 	}
 	var req api.PurgeRequest
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16)).Decode(&req); err != nil {
+		if tooBig := (*http.MaxBytesError)(nil); errors.As(err, &tooBig) {
+			localapi.WriteError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("purge request body is over %d bytes", tooBig.Limit))
+			return
+		}
 		localapi.WriteError(w, http.StatusBadRequest, "purge request body: "+err.Error())
 		return
 	}
