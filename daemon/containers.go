@@ -44,6 +44,7 @@ func (c *containers) trainSpec(job pipeline.TrainJob) runtime.TrainSpec {
 			Resources: runtime.Resources{MemoryBytes: job.Resources.Memory, CPUs: job.Resources.CPUs, Pids: job.Resources.Pids},
 			GPUs:      job.GPUs,
 			LogFile:   job.LogPath,
+			Labels:    runtime.Identity{Installation: job.Installation, Digest: job.Digest}.Labels(),
 		},
 		Workspace:       job.Workspace,
 		Channels:        job.Channels,
@@ -66,7 +67,9 @@ func (c *containers) StartTraining(ctx context.Context, job pipeline.TrainJob) (
 }
 
 func (c *containers) AttachTraining(ctx context.Context, job pipeline.TrainJob) (pipeline.Training, error) {
-	t, err := c.rt.Adopt(ctx, job.ContainerID)
+	// Only a container with this installation's ID and the run's digest is
+	// the run's; anything else under the name (ErrForeign) is left alone.
+	t, err := c.rt.Adopt(ctx, job.ContainerID, runtime.Identity{Installation: job.Installation, Digest: job.Digest})
 	if err != nil {
 		return nil, err
 	}
@@ -106,6 +109,7 @@ func (c *containers) serveSpec(job pipeline.ServeJob) runtime.ServeSpec {
 			Resources: runtime.Resources{MemoryBytes: job.Resources.Memory, CPUs: job.Resources.CPUs, Pids: job.Resources.Pids},
 			GPUs:      job.GPUs,
 			LogFile:   job.LogPath,
+			Labels:    runtime.Identity{Installation: job.Installation, Digest: job.Digest}.Labels(),
 		},
 		ModelDir: job.ModelDir,
 		ModelID:  job.Model,
@@ -132,7 +136,9 @@ func (c *containers) StartServing(ctx context.Context, job pipeline.ServeJob) (p
 }
 
 func (c *containers) AttachServing(ctx context.Context, job pipeline.ServeJob) (pipeline.Serving, error) {
-	t, err := c.rt.Adopt(ctx, job.ContainerID)
+	// A name is no proof: a container of another installation, or holding
+	// another model, is never served or evaluated through (ErrForeign).
+	t, err := c.rt.Adopt(ctx, job.ContainerID, runtime.Identity{Installation: job.Installation, Digest: job.Digest})
 	if err != nil {
 		return nil, err
 	}

@@ -28,8 +28,31 @@ func (d *Daemon) doctor(ctx context.Context) []api.Check {
 		d.checkNVML(),
 	}
 	checks = append(checks, d.checkCDI(), d.checkGroups())
-	checks = append(checks, d.checkPipelines(), d.checkPipelineImages(ctx), d.checkStore())
+	checks = append(checks, d.checkPipelines(), d.checkPipelineImages(ctx), d.checkStore(), d.checkForeign(ctx))
 	return checks
+}
+
+// checkForeign lists containers in kiln's namespace that are not this
+// installation's (DESIGN.md "Container identity"): kilnd never serves,
+// evaluates through or removes them on its own.
+func (d *Daemon) checkForeign(ctx context.Context) api.Check {
+	c := api.Check{Name: "foreign-containers"}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	_, foreign, err := d.classifyContainers(ctx)
+	switch {
+	case err != nil:
+		c.Result, c.Detail = api.CheckWarn, "cannot list containers: "+firstLine(err.Error())
+	case len(foreign) == 0:
+		c.Result = api.CheckOK
+		c.Detail = fmt.Sprintf("every container in namespace %q is this installation's (%s)", d.rt.Namespace(), d.store.InstallationID())
+	default:
+		c.Result = api.CheckWarn
+		c.Detail = fmt.Sprintf("%d in namespace %q not of this installation (%s), left alone: %s",
+			len(foreign), d.rt.Namespace(), d.store.InstallationID(), describeForeign(foreign))
+		c.Fix = "kiln gc --foreign removes them (--dry-run lists them); first make sure no other kilnd on this containerd uses namespace " + d.rt.Namespace()
+	}
+	return c
 }
 
 func (d *Daemon) checkContainerd(ctx context.Context) api.Check {

@@ -110,6 +110,13 @@ func (d *Daemon) handleGC(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	var foreign []string
+	if r.URL.Query().Get("foreign") == "1" {
+		if foreign, err = d.collectForeign(r.Context(), dry, actorFrom(r.Context())); err != nil {
+			localapi.WriteError(w, http.StatusInternalServerError, err.Error())
+			return
+		}
+	}
 	deleted := make([]string, 0, len(rep.DeletedBlobs))
 	for _, b := range rep.DeletedBlobs {
 		deleted = append(deleted, b.Digest)
@@ -119,7 +126,32 @@ func (d *Daemon) handleGC(w http.ResponseWriter, r *http.Request) {
 		Protected: rep.Protected, DeletedBlobs: deleted, FreedBytes: rep.FreedBytes,
 		ExpiredQuarantine: nonNil(rep.ExpiredQuarantine), ExpiredRunLogs: len(rep.ExpiredRunLogs),
 		KeepImages: nonNil(rep.KeepImages), RemovedImages: nonNil(removedImages), Took: rep.Took,
+		Foreign: nonNil(foreign),
 	})
+}
+
+// collectForeign removes the containers of other installations (or none)
+// from kiln's namespace, with their tasks and snapshots; with dryRun it only
+// lists them. Only `kiln gc --foreign` asks for it: kilnd never removes a
+// container it cannot prove is its own on its own.
+func (d *Daemon) collectForeign(ctx context.Context, dryRun bool, actor string) ([]string, error) {
+	_, foreign, err := d.classifyContainers(ctx)
+	if err != nil || dryRun {
+		return foreignIDs(foreign), err
+	}
+	var removed []string
+	var errs []error
+	for _, f := range foreign {
+		if err := d.rt.Remove(ctx, f.c.ID); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		removed = append(removed, f.c.ID)
+		details := f.details()
+		details["actor"] = actor
+		d.recordEvent(ctx, "container.removed", "", []string{f.c.ID}, details)
+	}
+	return removed, errors.Join(errs...)
 }
 
 // collectImages deletes the images in kiln's containerd namespace that no

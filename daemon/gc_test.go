@@ -59,7 +59,7 @@ func TestGCAppliesPipelineRetention(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	dry, err := td.client.GC(ctx, true, false)
+	dry, err := td.client.GC(ctx, true, false, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +69,7 @@ func TestGCAppliesPipelineRetention(t *testing.T) {
 	if _, err := os.Stat(blobPath(t, td, models[0].Files[0].Blob.Digest)); err != nil {
 		t.Fatalf("dry run removed a blob: %v", err)
 	}
-	got, err := td.client.GC(ctx, false, false)
+	got, err := td.client.GC(ctx, false, false, false)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,12 +4,53 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/errdefs"
 )
+
+// Identity is what makes a container kiln's own: the installation that
+// created it (a random ID made with kiln.db) and the digest of the model or
+// run it holds. Both travel as labels (LabelInstallation, LabelDigest).
+type Identity struct {
+	Installation string
+	Digest       string
+}
+
+// Labels are the container labels that carry id.
+func (id Identity) Labels() map[string]string {
+	return map[string]string{LabelInstallation: id.Installation, LabelDigest: id.Digest}
+}
+
+// IdentityOf reads a container's identity from its labels; a container
+// made before kiln labelled identities has an empty one.
+func IdentityOf(labels map[string]string) Identity {
+	return Identity{Installation: labels[LabelInstallation], Digest: labels[LabelDigest]}
+}
+
+// ErrForeign: a container that does not carry the identity its caller
+// expects. kiln never serves, evaluates through, stops or deletes one on
+// its own; `kiln gc --foreign` removes them.
+var ErrForeign = errors.New("foreign container")
+
+// Container is one container in kiln's namespace, as Containers lists it.
+type Container struct {
+	ID       string
+	Kind     string // LabelKind
+	Pipeline string
+	Identity Identity
+	Created  time.Time
+}
+
+// Foreign reports whether c belongs to another installation than
+// installation (or to none: made by a kilnd that did not label identity).
+func (c Container) Foreign(installation string) bool {
+	return installation == "" || c.Identity.Installation != installation
+}
 
 // Vanished is a wanted task that is no longer running.
 type Vanished struct {
@@ -32,15 +73,22 @@ type ReconcileReport struct {
 	// than grace (a kilnd that just created them may not have recorded
 	// them yet); a later Reconcile removes them.
 	Kept []string
+	// Foreign are containers of another installation (or none), and
+	// wanted IDs held by a container whose identity does not match: left
+	// alone, never adopted.
+	Foreign []string
 }
 
 // Reconcile makes containerd match what the caller says should exist. For
 // each wanted container ID it re-attaches to the running task (log capping,
-// exit and OOM watching resume from the labels), or reports it vanished
-// with its exit status when known. Every other container carrying kiln's
-// labels is stopped and removed with its snapshot, once older than grace.
-// It never touches containers without kiln's labels.
-func (r *Runtime) Reconcile(ctx context.Context, want []string, grace time.Duration) (ReconcileReport, error) {
+// exit and OOM watching resume from the labels) when the container carries
+// the wanted identity, or reports it vanished with its exit status when
+// known. Every other container of this installation is stopped and removed
+// with its snapshot, once older than grace. Containers of another
+// installation, without an identity, or under a wanted name with another
+// identity are reported Foreign and never touched; neither are containers
+// without kiln's labels.
+func (r *Runtime) Reconcile(ctx context.Context, installation string, want map[string]Identity, grace time.Duration) (ReconcileReport, error) {
 	var rep ReconcileReport
 	ctrs, err := r.c.Containers(ctx, `labels."`+LabelKind+`"`)
 	if err != nil {
@@ -50,13 +98,22 @@ func (r *Runtime) Reconcile(ctx context.Context, want []string, grace time.Durat
 	for _, c := range ctrs {
 		present[c.ID()] = c
 	}
-	for _, id := range want {
+	for _, id := range slices.Sorted(maps.Keys(want)) {
 		ctr, ok := present[id]
 		if !ok {
 			rep.Vanished = append(rep.Vanished, Vanished{ID: id, Reason: "container not found in containerd (the machine rebooted, or it was removed)"})
 			continue
 		}
-		t, v, err := r.adopt(ctx, ctr)
+		labels, err := ctr.Labels(ctx)
+		if err != nil {
+			return rep, fmt.Errorf("labels of %s: %w", id, err)
+		}
+		if got := IdentityOf(labels); got != want[id] {
+			rep.Foreign = append(rep.Foreign, id)
+			rep.Vanished = append(rep.Vanished, Vanished{ID: id, Reason: foreignReason(id, got, want[id])})
+			continue
+		}
+		t, v, err := r.adopt(ctx, ctr, labels)
 		if err != nil {
 			return rep, err
 		}
@@ -67,7 +124,7 @@ func (r *Runtime) Reconcile(ctx context.Context, want []string, grace time.Durat
 		}
 	}
 	for id, ctr := range present {
-		if slices.Contains(want, id) {
+		if _, ok := want[id]; ok {
 			continue
 		}
 		info, err := ctr.Info(ctx, client.WithoutRefreshedMetadata)
@@ -76,6 +133,10 @@ func (r *Runtime) Reconcile(ctx context.Context, want []string, grace time.Durat
 				continue
 			}
 			return rep, fmt.Errorf("info of %s: %w", id, err)
+		}
+		if (Container{Identity: IdentityOf(info.Labels)}).Foreign(installation) {
+			rep.Foreign = append(rep.Foreign, id)
+			continue
 		}
 		if time.Since(info.CreatedAt) < grace {
 			rep.Kept = append(rep.Kept, id)
@@ -88,17 +149,25 @@ func (r *Runtime) Reconcile(ctx context.Context, want []string, grace time.Durat
 	}
 	slices.Sort(rep.Removed)
 	slices.Sort(rep.Kept)
+	slices.Sort(rep.Foreign)
 	r.log.Info("reconciled containers", "running", len(rep.Running), "vanished", len(rep.Vanished),
-		"removed", len(rep.Removed), "kept_for_grace", len(rep.Kept))
+		"removed", len(rep.Removed), "kept_for_grace", len(rep.Kept), "foreign", len(rep.Foreign))
 	return rep, nil
 }
 
-// adopt re-attaches to ctr's running task, or collects a dead one.
-func (r *Runtime) adopt(ctx context.Context, ctr client.Container) (*Task, Vanished, error) {
-	labels, err := ctr.Labels(ctx)
-	if err != nil {
-		return nil, Vanished{}, fmt.Errorf("labels of %s: %w", ctr.ID(), err)
+// foreignReason says why a container under a wanted name is not adopted.
+func foreignReason(id string, got, want Identity) string {
+	switch {
+	case got.Installation == "":
+		return fmt.Sprintf("container %s carries no installation label (made by another or an older kilnd); kilnd is installation %s", id, want.Installation)
+	case got.Installation != want.Installation:
+		return fmt.Sprintf("container %s belongs to installation %s; kilnd is installation %s", id, got.Installation, want.Installation)
 	}
+	return fmt.Sprintf("container %s holds digest %s; the record wants %s", id, got.Digest, want.Digest)
+}
+
+// adopt re-attaches to ctr's running task, or collects a dead one.
+func (r *Runtime) adopt(ctx context.Context, ctr client.Container, labels map[string]string) (*Task, Vanished, error) {
 	t := r.newHandle(ctx, ctr, labels)
 	task, err := ctr.Task(ctx, nil)
 	if errdefs.IsNotFound(err) {
@@ -139,13 +208,17 @@ func (r *Runtime) adopt(ctx context.Context, ctr client.Container) (*Task, Vanis
 }
 
 // Adopt re-attaches to one kiln container by ID (Reconcile does it for a
-// whole set).
-func (r *Runtime) Adopt(ctx context.Context, id string) (*Task, error) {
-	ctr, _, err := r.loadContainer(ctx, id)
+// whole set), only when it carries want: a container under the name with
+// another identity gets ErrForeign and is left exactly as it is.
+func (r *Runtime) Adopt(ctx context.Context, id string, want Identity) (*Task, error) {
+	ctr, labels, err := r.loadContainer(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	t, v, err := r.adopt(ctx, ctr)
+	if got := IdentityOf(labels); got != want || want.Installation == "" {
+		return nil, fmt.Errorf("%w: %s", ErrForeign, foreignReason(id, got, want))
+	}
+	t, v, err := r.adopt(ctx, ctr, labels)
 	if err != nil {
 		return nil, err
 	}
@@ -179,16 +252,26 @@ func (r *Runtime) remove(ctx context.Context, ctr client.Container) error {
 	return nil
 }
 
-// Containers lists the IDs of kiln's containers.
-func (r *Runtime) Containers(ctx context.Context) ([]string, error) {
+// Containers lists kiln's containers (those with LabelKind), with their
+// identity, ordered by ID. Callers sort own from foreign with
+// Container.Foreign.
+func (r *Runtime) Containers(ctx context.Context) ([]Container, error) {
 	ctrs, err := r.c.Containers(ctx, `labels."`+LabelKind+`"`)
 	if err != nil {
 		return nil, fmt.Errorf("list containers: %w", err)
 	}
-	ids := make([]string, 0, len(ctrs))
+	out := make([]Container, 0, len(ctrs))
 	for _, c := range ctrs {
-		ids = append(ids, c.ID())
+		info, err := c.Info(ctx, client.WithoutRefreshedMetadata)
+		if errdefs.IsNotFound(err) {
+			continue // removed since the listing
+		}
+		if err != nil {
+			return nil, fmt.Errorf("info of %s: %w", c.ID(), err)
+		}
+		out = append(out, Container{ID: c.ID(), Kind: info.Labels[LabelKind], Pipeline: info.Labels[LabelPipeline],
+			Identity: IdentityOf(info.Labels), Created: info.CreatedAt})
 	}
-	slices.Sort(ids)
-	return ids, nil
+	slices.SortFunc(out, func(a, b Container) int { return strings.Compare(a.ID, b.ID) })
+	return out, nil
 }

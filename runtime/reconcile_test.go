@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -20,6 +21,7 @@ const childEnv = "KILN_RUNTIME_TEST_CHILD"
 
 type childSpec struct {
 	Addr, ID, Log, Workspace string
+	Identity                 Identity
 }
 
 // childMain is a stand-in kilnd: it starts a training task, says so, and
@@ -36,7 +38,7 @@ func childMain() int {
 		return 2
 	}
 	ctx := context.Background()
-	if _, err := r.Train(ctx, TrainSpec{Common: Common{ID: s.ID, Image: testboxRef, LogFile: s.Log,
+	if _, err := r.Train(ctx, TrainSpec{Common: Common{ID: s.ID, Image: testboxRef, LogFile: s.Log, Labels: s.Identity.Labels(),
 		Args: []string{"lines", "20", "100ms", "7"}}, Workspace: s.Workspace, RunID: "p/r7"}); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
@@ -46,13 +48,17 @@ func childMain() int {
 }
 
 // TestReadoptAfterKilndDies SIGKILLs the process that started a task, then
-// a fresh Runtime re-adopts it with its log and exit code, and removes an
-// unwanted kiln container.
+// a fresh Runtime re-adopts it with its log and exit code, removes an
+// unwanted container of its own installation, and leaves alone those of
+// another installation: one unwanted, one holding a wanted name.
 func TestReadoptAfterKilndDies(t *testing.T) {
 	r := newTestRuntime(t)
 	ctx := testCtx(t, 2*time.Minute)
 	dir := scratch(t)
-	spec := childSpec{Addr: r.Address(), ID: uniqueID("adopt"), Log: filepath.Join(dir, "log"), Workspace: filepath.Join(dir, "ws")}
+	// Every test's containers share the namespace; a fresh installation
+	// makes them all foreign to this one.
+	mine := Identity{Installation: uniqueID("install-a"), Digest: "sha256:0a0a0a0a"}
+	spec := childSpec{Addr: r.Address(), ID: uniqueID("adopt"), Log: filepath.Join(dir, "log"), Workspace: filepath.Join(dir, "ws"), Identity: mine}
 	cleanupTask(t, r, spec.ID)
 	b, _ := json.Marshal(spec)
 	child := exec.CommandContext(ctx, os.Args[0], "-test.run=^$")
@@ -77,18 +83,32 @@ func TestReadoptAfterKilndDies(t *testing.T) {
 	}
 	_ = child.Wait()
 
-	// An unwanted kiln container, left by nobody.
-	stray := uniqueID("stray")
-	cleanupTask(t, r, stray)
-	st, err := r.Train(ctx, TrainSpec{Common: Common{ID: stray, Image: testboxRef, LogFile: filepath.Join(dir, "stray.log"),
-		Args: []string{"sleep", "1m"}}, Workspace: filepath.Join(dir, "stray")})
-	if err != nil {
-		t.Fatal(err)
+	sleeper := func(id string, labels map[string]string) {
+		t.Helper()
+		cleanupTask(t, r, id)
+		st, err := r.Train(ctx, TrainSpec{Common: Common{ID: id, Image: testboxRef, LogFile: filepath.Join(dir, id+".log"),
+			Labels: labels, Args: []string{"sleep", "1m"}}, Workspace: filepath.Join(dir, id)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.Detach()
 	}
-	st.Detach()
+	// An unwanted container of this installation, left by nobody; one of
+	// another installation; and one of another installation under a name
+	// this one wants.
+	stray := uniqueID("stray")
+	sleeper(stray, Identity{Installation: mine.Installation, Digest: "sha256:0b0b0b0b"}.Labels())
+	other := Identity{Installation: uniqueID("install-b"), Digest: mine.Digest}
+	alien := uniqueID("alien")
+	sleeper(alien, other.Labels())
+	squatter := uniqueID("squat")
+	sleeper(squatter, other.Labels())
 
-	// Another test's containers share the namespace: only look at ours.
-	rep, err := r.Reconcile(ctx, []string{spec.ID, "t-gone-1"}, time.Hour)
+	if _, err := r.Adopt(ctx, squatter, mine); !errors.Is(err, ErrForeign) {
+		t.Errorf("Adopt(%s of another installation) = %v; want ErrForeign", squatter, err)
+	}
+	want := map[string]Identity{spec.ID: mine, "t-gone-1": mine, squatter: mine}
+	rep, err := r.Reconcile(ctx, mine.Installation, want, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,6 +117,9 @@ func TestReadoptAfterKilndDies(t *testing.T) {
 	}
 	if !slices.ContainsFunc(rep.Vanished, func(v Vanished) bool { return v.ID == "t-gone-1" && v.Exit == nil }) {
 		t.Errorf("Reconcile() vanished = %+v; want t-gone-1 without an exit", rep.Vanished)
+	}
+	if !slices.ContainsFunc(rep.Vanished, func(v Vanished) bool { return v.ID == squatter && strings.Contains(v.Reason, other.Installation) }) {
+		t.Errorf("Reconcile() vanished = %+v; want %s, held by installation %s", rep.Vanished, squatter, other.Installation)
 	}
 	if !slices.Contains(rep.Kept, stray) {
 		t.Errorf("Reconcile() kept = %v; want the young stray %s spared by the grace period", rep.Kept, stray)
@@ -115,54 +138,50 @@ func TestReadoptAfterKilndDies(t *testing.T) {
 	}
 
 	// With no grace, the stray goes; the finished, still wanted task is
-	// reported with its exit status.
-	rep, err = r.Reconcile(ctx, append(otherTestContainers(t, r, spec.ID, stray), spec.ID), 0)
+	// reported with its exit status; the foreign containers stay, running.
+	rep, err = r.Reconcile(ctx, mine.Installation, map[string]Identity{spec.ID: mine}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Contains(rep.Removed, stray) {
-		t.Errorf("Reconcile(grace 0) removed = %v; want %s", rep.Removed, stray)
+	if !slices.Contains(rep.Removed, stray) || slices.Contains(rep.Removed, alien) || slices.Contains(rep.Removed, squatter) {
+		t.Errorf("Reconcile(grace 0) removed = %v; want %s alone of this test's", rep.Removed, stray)
+	}
+	if !slices.Contains(rep.Foreign, alien) || !slices.Contains(rep.Foreign, squatter) {
+		t.Errorf("Reconcile(grace 0) foreign = %v; want %s and %s", rep.Foreign, alien, squatter)
 	}
 	if !slices.ContainsFunc(rep.Vanished, func(v Vanished) bool { return v.ID == spec.ID && v.Exit != nil && v.Exit.Code == 7 }) {
 		t.Errorf("Reconcile() vanished = %+v; want %s with exit 7", rep.Vanished, spec.ID)
 	}
-}
-
-// otherTestContainers lists the namespace's containers except these, so a
-// Reconcile with grace 0 does not remove another test's work.
-func otherTestContainers(t *testing.T, r *Runtime, except ...string) []string {
-	ids, err := r.Containers(context.Background())
+	all, err := r.Containers(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return slices.DeleteFunc(ids, func(id string) bool { return slices.Contains(except, id) })
+	for _, id := range []string{alien, squatter} {
+		i := slices.IndexFunc(all, func(c Container) bool { return c.ID == id })
+		if i < 0 || !all[i].Foreign(mine.Installation) || all[i].Identity != other {
+			t.Errorf("Containers() = %+v; want %s listed, foreign, with identity %+v", all, id, other)
+			continue
+		}
+		if st := taskStatus(ctx, t, r, id); st != "running" {
+			t.Errorf("foreign %s is %s after two reconciles; want it running, untouched", id, st)
+		}
+	}
 }
 
-func TestSuperviseRestartsWithBackoff(t *testing.T) {
-	r := newTestRuntime(t)
-	ctx := testCtx(t, time.Minute)
-	dir := scratch(t)
-	id := uniqueID("crash")
-	cleanupTask(t, r, id)
-	task, err := r.Serve(ctx, ServeSpec{Common: Common{ID: id, Image: testboxRef, LogFile: filepath.Join(dir, "log"),
-		Args: []string{"crash"}}, ModelDir: dir, SocketDir: filepath.Join(dir, "s")})
+// taskStatus is a container's task status as containerd reports it.
+func taskStatus(ctx context.Context, t *testing.T, r *Runtime, id string) string {
+	t.Helper()
+	ctr, _, err := r.loadContainer(ctx, id)
 	if err != nil {
-		t.Fatal(err)
+		return err.Error()
 	}
-	var events []Event
-	task.Supervise(ctx, RestartPolicy{MaxRestarts: 2, Backoff: 50 * time.Millisecond}, func(e Event) { events = append(events, e) })
-	if len(events) != 3 || !events[0].Restarting || !events[1].Restarting || events[2].Restarting || events[2].Err == nil {
-		t.Fatalf("events = %+v; want two restarts, then a give-up", events)
+	task, err := ctr.Task(ctx, nil)
+	if err != nil {
+		return err.Error()
 	}
-	if events[0].Exit.Code != 3 || events[1].Delay != 100*time.Millisecond {
-		t.Errorf("events = %+v; want exit 3 and a doubled delay", events)
+	st, err := task.Status(ctx)
+	if err != nil {
+		return err.Error()
 	}
-	var log bytes.Buffer
-	_ = ReadLog(task.LogFile(), &log)
-	if n := strings.Count(log.String(), "crashing"); n != 3 {
-		t.Errorf("log has %d crashes; want 3: %q", n, log.String())
-	}
-	if err := task.Delete(ctx); err != nil {
-		t.Fatal(err)
-	}
+	return string(st.Status)
 }

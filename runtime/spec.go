@@ -2,6 +2,8 @@ package runtime
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"maps"
 	"os"
@@ -90,6 +92,12 @@ const (
 	LabelOutput   = "io.kiln.output"   // host folder of /opt/ml/output; training only
 	LabelSocket   = "io.kiln.socket"   // host path of the serving socket
 	LabelPort     = "io.kiln.port"     // TCP port inside the task's netns
+	// LabelInstallation is the random ID of the kiln.db that created the
+	// container and LabelDigest the digest of the model (serve) or run
+	// (train) it holds: a name is no proof, so kilnd adopts a container
+	// only when both match its records (Adopt, Reconcile).
+	LabelInstallation = "io.kiln.installation"
+	LabelDigest       = "io.kiln.digest"
 )
 
 // Task kinds.
@@ -101,14 +109,72 @@ const (
 // idRE is containerd's identifier rule; IDs are also kept to 64 bytes.
 var idRE = regexp.MustCompile(`^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$`)
 
-// ContainerID makes a container ID from a kind and a kiln ID such as
-// "iris/r9": "kiln-train-iris-r9".
-func ContainerID(kind, id string) string {
-	return "kiln-" + kind + "-" + strings.NewReplacer("/", "-", ":", "-").Replace(id)
+// ContainerID is the one function that names kiln's containers: kind,
+// the installation's and the record's digest's first 8 hex digits, then the
+// kiln ID such as "iris/m7":
+// "kiln-serve-3f9a2c1b-ab12cd34-iris-m7". Two installations on one
+// containerd, or one installation restored from a backup that reuses an ID
+// for other content, never name two containers alike. The kiln ID comes last
+// so a person (and ctr) can still find a model's container by its suffix. A
+// name that would pass containerd's 64 bytes (a 32-byte pipeline name and a
+// long number) or that needs its characters changed keeps the head of the
+// pipeline name and a hash of the whole ID instead, so it still cannot
+// collide.
+func ContainerID(kind, installation, id, digest string) string {
+	head := "kiln-" + kind + "-" + shortHex(installation) + "-" + shortHex(digest) + "-"
+	tail := strings.ReplaceAll(id, "/", "-")
+	if len(head)+len(tail) <= maxIDLen && idRE.MatchString(head+tail) {
+		return head + tail
+	}
+	sum := sha256.Sum256([]byte(id))
+	head += hex.EncodeToString(sum[:4]) + "-"
+	pipe, local, _ := strings.Cut(id, "/")
+	pipe, local = idSafe(pipe), idSafe(local)
+	if local != "" {
+		room := max(maxIDLen-len(head)-len(local)-1, 0)
+		pipe = strings.TrimRight(pipe[:min(len(pipe), room)], "-")
+		if pipe != "" {
+			local = pipe + "-" + local
+		}
+	} else {
+		local = pipe
+	}
+	return strings.TrimRight((head + local)[:min(len(head)+len(local), maxIDLen)], "-")
+}
+
+// maxIDLen is the longest container ID kiln makes (containerd allows more,
+// but kiln also names the socket folder after it, under 108 bytes).
+const maxIDLen = 64
+
+// shortHex is the first 8 hex digits of a digest or ID ("sha256:" dropped),
+// or "none" when there are none (a caller that knows no identity).
+func shortHex(s string) string {
+	s = strings.TrimPrefix(s, "sha256:")
+	if len(s) < 8 {
+		return "none"
+	}
+	return idSafe(s[:8])
+}
+
+// idSafe maps s onto containerd's identifier rule: runs of other bytes
+// become one "-", and separators do not lead or trail.
+func idSafe(s string) string {
+	var b strings.Builder
+	sep := true
+	for _, c := range []byte(s) {
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' {
+			b.WriteByte(c)
+			sep = false
+		} else if !sep {
+			b.WriteByte('-')
+			sep = true
+		}
+	}
+	return strings.TrimRight(b.String(), "-")
 }
 
 func (c *Common) check() error {
-	if !idRE.MatchString(c.ID) || len(c.ID) > 64 {
+	if !idRE.MatchString(c.ID) || len(c.ID) > maxIDLen {
 		return fmt.Errorf("%w: container ID %q: want letters and digits joined by single . _ -, at most 64 bytes", ErrBadSpec, c.ID)
 	}
 	if c.Image == "" {

@@ -412,12 +412,13 @@ func writeAtomic(file string, fill func(io.Writer) (int64, error)) (int64, error
 }
 
 type gcCmd struct {
-	DryRun bool `help:"Only report what would be removed and which images must be kept."`
-	Images bool `help:"Also delete images that no kept model, unfinished run or loaded pipeline needs."`
+	DryRun  bool `help:"Only report what would be removed and which images must be kept."`
+	Images  bool `help:"Also delete images that no kept model, unfinished run or loaded pipeline needs."`
+	Foreign bool `help:"Also remove containers of another kiln installation (or none) from kiln's containerd namespace, as kiln doctor lists them; kilnd never serves or stops those itself."`
 }
 
 func (c gcCmd) Run(e *cmdEnv) error {
-	r, err := e.client().GC(e.ctx, c.DryRun, c.Images)
+	r, err := e.client().GC(e.ctx, c.DryRun, c.Images, c.Foreign)
 	if err != nil {
 		return err
 	}
@@ -432,6 +433,9 @@ func (c gcCmd) Run(e *cmdEnv) error {
 		verb, plural(len(r.DeletedBlobs), "blob"), plural(r.FreedBytes, "byte"), list(r.PrunedModels), list(r.ExpiredQuarantine),
 		plural(r.ExpiredRunLogs, "run log"), list(r.RemovedImages), plural(len(r.KeptModels), "model"),
 		plural(len(r.KeepImages), "image digest"), r.Took)
+	if c.Foreign {
+		fmt.Fprintf(e.out, "gc %s foreign containers %s\n", verb, list(r.Foreign))
+	}
 	return nil
 }
 

@@ -57,7 +57,7 @@ type cli struct {
 	Predict     predictCmd     `cmd:"" help:"Send CSV rows on stdin through a pipeline's endpoint."`
 	Predictions predictionsCmd `cmd:"" help:"Purge records from a pipeline's prediction log."`
 	Feedback    feedbackCmd    `cmd:"" help:"Send labelled rows or late labels (FILE or stdin) to a pipeline's monitor."`
-	GC          gcCmd          `cmd:"" name:"gc" help:"Collect garbage now: pruned models' files, unreferenced blobs, expired quarantine and logs."`
+	GC          gcCmd          `cmd:"" name:"gc" help:"Collect garbage now: pruned models' files, unreferenced blobs, expired quarantine and logs; --images and --foreign (other installations' containers) on request."`
 	Images      imagesCmd      `cmd:"" help:"Import image archives (air-gapped) and list images."`
 }
 

@@ -397,7 +397,9 @@ func rbPick(k, n int) []int {
 // running task: kilnd stops a rolled-back model once its requests drained
 // (within a minute, daemon/pipeline's drainGrace).
 func (r *rbRunner) waitStopped(ctx context.Context, model string) error {
-	id := "kiln-serve-" + strings.ReplaceAll(model, "/", "-")
+	// runtime.ContainerID puts the installation and digest between the
+	// kind and the model ID: match the model ID at the end.
+	suffix := "-" + strings.ReplaceAll(model, "/", "-")
 	deadline := time.Now().Add(90 * time.Second)
 	for {
 		out, err := exec.CommandContext(ctx, "ctr", "-a", r.addr, "-n", r.ns, "tasks", "ls").Output()
@@ -407,7 +409,7 @@ func (r *rbRunner) waitStopped(ctx context.Context, model string) error {
 		running := false
 		for _, line := range strings.Split(string(out), "\n") {
 			f := strings.Fields(line)
-			if len(f) >= 3 && f[0] == id && f[2] == "RUNNING" {
+			if len(f) >= 3 && strings.HasPrefix(f[0], "kiln-serve-") && strings.HasSuffix(f[0], suffix) && f[2] == "RUNNING" {
 				running = true
 			}
 		}

@@ -288,7 +288,9 @@ func TestKillKilndMidTraining(t *testing.T) {
 	k, root := startLoop(t, "kiln-test-kill", slowSpec("5m"))
 	waitLong(t, time.Minute, "the run to be running", func() bool {
 		rs := runsOf(t, k)
-		return len(rs) == 1 && rs[0].State == "running"
+		// "running" is recorded before the task starts: wait for the task,
+		// or the kill lands between container and task creation.
+		return len(rs) == 1 && rs[0].State == "running" && taskPid(t, os.Getenv("KILN_TEST_CONTAINERD"), "kiln-test-kill", rs[0].Container) != ""
 	})
 	if err := k.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)

@@ -184,7 +184,10 @@ type GCReport struct {
 	// RemovedImages are the images deleted (or, in a dry run, that would
 	// be) by `kiln gc --images`.
 	RemovedImages []string `json:"removed_images"`
-	Took          string   `json:"took"`
+	// Foreign are the containers of another installation (or none) removed
+	// (or, in a dry run, that would be) by `kiln gc --foreign`.
+	Foreign []string `json:"foreign"`
+	Took    string   `json:"took"`
 }
 
 // Event is one record of the hash-chained audit log.

@@ -175,8 +175,9 @@ func (c *Client) Backup(ctx context.Context, w io.Writer) (int64, error) {
 }
 
 // GC calls POST /v1/gc (?dry_run=1 to only report; ?images=1 to also
-// delete images nothing kept needs).
-func (c *Client) GC(ctx context.Context, dryRun, images bool) (api.GCReport, error) {
+// delete images nothing kept needs; ?foreign=1 to also remove containers of
+// other installations).
+func (c *Client) GC(ctx context.Context, dryRun, images, foreign bool) (api.GCReport, error) {
 	var r api.GCReport
 	q := url.Values{}
 	if dryRun {
@@ -184,6 +185,9 @@ func (c *Client) GC(ctx context.Context, dryRun, images bool) (api.GCReport, err
 	}
 	if images {
 		q.Set("images", "1")
+	}
+	if foreign {
+		q.Set("foreign", "1")
 	}
 	path := api.PathGC
 	if len(q) > 0 {

@@ -43,6 +43,10 @@ type TrainJob struct {
 	Timeout         time.Duration
 	GPUs            []string // CDI device names
 	LogPath         string
+	// Installation and Digest (RunDigest) are the container's identity
+	// labels; re-attaching requires both to match.
+	Installation string
+	Digest       string
 }
 
 // TrainResult is how a training container ended.
@@ -82,6 +86,10 @@ type ServeJob struct {
 	Resources Resources
 	GPUs      []string
 	LogPath   string
+	// Installation and Digest (ModelDigest) are the container's identity
+	// labels; re-attaching requires both to match.
+	Installation string
+	Digest       string
 }
 
 // Serving is a started or re-attached serving container.

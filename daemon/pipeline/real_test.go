@@ -63,6 +63,7 @@ func (c *containers) Resolve(ctx context.Context, ref string) (string, error) {
 func (c *containers) trainSpec(job pipeline.TrainJob) runtime.TrainSpec {
 	return runtime.TrainSpec{
 		Common: runtime.Common{ID: job.ContainerID, Image: job.Image, Pipeline: job.Pipeline, Env: job.Env, LogFile: job.LogPath,
+			Labels:    runtime.Identity{Installation: job.Installation, Digest: job.Digest}.Labels(),
 			Resources: runtime.Resources{MemoryBytes: job.Resources.Memory, CPUs: job.Resources.CPUs, Pids: job.Resources.Pids}},
 		Workspace: job.Workspace, Channels: job.Channels, Hyperparameters: job.Hyperparameters,
 		JobName: job.Env["TRAINING_JOB_NAME"], RunID: job.Run, Dataset: job.Env["KILN_DATASET"], Timeout: job.Timeout, Grace: time.Second,
@@ -79,7 +80,7 @@ func (c *containers) StartTraining(ctx context.Context, job pipeline.TrainJob) (
 }
 
 func (c *containers) AttachTraining(ctx context.Context, job pipeline.TrainJob) (pipeline.Training, error) {
-	t, err := c.rt.Adopt(ctx, job.ContainerID)
+	t, err := c.rt.Adopt(ctx, job.ContainerID, runtime.Identity{Installation: job.Installation, Digest: job.Digest})
 	if err != nil {
 		return nil, err
 	}
@@ -109,6 +110,7 @@ func (tr training) Cancel(ctx context.Context) error {
 func (c *containers) serveSpec(job pipeline.ServeJob) runtime.ServeSpec {
 	return runtime.ServeSpec{
 		Common: runtime.Common{ID: job.ContainerID, Image: job.Image, Pipeline: job.Pipeline, LogFile: job.LogPath,
+			Labels:    runtime.Identity{Installation: job.Installation, Digest: job.Digest}.Labels(),
 			Resources: runtime.Resources{MemoryBytes: job.Resources.Memory, CPUs: job.Resources.CPUs, Pids: job.Resources.Pids}},
 		ModelDir: job.ModelDir, ModelID: job.Model, SocketDir: filepath.Join(c.sockets, job.ContainerID),
 	}
@@ -127,7 +129,7 @@ func (c *containers) StartServing(ctx context.Context, job pipeline.ServeJob) (p
 }
 
 func (c *containers) AttachServing(ctx context.Context, job pipeline.ServeJob) (pipeline.Serving, error) {
-	t, err := c.rt.Adopt(ctx, job.ContainerID)
+	t, err := c.rt.Adopt(ctx, job.ContainerID, runtime.Identity{Installation: job.Installation, Digest: job.Digest})
 	if err != nil {
 		return nil, err
 	}
@@ -285,8 +287,12 @@ func TestRealAutomaticRollback(t *testing.T) {
 		// Stop what the pipeline left serving; containers outlive a Manager.
 		sctx, scancel := context.WithTimeout(context.Background(), time.Minute)
 		defer scancel()
-		for _, id := range []string{"kiln-serve-cancer-m1", "kiln-serve-cancer-m2"} {
-			if task, err := rt.Adopt(sctx, id); err == nil {
+		for _, model := range []string{"cancer/m1", "cancer/m2"} {
+			if _, err := store.Model(model); err != nil {
+				continue
+			}
+			id, ident := servingID(t, store, model)
+			if task, err := rt.Adopt(sctx, id, ident); err == nil {
 				_, _ = task.Stop(sctx, time.Second)
 				_ = task.Delete(sctx)
 			}
@@ -423,8 +429,9 @@ func TestRealAutomaticRollback(t *testing.T) {
 		t.Errorf("d2 suspect = %q; want cancer/m2", d.Suspect)
 	}
 	deadline := time.Now().Add(time.Minute)
+	m2ctr, m2id := servingID(t, store, "cancer/m2")
 	for {
-		task, err := rt.Adopt(ctx, "kiln-serve-cancer-m2")
+		task, err := rt.Adopt(ctx, m2ctr, m2id)
 		if err != nil {
 			break // gone
 		}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/kiln-edge/kiln/daemon/config"
+	"github.com/kiln-edge/kiln/runtime"
 	"github.com/kiln-edge/kiln/storage"
 )
 
@@ -52,16 +53,19 @@ func (c *controller) serveJob(ctx context.Context, spec *config.Pipeline, m stor
 		}
 	}
 	dir := c.modelDir(m.ID)
+	digest := ModelDigest(m)
 	return ServeJob{
-		ContainerID: containerID("serve", m.ID),
-		Pipeline:    c.name,
-		Model:       m.ID,
-		Image:       image,
-		ModelDir:    dir,
-		Protocol:    spec.Serve.Protocol,
-		Port:        spec.Serve.Port,
-		Resources:   resources(spec.Serve.Resources),
-		LogPath:     dir + ".serve.log",
+		ContainerID:  c.containerID(runtime.KindServe, m.ID, digest),
+		Installation: c.installation(),
+		Digest:       digest,
+		Pipeline:     c.name,
+		Model:        m.ID,
+		Image:        image,
+		ModelDir:     dir,
+		Protocol:     spec.Serve.Protocol,
+		Port:         spec.Serve.Port,
+		Resources:    resources(spec.Serve.Resources),
+		LogPath:      dir + ".serve.log",
 	}, nil
 }
 
