@@ -177,6 +177,12 @@ func (m *Monitor) runWorker(ctx context.Context, pipeline string, w *worker) {
 			}
 		}
 		err := m.scoreBacklog(ctx, pipeline)
+		if spec, ok := m.spec(pipeline); ok && ctx.Err() == nil && m.settle(ctx, spec) {
+			// The scoring just done may have decided an action that was
+			// refused for now (a cooldown): without this the retry waited
+			// for the next feedback file, which may never come.
+			probe.Reset(settleEvery)
+		}
 		if err == nil || ctx.Err() != nil {
 			backoff = retryMin
 			continue

@@ -2,6 +2,7 @@ package monitor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -19,11 +20,16 @@ type fakeActions struct {
 	rollbacks []string // from
 	retrains  []string
 	details   map[string]string
+	refuse    int // rollbacks refused for now (a cooldown) before one is done
 }
 
 func (a *fakeActions) Rollback(_ context.Context, _, from, trigger, _ string, d map[string]string) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if a.refuse > 0 {
+		a.refuse--
+		return errors.New("cooldown: the last switch was 1s ago")
+	}
 	a.rollbacks = append(a.rollbacks, from+"/"+trigger)
 	a.details = d
 	return nil
@@ -116,6 +122,44 @@ func TestPairedTestRollsBackABadPromotion(t *testing.T) {
 	rb, _, d := acts.calls()
 	if len(rb) != 1 || rb[0] != "p/m1/monitor" || d["alarm_by"] != "paired" || d["standby"] != "p/m2" {
 		t.Errorf("rollbacks %v with %v; want one from p/m1 by the paired test, to p/m2", rb, d)
+	}
+}
+
+// TestDeferredRollbackRetried: a rollback decided while the controller
+// refuses it for now (the cooldown after the promotion the feedback
+// followed closely) is tried again on its own, not only when more feedback
+// arrives. Found by the crash harness (cmd/kilnd TestCrashAnywhere): the
+// retry waited for a feedback file that never came.
+func TestDeferredRollbackRetried(t *testing.T) {
+	f := newFixture(t, t.TempDir())
+	f.deploy(t)
+	acts := &fakeActions{refuse: 1}
+	f.watch(t, acts)
+	rng := rand.New(rand.NewPCG(7, 7))
+	for i := 0; ; i++ {
+		if i == 5 {
+			t.Fatal("no rollback decided after 200 labels where only the standby was right")
+		}
+		id := f.addFeedback(t, storage.FeedbackRows, rows(rng, 40, 0, 10, 3, nil))
+		waitScoring(t, f.store, id)
+		var decided bool
+		_ = f.store.View(func(tx *storage.Tx) error {
+			st, ok, err := tx.MonitorState("p")
+			decided = ok && st.Alarm != nil && st.Alarm.Decided == "rollback"
+			return err
+		})
+		if rb, _, _ := acts.calls(); decided || len(rb) > 0 {
+			break // decided (and maybe retried already)
+		}
+	}
+	// No more feedback: the refused rollback must still happen.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if rb, _, _ := acts.calls(); len(rb) == 1 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the rollback refused for now was not tried again within 10s without new feedback")
+		}
 	}
 }
 
