@@ -304,6 +304,29 @@ func TestRestartMidTrainingReattaches(t *testing.T) {
 	}
 }
 
+// TestRestartRunWithoutContainerTrainsAgain: kilnd dies after recording a
+// run as running and its container is gone at the next start (never
+// created, or removed once it exited): the run trains again instead of
+// failing with nothing wrong with it (found by the crash harness).
+func TestRestartRunWithoutContainerTrainsAgain(t *testing.T) {
+	h := newHarness(t)
+	release := h.rt.HoldTraining()
+	h.start(spec(t, "good", 0))
+	h.addData(100)
+	h.waitFor("training container started", func() bool { return slices.Contains(plain(h.rt.Started()), "kiln-train-iris-r1") })
+	h.stop()
+	h.rt.VanishTraining()
+	release()
+	h.start(spec(t, "good", 0))
+	h.waitFor("model live after restart", func() bool { return h.live() == "iris/m1" })
+	if rs := h.runs(); len(rs) != 1 || rs[0].State != storage.RunSucceeded {
+		t.Errorf("runs after the restart = %+v; want the one run, succeeded", rs)
+	}
+	if n := strings.Count(strings.Join(plain(h.rt.Started()), " "), "kiln-train-iris-r1"); n != 2 {
+		t.Errorf("training container started %d times; want twice (again after the restart)", n)
+	}
+}
+
 func TestManualRollbackPinAndCancel(t *testing.T) {
 	h := newHarness(t)
 	h.start(spec(t, "good", 0))

@@ -295,13 +295,31 @@ func (c *controller) execRun(ctx context.Context, f *flight, run storage.Run, at
 		return runResult{run: run, err: err}
 	}
 	var tr Training
+	again := ""
 	if attach {
 		tr, err = c.deps.Runtime.AttachTraining(ctx, job)
-		if err != nil {
+		switch {
+		case errors.Is(err, runtime.ErrNotFound) && ctx.Err() == nil:
+			// Gone: never created (kilnd died between recording the run
+			// as running and starting its container) or finished and
+			// removed before its end was recorded. Its outcome is unknown,
+			// so the run trains again on its window: failing it would lose
+			// a run nothing was wrong with (found by the crash harness).
+			again = "its container was gone across a kilnd restart: " + err.Error()
+			c.log.Warn("training again", "run", run.ID, "reason", again)
+			attach = false
+		case err != nil:
 			return runResult{run: run, err: fmt.Errorf("lost across a kilnd restart: %w", err)}
 		}
-	} else {
+	}
+	if !attach {
 		if spec.Train.GPUs.Count > 0 {
+			// A lease this run holds is stale (kilnd died between leasing
+			// and starting the container): counted as taken, it would keep
+			// the run waiting for its own GPU.
+			if err := c.deps.GPUs.Release(ctx, run.ID); err != nil {
+				return runResult{run: run, err: err}
+			}
 			if job.GPUs, err = c.waitForGPUs(ctx, spec, &run); err != nil {
 				return runResult{run: run, err: err}
 			}
@@ -311,7 +329,11 @@ func (c *controller) execRun(ctx context.Context, f *flight, run storage.Run, at
 		}
 		run.State, run.Started = storage.RunRunning, c.now()
 		run.Container, run.Image, run.LogPath = job.ContainerID, job.Image, job.LogPath
-		if err := c.putRun(ctx, run, "run.started", map[string]string{"image": job.Image, "container": job.ContainerID}); err != nil {
+		details := map[string]string{"image": job.Image, "container": job.ContainerID}
+		if again != "" {
+			details["again"] = again
+		}
+		if err := c.putRun(ctx, run, "run.started", details); err != nil {
 			return runResult{run: run, err: err}
 		}
 		crashpoint.Hit("train.after-run-persisted")

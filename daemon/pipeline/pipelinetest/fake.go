@@ -19,6 +19,7 @@ import (
 
 	"github.com/kiln-edge/kiln/daemon/config"
 	"github.com/kiln-edge/kiln/daemon/pipeline"
+	"github.com/kiln-edge/kiln/runtime"
 )
 
 // Runtime is a fake pipeline.Runtime (see the package doc).
@@ -179,9 +180,18 @@ func (f *Runtime) AttachTraining(_ context.Context, job pipeline.TrainJob) (pipe
 	defer f.mu.Unlock()
 	t, ok := f.trains[job.ContainerID]
 	if !ok {
-		return nil, fmt.Errorf("no container %s", job.ContainerID)
+		return nil, fmt.Errorf("%w: %s", runtime.ErrNotFound, job.ContainerID)
 	}
 	return t, nil
+}
+
+// VanishTraining forgets every training container, as containerd would
+// not know one that kilnd died before creating, or one removed after it
+// exited while its end was not recorded yet.
+func (f *Runtime) VanishTraining() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	clear(f.trains)
 }
 
 // train fits one centroid per label over the train channel's CSV files and
