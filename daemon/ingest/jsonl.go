@@ -29,7 +29,8 @@ func (t *tabular) jsonRow(pairs []jsonPair) {
 		if i >= len(t.header) || t.header[i] != p.key {
 			var ok bool
 			if i, ok = t.colIdx[p.key]; !ok {
-				t.fail("columns", p.key, "an unknown key", strings.Join(t.header, ","))
+				// "the batch's columns: " keeps the reason whole when they are one empty name.
+				t.fail("columns", p.key, "an unknown key", "the batch's columns: "+strings.Join(t.header, ","))
 				continue
 			}
 		}

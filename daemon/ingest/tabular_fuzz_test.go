@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/kiln-edge/kiln/daemon/config"
 	"github.com/kiln-edge/kiln/storage"
 )
 
@@ -53,12 +54,16 @@ func FuzzTabular(f *testing.F) {
 		jsonl := strings.HasPrefix(s, "{")
 		f.Add(jsonl, []byte(s))
 	}
+	specs := map[bool]*config.Pipeline{ // parsed once: YAML would dominate each input's time
+		false: spec(f, "p", "format: csv\nlabel: label\n"+fuzzRules),
+		true:  spec(f, "p", "format: jsonl\nlabel: label\n"+fuzzRules),
+	}
 	f.Fuzz(func(t *testing.T, jsonl bool, data []byte) {
-		format, name := "csv", "a.csv"
+		name := "a.csv"
 		if jsonl {
-			format, name = "jsonl", "a.jsonl"
+			name = "a.jsonl"
 		}
-		p := spec(t, "p", "format: "+format+"\nlabel: label\n"+fuzzRules)
+		p := specs[jsonl]
 		parse := func(body []byte, ref []Column) (*tabular, []Column, string, string) {
 			var train, holdout bytes.Buffer
 			tab := newTabular(p, "data", ref, &train, &holdout)
@@ -124,12 +129,16 @@ func FuzzFeedback(f *testing.F) {
 		f.Add(strings.HasPrefix(s, "{"), []byte(s))
 	}
 	ref := []Column{{Name: "x", Type: TypeNumber}, {Name: "label", Type: TypeString}}
+	specs := map[bool]*config.Pipeline{
+		false: spec(f, "p", "format: csv\nlabel: label\n"+fuzzRules),
+		true:  spec(f, "p", "format: jsonl\nlabel: label\n"+fuzzRules),
+	}
 	f.Fuzz(func(t *testing.T, jsonl bool, data []byte) {
-		format, name := "csv", "f.csv"
+		name := "f.csv"
 		if jsonl {
-			format, name = "jsonl", "f.jsonl"
+			name = "f.jsonl"
 		}
-		p := spec(t, "p", "format: "+format+"\nlabel: label\n"+fuzzRules)
+		p := specs[jsonl]
 		var train, holdout bytes.Buffer
 		tab := newTabular(p, string(storage.KindFeedback), ref, &train, &holdout)
 		if err := tab.parse(name, bytes.NewReader(data)); err != nil {
