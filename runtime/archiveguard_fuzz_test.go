@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kiln-edge/kiln/runtime/ocitar"
 )
@@ -204,4 +205,20 @@ func FuzzArchiveGuard(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestImportRefusesHostileArchives: the guard stands in front of the real importer. Each
+// crafted archive fails Import with the guard's reason, on a real containerd.
+func TestImportRefusesHostileArchives(t *testing.T) {
+	r := newTestRuntime(t)
+	ctx := testCtx(t, time.Minute)
+	for name, data := range hostileArchives(t) {
+		if strings.HasPrefix(name, "more than") || strings.HasPrefix(name, "metadata") || strings.HasPrefix(name, "byte limit") {
+			continue // limits scaled down for the fuzzer; the defaults are far above these
+		}
+		_, err := r.Import(ctx, bytes.NewReader(data), nil)
+		if err == nil || !strings.Contains(err.Error(), errArchive.Error()) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%s: Import() = %v; want the guard's one-line refusal", name, err)
+		}
+	}
 }
