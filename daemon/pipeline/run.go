@@ -299,12 +299,15 @@ func (c *controller) execRun(ctx context.Context, f *flight, run storage.Run, at
 	if attach {
 		tr, err = c.deps.Runtime.AttachTraining(ctx, job)
 		switch {
-		case errors.Is(err, runtime.ErrNotFound) && ctx.Err() == nil:
+		case errors.Is(err, runtime.ErrNotFound) && run.Container == job.ContainerID && ctx.Err() == nil:
 			// Gone: never created (kilnd died between recording the run
 			// as running and starting its container) or finished and
 			// removed before its end was recorded. Its outcome is unknown,
 			// so the run trains again on its window: failing it would lose
 			// a run nothing was wrong with (found by the crash harness).
+			// Only under the name the run recorded: a kilnd that names
+			// containers otherwise (an upgrade) cannot tell a gone
+			// container from one it no longer finds, which may still run.
 			again = "its container was gone across a kilnd restart: " + err.Error()
 			c.log.Warn("training again", "run", run.ID, "reason", again)
 			attach = false
