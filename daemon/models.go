@@ -202,7 +202,10 @@ func (d *Daemon) handleRollback(w http.ResponseWriter, r *http.Request) {
 func (d *Daemon) handlePin(w http.ResponseWriter, r *http.Request) {
 	p := r.PathValue("name")
 	var req api.PinRequest
-	if err := decodeBody(r, &req); err != nil || req.Model == "" {
+	if err := decodeBody(r, &req); errors.Is(err, errBodyTooLarge) {
+		localapi.WriteError(w, http.StatusRequestEntityTooLarge, "pin: "+err.Error())
+		return
+	} else if err != nil || req.Model == "" {
 		localapi.WriteError(w, http.StatusBadRequest, "pin wants a body {\"model\": \"P/mN\"}")
 		return
 	}
@@ -298,10 +301,20 @@ func (d *Daemon) handleLineage(w http.ResponseWriter, r *http.Request) {
 	localapi.WriteJSON(w, http.StatusOK, out)
 }
 
+// errBodyTooLarge: a JSON request body over maxJSONBody; the handler answers 413.
+var errBodyTooLarge = fmt.Errorf("request body is over %d bytes", maxJSONBody)
+
+const maxJSONBody = 64 << 10
+
 func decodeBody(r *http.Request, v any) error {
-	b, err := io.ReadAll(io.LimitReader(r.Body, 64<<10))
+	// One byte past the limit tells a body over it from one that fits exactly (a silent cut
+	// would surface as a puzzling "unexpected end of JSON input").
+	b, err := io.ReadAll(io.LimitReader(r.Body, maxJSONBody+1))
 	if err != nil {
 		return err
+	}
+	if len(b) > maxJSONBody {
+		return errBodyTooLarge
 	}
 	if len(b) == 0 {
 		return errors.New("empty body")

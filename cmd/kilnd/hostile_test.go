@@ -162,6 +162,9 @@ func TestHostileAPICallers(t *testing.T) {
 		start := time.Now()
 		resp, err := hc.Do(req)
 		apiError(t, resp, err, http.StatusRequestEntityTooLarge, "over 65536 bytes")
+		pin := "http://kiln" + strings.Replace(api.PathPin, "{name}", "pumps", 1)
+		resp, err = hc.Post(pin, "application/json", io.MultiReader(strings.NewReader(`{"model": "`), io.LimitReader(filler{}, 1<<20)))
+		apiError(t, resp, err, http.StatusRequestEntityTooLarge, "over 65536 bytes")
 		after := kilndFigures(t, hc)
 		t.Logf("413 after %v; %s", time.Since(start), after)
 		if after.rssMiB > base.rssMiB+64 {
