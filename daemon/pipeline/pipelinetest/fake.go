@@ -187,10 +187,15 @@ func (f *Runtime) AttachTraining(_ context.Context, job pipeline.TrainJob) (pipe
 
 // VanishTraining forgets every training container, as containerd would
 // not know one that kilnd died before creating, or one removed after it
-// exited while its end was not recorded yet.
+// exited while its end was not recorded yet. One still held stops without
+// writing anything, as a container that is gone does.
 func (f *Runtime) VanishTraining() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	for _, t := range f.trains {
+		t.once.Do(func() { close(t.cancel) })
+		<-t.done
+	}
 	clear(f.trains)
 }
 
