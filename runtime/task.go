@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -476,7 +477,15 @@ func (r *Runtime) launch(ctx context.Context, what string, c *Common, img client
 		_ = t.Delete(context.WithoutCancel(ctx))
 		return nil, err
 	}
-	r.log.Info(what+" started", "container", c.ID, "image", digest, "pid", t.Pid(), "uid", uid)
+	// The pipeline and its run or model as attributes, so the journal's
+	// PIPELINE, RUN and MODEL fields find this line too.
+	attrs := []any{"container", c.ID, "image", digest, "pid", t.Pid(), "uid", uid, "pipeline", labels[LabelPipeline]}
+	for _, k := range []string{LabelRun, LabelModel} {
+		if v := labels[k]; v != "" {
+			attrs = append(attrs, strings.TrimPrefix(k, "io.kiln."), v)
+		}
+	}
+	r.log.Info(what+" started", attrs...)
 	return t, nil
 }
 
