@@ -116,10 +116,16 @@ func Open(stateDir string, opt Options) (*Store, error) {
 		notify:  make(chan struct{}),
 		closing: make(chan struct{}),
 	}
+	// The blobs are every dataset and model the box holds: root's alone
+	// (0700, tightened on upgrade), as kiln.db is; their files stay 0444
+	// so a container's bind mount of one reads it under the workload's id.
 	for _, d := range []string{filepath.Join(s.blobs, "sha256"), filepath.Join(s.blobs, "tmp")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, fmt.Errorf("open blob dir %s: %w", d, err)
 		}
+	}
+	if err := os.Chmod(s.blobs, 0o700); err != nil {
+		return nil, fmt.Errorf("open blob dir %s: %w", s.blobs, err)
 	}
 	db, err := bolt.Open(s.path, 0o600, &bolt.Options{
 		Timeout:      opt.LockTimeout,
