@@ -148,14 +148,15 @@ func TestSystemd(t *testing.T) {
 		if sub == nil || sub[1] == "dev" {
 			t.Fatalf("kilnd --version = %q, want version, commit and build date set at link time", d)
 		}
+		// kiln version shows what dpkg shows beside git's version.
+		pv := strings.TrimSpace(m.must(ctx, "dpkg-query -W -f='${Version}' kiln"))
 		v := m.must(ctx, "kiln version")
-		for _, want := range []string{"kiln   " + sub[1], "kilnd  " + sub[1], "commit " + sub[2], "built " + sub[3]} {
+		for _, want := range []string{"kiln   package " + pv + ", git " + sub[1], "kilnd  git " + sub[1], "commit " + sub[2], "built " + sub[3]} {
 			if !strings.Contains(v, want) {
 				t.Errorf("kiln version lacks %q:\n%s", want, v)
 			}
 		}
 		// The package version is derived from the same git describe.
-		pv := strings.TrimSpace(m.must(ctx, "dpkg-query -W -f='${Version}' kiln"))
 		if !strings.Contains(pv, sub[2]) && !strings.HasPrefix(pv, strings.TrimPrefix(strings.SplitN(sub[1], "-", 2)[0], "v")) {
 			t.Errorf("package version %s does not match kilnd %s (commit %s)", pv, sub[1], sub[2])
 		}
@@ -375,13 +376,19 @@ func TestSystemd(t *testing.T) {
 	})
 	step("the README's installed-site quick start runs command by command", func(t *testing.T) {
 		if lead.missing != "" {
-			t.Skip("needs " + lead.missing)
+			requireReal(t, "needs "+lead.missing)
 		}
 		installedQuickstart(t, ctx, m)
 	})
+	check("workloads run under a reserved id a local account cannot reach", func(t *testing.T) {
+		if lead.missing != "" {
+			requireReal(t, "needs "+lead.missing)
+		}
+		workloadsIsolated(t, ctx, m)
+	})
 	check("dpkg -r stops the quick start's endpoint; a reinstall serves it again", func(t *testing.T) {
 		if lead.missing != "" {
-			t.Skip("needs " + lead.missing)
+			requireReal(t, "needs "+lead.missing)
 		}
 		removeReinstall(t, ctx, m)
 	})
