@@ -43,14 +43,19 @@ func ownedLabel(dirs ...string) string {
 // root's 0700): the trained model stays readable to a server given it;
 // a socket folder stays 0700. WalkDir does not follow symlinks and Lchown
 // changes a link itself, so a workload cannot steer this onto other files.
-func (t *Task) reclaim() error {
-	uid, ok := t.UID()
-	if !ok || t.labels[LabelOwned] == "" {
-		return nil
+func (t *Task) reclaim() error { return reclaim(t.id, t.labels) }
+
+// reclaim is Task.reclaim for a container known by its ID and labels (the
+// sweep's and Remove's, which never made a Task of it).
+func reclaim(id string, labels map[string]string) error {
+	n, err := strconv.ParseUint(labels[LabelUID], 10, 32)
+	if err != nil || labels[LabelOwned] == "" {
+		return nil // no workload id (made before ids), or nothing handed to it
 	}
+	uid := uint32(n)
 	var dirs []string
-	if err := json.Unmarshal([]byte(t.labels[LabelOwned]), &dirs); err != nil {
-		return fmt.Errorf("label %s of %s: %w", LabelOwned, t.id, err)
+	if err := json.Unmarshal([]byte(labels[LabelOwned]), &dirs); err != nil {
+		return fmt.Errorf("label %s of %s: %w", LabelOwned, id, err)
 	}
 	var errs []error
 	for _, dir := range dirs {
@@ -70,7 +75,7 @@ func (t *Task) reclaim() error {
 			}
 			return nil
 		})
-		if err == nil && t.kind == KindTrain {
+		if err == nil && labels[LabelKind] == KindTrain {
 			err = os.Chmod(dir, 0o755)
 		}
 		if err != nil && !errors.Is(err, fs.ErrNotExist) {

@@ -466,3 +466,33 @@ func TestSysusersNamesWorkloadBlock(t *testing.T) {
 		t.Errorf("packaging/sysusers.d/kiln.conf lacks %s (the block after the base id %d)", want, WorkloadIDBase)
 	}
 }
+
+// TestRemoveHandsFoldersBack: a container removed by ID (the sweep's and
+// gc's path, which never made a Task of it) hands its workload id's folders
+// back to root as Task.Delete does, so the id, free again, owns nothing.
+func TestRemoveHandsFoldersBack(t *testing.T) {
+	r := newTestRuntime(t)
+	var w workloads
+	startTrainer(t, r, &w)
+	w.train.Detach()
+	if err := r.Remove(testCtx(t, 30*time.Second), w.train.ID()); err != nil {
+		t.Fatal(err)
+	}
+	owned := 0
+	_ = filepath.WalkDir(w.ws, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			t.Error(err)
+			return nil
+		}
+		if info, err := d.Info(); err == nil {
+			owned++
+			if st := info.Sys().(*syscall.Stat_t); st.Uid != 0 || st.Gid != 0 {
+				t.Errorf("%s is %d:%d after Remove; want root's", path, st.Uid, st.Gid)
+			}
+		}
+		return nil
+	})
+	if owned < 3 {
+		t.Fatalf("walked %d entries of %s; the check would be vacuous", owned, w.ws)
+	}
+}

@@ -246,6 +246,13 @@ func (r *Runtime) remove(ctx context.Context, ctr client.Container) error {
 			return fmt.Errorf("kill and delete task %s: %w", ctr.ID(), err)
 		}
 	}
+	// As Task.Delete does: the id's folders go back to root before the id
+	// (held by this container's label) is free for another container.
+	if labels, err := ctr.Labels(ctx); err == nil {
+		if err := reclaim(ctr.ID(), labels); err != nil {
+			r.log.Warn("folders of a removed container stay with its workload id", "container", ctr.ID(), "err", err)
+		}
+	}
 	if err := ctr.Delete(ctx, client.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("delete container %s: %w", ctr.ID(), err)
 	}
