@@ -253,7 +253,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 		ConnContext:       localapi.ConnContext,
 		BaseContext:       func(net.Listener) context.Context { return serveCtx },
 		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(d.log.Handler(), slog.LevelWarn),
+		// The socket is 0666 (authorization comes after the connection), so
+		// an idle keep-alive connection must not be held forever by anyone.
+		IdleTimeout: 2 * time.Minute,
+		ErrorLog:    slog.NewLogLogger(d.log.Handler(), slog.LevelWarn),
 	}
 	serveErr := make(chan error, 2)
 	go func() { serveErr <- srv.Serve(ln) }()
