@@ -295,7 +295,8 @@ func (c *controller) evalDone(ctx context.Context, r evalResult) {
 			c.log.Error("record rejection", "model", m.ID, "err", err)
 		}
 		crashpoint.Hit("eval.after-rejected")
-		c.log.Info("candidate rejected", "model", m.ID, "reason", r.reason)
+		c.log.Debug("candidate rejected", // the model.rejected event is the journal's line
+			"model", m.ID, "reason", r.reason)
 		if r.cand != nil && (c.live == nil || c.live.model != m.ID) && (c.standby == nil || c.standby.model != m.ID) {
 			if err := r.cand.Stop(ctx); err != nil {
 				c.log.Warn("stop rejected candidate", "model", m.ID, "err", err)

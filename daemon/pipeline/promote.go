@@ -95,7 +95,8 @@ func (c *controller) promote(ctx context.Context, m storage.Model, srv Serving, 
 	c.endpoint.Flip(srv)
 	c.setLive(&deployed{deployment: dep.ID, model: m.ID, srv: srv})
 	crashpoint.Hit(op.point("after-flip"))
-	c.log.Info("model live", "model", m.ID, "deployment", dep.ID, "reason", m.Reason, "actor", op.req.Actor, "trigger", op.req.Trigger)
+	c.log.Debug("model live", // the model.promoted event is the journal's line
+		"model", m.ID, "deployment", dep.ID, "reason", m.Reason, "actor", op.req.Actor, "trigger", op.req.Trigger)
 
 	var stop []*deployed
 	c.standby = nil

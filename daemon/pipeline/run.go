@@ -145,7 +145,8 @@ func (c *controller) startRun(ctx context.Context, req Request, datasets []strin
 		return Ticket{}, fmt.Errorf("queue a run of %s: %w", c.name, err)
 	}
 	crashpoint.Hit("train.after-queued")
-	c.log.Info("run queued", "run", run.ID, "trigger", req.Trigger, "actor", req.Actor, "datasets", len(run.Datasets))
+	c.log.Debug("run queued", // the run.queued event is the journal's line
+		"run", run.ID, "trigger", req.Trigger, "actor", req.Actor, "datasets", len(run.Datasets))
 	if c.busy == nil {
 		c.launch(ctx, run, false, 0)
 		return Ticket{Run: run.ID}, nil
@@ -577,7 +578,8 @@ func (c *controller) runDone(ctx context.Context, r runResult) {
 		if err := c.putRun(ctx, run, "run.failed", map[string]string{"reason": run.Reason}); err != nil {
 			c.log.Error("record failed run", "run", run.ID, "err", err)
 		}
-		c.log.Warn("run failed", "run", run.ID, "reason", run.Reason)
+		c.log.Debug("run failed", // the run.failed event is the journal's line
+			"run", run.ID, "reason", run.Reason)
 		c.busy = nil
 		if r.attempt < c.currentSpec().Train.Retries {
 			c.log.Info("retrying run", "attempt", r.attempt+1)
