@@ -22,7 +22,7 @@ func init() { register(Group{Name: "soak", Run: benchSoak, OptIn: true}) }
 // soakSample is one look at kilnd's resources.
 type soakSample struct {
 	at                           time.Duration // since the soak's start
-	rssMiB                       float64
+	rssMiB, heapMiB, dbMiB       float64       // RSS counts kiln.db's mapped pages too; the heap is Go's alone
 	goroutines, fds, readTx, req float64
 }
 
@@ -38,6 +38,7 @@ type soakSample struct {
 func benchSoak(ctx context.Context, opt Options) []Figure {
 	const (
 		rssName, rssGoal   = "soak.rss_growth_mib", "<= 16"
+		heapName, heapGoal = "soak.heap_growth_mib", "<= 8"
 		goName, goGoal     = "soak.goroutine_growth", "<= 10"
 		fdName, fdGoal     = "soak.fd_growth", "<= 10"
 		txName, txGoal     = "soak.open_read_tx_end", "<= 2"
@@ -46,7 +47,7 @@ func benchSoak(ctx context.Context, opt Options) []Figure {
 	)
 	fail := func(why string) []Figure {
 		var out []Figure
-		for _, n := range [][2]string{{rssName, rssGoal}, {goName, goGoal}, {fdName, fdGoal}, {txName, txGoal}, {lostName, lostGoal}, {badName, badGoal}} {
+		for _, n := range [][2]string{{rssName, rssGoal}, {heapName, heapGoal}, {goName, goGoal}, {fdName, fdGoal}, {txName, txGoal}, {lostName, lostGoal}, {badName, badGoal}} {
 			out = append(out, unmeasured(n[0], "", n[1], why))
 		}
 		return out
@@ -105,7 +106,7 @@ func benchSoak(ctx context.Context, opt Options) []Figure {
 		tick := time.NewTicker(10 * time.Second)
 		defer tick.Stop()
 		for {
-			s, err := soakSampleOf(sctx, c, proc.Process.Pid)
+			s, err := soakSampleOf(sctx, c, proc.Process.Pid, filepath.Join(root, "var/lib/kiln/kiln.db"))
 			s.at, s.req = time.Since(t0), float64(load.sent.Load())
 			mu.Lock()
 			if err == nil {
@@ -169,8 +170,11 @@ func benchSoak(ctx context.Context, opt Options) []Figure {
 		return f
 	}
 	_, txEnd := soakEnds(steady, func(s soakSample) float64 { return s.readTx })
+	db0, db1 := soakEnds(steady, func(s soakSample) float64 { return s.dbMiB })
+	common = fmt.Sprintf("kiln.db %.1f -> %.1f MiB (mapped, so in RSS as read); ", db0, db1) + common
 	return []Figure{
 		growth(rssName, "MiB", rssGoal, func(s soakSample) float64 { return s.rssMiB }),
+		growth(heapName, "MiB", heapGoal, func(s soakSample) float64 { return s.heapMiB }),
 		growth(goName, "goroutines", goGoal, func(s soakSample) float64 { return s.goroutines }),
 		growth(fdName, "fds", fdGoal, func(s soakSample) float64 { return s.fds }),
 		measured(txName, txEnd, "transactions", txGoal, "kiln_store_open_read_tx, median of the last three samples; "+common),
@@ -213,8 +217,12 @@ func soakPoll(ctx context.Context, c *apiclient.Client, polls, errs *atomic.Int6
 }
 
 // soakSampleOf reads kilnd's RSS from /proc and the rest from its metrics.
-func soakSampleOf(ctx context.Context, c *apiclient.Client, pid int) (soakSample, error) {
+func soakSampleOf(ctx context.Context, c *apiclient.Client, pid int, db string) (soakSample, error) {
 	rss, err := procRSS(pid)
+	if err != nil {
+		return soakSample{}, err
+	}
+	fi, err := os.Stat(db)
 	if err != nil {
 		return soakSample{}, err
 	}
@@ -222,8 +230,9 @@ func soakSampleOf(ctx context.Context, c *apiclient.Client, pid int) (soakSample
 	if err != nil {
 		return soakSample{}, err
 	}
-	s := soakSample{rssMiB: float64(rss) / (1 << 20)}
-	want := map[string]*float64{"go_goroutines": &s.goroutines, "process_open_fds": &s.fds, "kiln_store_open_read_tx": &s.readTx}
+	s := soakSample{rssMiB: float64(rss) / (1 << 20), dbMiB: float64(fi.Size()) / (1 << 20)}
+	want := map[string]*float64{"go_goroutines": &s.goroutines, "process_open_fds": &s.fds, "kiln_store_open_read_tx": &s.readTx,
+		"go_memstats_heap_inuse_bytes": &s.heapMiB}
 	for _, line := range strings.Split(text, "\n") {
 		name, val, ok := strings.Cut(line, " ")
 		if p := want[name]; ok && p != nil {
@@ -236,6 +245,7 @@ func soakSampleOf(ctx context.Context, c *apiclient.Client, pid int) (soakSample
 	if len(want) > 0 {
 		return s, fmt.Errorf("metrics lack %d of the series the soak watches (e.g. kiln_store_open_read_tx)", len(want))
 	}
+	s.heapMiB /= 1 << 20
 	return s, nil
 }
 
@@ -295,9 +305,10 @@ func writeSoakCSV(path string, xs []soakSample) error {
 		return err
 	}
 	w := csv.NewWriter(f)
-	_ = w.Write([]string{"seconds", "rss_mib", "goroutines", "open_fds", "open_read_tx", "requests"})
+	_ = w.Write([]string{"seconds", "rss_mib", "heap_inuse_mib", "kiln_db_mib", "goroutines", "open_fds", "open_read_tx", "requests"})
 	for _, s := range xs {
-		_ = w.Write([]string{fmt.Sprintf("%.0f", s.at.Seconds()), fmt.Sprintf("%.1f", s.rssMiB), fmt.Sprint(s.goroutines), fmt.Sprint(s.fds), fmt.Sprint(s.readTx), fmt.Sprint(s.req)})
+		_ = w.Write([]string{fmt.Sprintf("%.0f", s.at.Seconds()), fmt.Sprintf("%.1f", s.rssMiB), fmt.Sprintf("%.1f", s.heapMiB), fmt.Sprintf("%.1f", s.dbMiB),
+			fmt.Sprint(s.goroutines), fmt.Sprint(s.fds), fmt.Sprint(s.readTx), fmt.Sprint(s.req)})
 	}
 	w.Flush()
 	if err := w.Error(); err != nil {
