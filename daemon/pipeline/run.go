@@ -60,8 +60,12 @@ func (c *controller) newRows() (int64, error) {
 		}
 		seen := map[string]bool{}
 		for _, r := range runs {
-			if r.State == storage.RunCancelled || r.State == storage.RunFailed {
-				continue // their data still waits for a run that uses it
+			// A cancelled run's data still waits for a run that uses it. A
+			// failed run's data is not new: training on it again at once
+			// fails the same way (train.retries is for that); it stays in
+			// the window of the run that new data starts.
+			if r.State == storage.RunCancelled {
+				continue
 			}
 			for _, d := range r.Datasets {
 				seen[d] = true
