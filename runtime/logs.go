@@ -23,23 +23,36 @@ var (
 
 // capLog keeps path and path.1 together near limit: once path passes half
 // the limit, its content is copied to path.1 and path is truncated. The shim
-// opened path with O_APPEND, so its next write lands at the new end.
+// opened path with O_APPEND, so its next write lands at the new end. The
+// pace stays fast while the file grows quickly (not only right after a
+// rotation), and one last check runs when ctx ends, so a burst between the
+// last check and the task's end does not stay on disk past the cap.
 func capLog(ctx context.Context, path string, limit int64, log *slog.Logger) {
 	wait := logPoll
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(wait):
-		}
+	var last int64
+	check := func() {
 		rotated, err := rotateIfOver(path, limit/2)
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
 			log.Warn("cap log file", "path", path, "err", err)
 		}
+		size := int64(0)
+		if st, err := os.Stat(path); err == nil {
+			size = st.Size()
+		}
 		wait = logPoll
-		if rotated {
+		if rotated || size-last > limit/16 {
 			wait = logPollFast
 		}
+		last = size
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			check()
+			return
+		case <-time.After(wait):
+		}
+		check()
 	}
 }
 

@@ -76,6 +76,10 @@ type Task struct {
 	cur  *instance
 	life context.Context // ends on Detach/Delete: watchers and log capping
 	stop context.CancelFunc
+	// capped is closed once log capping has made its last check after
+	// life ended: Delete and Detach wait for it, so the log pair is within
+	// its cap when they return.
+	capped chan struct{}
 
 	stopping atomic.Bool
 	timedOut atomic.Bool
@@ -120,9 +124,14 @@ func (r *Runtime) newHandle(ctx context.Context, ctr client.Container, labels ma
 	// WithoutCancel: the handle outlives the call that makes it; its life ends at Detach or
 	// Delete, not when the caller's ctx does.
 	life, stop := context.WithCancel(context.WithoutCancel(ctx))
-	t := &Task{r: r, id: ctr.ID(), kind: labels[LabelKind], labels: labels, ctr: ctr, life: life, stop: stop}
+	t := &Task{r: r, id: ctr.ID(), kind: labels[LabelKind], labels: labels, ctr: ctr, life: life, stop: stop, capped: make(chan struct{})}
 	if limit, err := strconv.ParseInt(labels[LabelLogLimit], 10, 64); err == nil && limit > 0 && labels[LabelLog] != "" {
-		go capLog(life, labels[LabelLog], limit, r.log.With("container", t.id))
+		go func() {
+			defer close(t.capped)
+			capLog(life, labels[LabelLog], limit, r.log.With("container", t.id))
+		}()
+	} else {
+		close(t.capped)
 	}
 	return t
 }
@@ -380,6 +389,7 @@ func (t *Task) Delete(ctx context.Context) error {
 		}
 	}
 	t.stop()
+	<-t.capped
 	// Its processes are gone and it still holds its id: hand the id's
 	// folders back to root before the id is free for another container.
 	if err := t.reclaim(); err != nil {
@@ -392,7 +402,10 @@ func (t *Task) Delete(ctx context.Context) error {
 }
 
 // Detach stops watching the task and capping its log; the task runs on.
-func (t *Task) Detach() { t.stop() }
+func (t *Task) Detach() {
+	t.stop()
+	<-t.capped
+}
 
 func readFailure(outputDir string) string {
 	if outputDir == "" {
