@@ -49,6 +49,9 @@ func capLog(ctx context.Context, path string, limit int64, log *slog.Logger) {
 		select {
 		case <-ctx.Done():
 			check()
+			if err := trimPair(path, limit); err != nil && !errors.Is(err, os.ErrNotExist) {
+				log.Warn("cap log file", "path", path, "err", err)
+			}
 			return
 		case <-time.After(wait):
 		}
@@ -104,6 +107,44 @@ func rotateIfOver(path string, half int64) (bool, error) {
 		return false, err
 	}
 	return true, os.Rename(tmp, path+".1")
+}
+
+// trimPair holds the pair to limit once the task's handle has ended. While
+// it runs, path.1 may hold up to the whole cap (a rotation moves the whole
+// live file) beside a live file of up to half, so the pair can pass the cap
+// by half; with no follower left to keep offsets for, path.1 keeps only its
+// tail, after a line saying how much was dropped.
+func trimPair(path string, limit int64) error {
+	live, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	old, err := os.Stat(path + ".1")
+	if err != nil || old.Size()+live.Size() <= limit {
+		return err
+	}
+	keep := max(limit-live.Size(), 0)
+	src, err := os.Open(path + ".1")
+	if err != nil {
+		return err
+	}
+	defer func() { _ = src.Close() }() // read only
+	tmp := path + ".1.tmp"
+	dst, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(dst, "kiln: %d bytes of log dropped here: the task wrote faster than its log cap allows\n", old.Size()-keep)
+	if err == nil {
+		_, err = io.Copy(dst, io.NewSectionReader(src, old.Size()-keep, keep))
+	}
+	if cerr := dst.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	return os.Rename(tmp, path+".1")
 }
 
 // ReadLog writes a task's whole retained log (path.1, then path) to w.

@@ -106,3 +106,49 @@ func (w lockedWriter) Write(p []byte) (int, error) {
 	defer w.mu.Unlock()
 	return w.b.Write(p)
 }
+
+// TestTrimPairAtEnd: a rotation moves a whole live file of up to the cap to
+// path.1, so beside a live file of up to half the pair passes the cap while
+// the task runs; once it ends, trimPair holds the pair to the cap, keeping
+// the newest lines and saying how much it dropped.
+func TestTrimPairAtEnd(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "run.log")
+	line := func(i int) string { return fmt.Sprintf("line %06d\n", i) } // 12 bytes
+	var old, live strings.Builder
+	for i := range 1000 {
+		old.WriteString(line(i)) // 12,000 bytes: a whole live file moved at a rotation
+	}
+	for i := 1000; i < 1400; i++ {
+		live.WriteString(line(i)) // 4,800 bytes
+	}
+	for p, text := range map[string]string{path + ".1": old.String(), path: live.String()} {
+		if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const limit = 12000
+	if err := trimPair(path, limit); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path + ".1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	head, tail, _ := strings.Cut(string(b), "\n")
+	if want := fmt.Sprintf("kiln: %d bytes of log dropped", 12000-(limit-4800)); !strings.HasPrefix(head, want) {
+		t.Errorf("first line = %q; want it to start %q", head, want)
+	}
+	if len(tail)+4800 != limit || !strings.HasSuffix(tail, line(999)) || !strings.HasPrefix(tail, line(1000-(limit-4800)/12)) {
+		t.Errorf("%s.1 keeps %d bytes from %q; want the newest %d", path, len(tail), tail[:12], limit-4800)
+	}
+	if got, _ := os.ReadFile(path); string(got) != live.String() {
+		t.Error("the live file changed")
+	}
+	// Within the cap, nothing changes.
+	if err := trimPair(path, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := os.ReadFile(path + ".1"); string(again) != string(b) {
+		t.Error("trimPair changed a pair within its cap")
+	}
+}
