@@ -209,6 +209,16 @@ func TestContainedTrainingAndServingFaults(t *testing.T) {
 			return err == nil && strings.TrimSpace(out) == "benign"
 		})
 	}
+	// A request that hangs holds only itself. Checked before the fork
+	// bomb: the bomb's children stay in the container holding its pids, and
+	// a server then blocked in a syscall cannot get a thread (Go exits 2).
+	hung := make(chan error, 1)
+	go func() { _, err := predict(poison("-4"), 6*time.Second); hung <- err }()
+	time.Sleep(300 * time.Millisecond)
+	if out, err := predict(good, 5*time.Second); err != nil || strings.TrimSpace(out) != "benign" {
+		t.Errorf("serving: predict beside a hung request = %q, %v; want benign", out, err)
+	}
+	<-hung
 	// Fork bomb: the pids limit stops it; the server answers the count or
 	// dies trying and is restarted. Either way the endpoint comes back.
 	out, err := predict(poison("-3"), 20*time.Second)
@@ -217,14 +227,6 @@ func TestContainedTrainingAndServingFaults(t *testing.T) {
 		out, err := predict(good, 5*time.Second)
 		return err == nil && strings.TrimSpace(out) == "benign"
 	})
-	// A request that hangs holds only itself.
-	hung := make(chan error, 1)
-	go func() { _, err := predict(poison("-4"), 6*time.Second); hung <- err }()
-	time.Sleep(300 * time.Millisecond)
-	if out, err := predict(good, 5*time.Second); err != nil || strings.TrimSpace(out) != "benign" {
-		t.Errorf("serving: predict beside a hung request = %q, %v; want benign", out, err)
-	}
-	<-hung
 }
 
 func pipelineEvents(t *testing.T, k *kilnd, kind, pipeline string) []api.Event {
