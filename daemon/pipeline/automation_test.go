@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
@@ -218,40 +217,10 @@ func TestTrainQueues(t *testing.T) {
 // and holdout parts, as ingest would; flip swaps the classes' places.
 func (h *harness) addFeedback(n int, flip bool) string {
 	h.t.Helper()
-	h.seed++
-	rng := rand.New(rand.NewPCG(h.seed, 11))
-	var train, hold strings.Builder
-	train.WriteString("x1,x2,y\n")
-	hold.WriteString("x1,x2,y\n")
-	for i := range n {
-		y, c := "a", 0.0
-		if i%2 == 1 {
-			y, c = "b", 5.0
-		}
-		if flip {
-			c = 5 - c
-		}
-		row := fmt.Sprintf("%.3f,%.3f,%s\n", c+rng.NormFloat64(), c+rng.NormFloat64(), y)
-		if i < 2 {
-			row = hardRow(h.seed)
-		}
-		if i%4 == 0 {
-			hold.WriteString(row)
-		} else {
-			train.WriteString(row)
-		}
-	}
+	tr, ho := h.labelledParts(n, 11, 4, flip)
 	ctx := context.Background()
-	tr, err := h.store.PutBlob(ctx, strings.NewReader(train.String()))
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	ho, err := h.store.PutBlob(ctx, strings.NewReader(hold.String()))
-	if err != nil {
-		h.t.Fatal(err)
-	}
 	var id string
-	err = h.store.Update(ctx, func(tx *storage.Tx) error {
+	err := h.store.Update(ctx, func(tx *storage.Tx) error {
 		d, err := tx.CreateDataset(storage.Dataset{Pipeline: "iris", Kind: storage.KindFeedback, Feedback: storage.FeedbackRows,
 			State: storage.DatasetAccepted, Rows: int64(n), Train: &tr, Holdout: &ho})
 		id = d.ID

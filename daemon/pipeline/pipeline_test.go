@@ -109,39 +109,13 @@ func hardRow(seed uint64) string {
 	return fmt.Sprintf("%.3f,-3.000,b\n", -3-float64(seed)/100)
 }
 
+// addData records n labelled rows as a data version with its dataset.accepted event.
 func (h *harness) addData(n int) string {
 	h.t.Helper()
-	h.seed++
-	rng := rand.New(rand.NewPCG(h.seed, 7))
-	var train, hold strings.Builder
-	train.WriteString("x1,x2,y\n")
-	hold.WriteString("x1,x2,y\n")
-	for i := range n {
-		y, c := "a", 0.0
-		if i%2 == 1 {
-			y, c = "b", 5.0
-		}
-		row := fmt.Sprintf("%.3f,%.3f,%s\n", c+rng.NormFloat64(), c+rng.NormFloat64(), y)
-		if i < 2 {
-			row = hardRow(h.seed)
-		}
-		if i%5 == 0 {
-			hold.WriteString(row)
-		} else {
-			train.WriteString(row)
-		}
-	}
+	tr, ho := h.labelledParts(n, 7, 5, false)
 	ctx := context.Background()
-	tr, err := h.store.PutBlob(ctx, strings.NewReader(train.String()))
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	ho, err := h.store.PutBlob(ctx, strings.NewReader(hold.String()))
-	if err != nil {
-		h.t.Fatal(err)
-	}
 	var id string
-	err = h.store.Update(ctx, func(tx *storage.Tx) error {
+	err := h.store.Update(ctx, func(tx *storage.Tx) error {
 		d, err := tx.CreateDataset(storage.Dataset{Pipeline: "iris", Kind: storage.KindData, State: storage.DatasetAccepted,
 			Rows: int64(n), Train: &tr, Holdout: &ho})
 		if err != nil {
@@ -155,6 +129,46 @@ func (h *harness) addData(n int) string {
 		h.t.Fatal(err)
 	}
 	return id
+}
+
+// labelledParts stores n labelled rows of two well-separated classes (flip
+// swaps the classes' places) as a train and a holdout part, every holdEvery-th
+// row held out; rows 0 and 1 are the version's hard row (see hardRow). stream
+// keeps addData's and addFeedback's random rows apart.
+func (h *harness) labelledParts(n int, stream uint64, holdEvery int, flip bool) (tr, ho storage.BlobRef) {
+	h.t.Helper()
+	h.seed++
+	rng := rand.New(rand.NewPCG(h.seed, stream))
+	var train, hold strings.Builder
+	train.WriteString("x1,x2,y\n")
+	hold.WriteString("x1,x2,y\n")
+	for i := range n {
+		y, c := "a", 0.0
+		if i%2 == 1 {
+			y, c = "b", 5.0
+		}
+		if flip {
+			c = 5 - c
+		}
+		row := fmt.Sprintf("%.3f,%.3f,%s\n", c+rng.NormFloat64(), c+rng.NormFloat64(), y)
+		if i < 2 {
+			row = hardRow(h.seed)
+		}
+		if i%holdEvery == 0 {
+			hold.WriteString(row)
+		} else {
+			train.WriteString(row)
+		}
+	}
+	ctx := context.Background()
+	tr, err := h.store.PutBlob(ctx, strings.NewReader(train.String()))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if ho, err = h.store.PutBlob(ctx, strings.NewReader(hold.String())); err != nil {
+		h.t.Fatal(err)
+	}
+	return tr, ho
 }
 
 func (h *harness) waitFor(what string, cond func() bool) {
