@@ -43,28 +43,12 @@ func benchE2E(ctx context.Context, opt Options) []Figure {
 	if err != nil {
 		return fail("run from the repository root: " + err.Error())
 	}
-	root, imgDir, _, cleanup, err := loopRoot(ctx, addr, "e2e", "bench", e2eSpec)
+	l, stop, err := startLoop(ctx, kilnd, addr, "e2e", "bench", e2eSpec)
 	if err != nil {
 		return fail(err.Error())
 	}
-	defer cleanup()
-	_, proc, err := startKilnd(ctx, kilnd, root)
-	if err != nil {
-		return fail(err.Error())
-	}
-	defer func() { _ = stopKilnd(proc) }()
-	c := apiclient.New(filepath.Join(root, "run/kiln/kiln.sock"))
-	for _, f := range []string{"tabular-trainer.tar", "tabular-server.tar"} {
-		fh, err := os.Open(filepath.Join(imgDir, f))
-		if err != nil {
-			return fail(err.Error())
-		}
-		_, err = c.ImportImages(ctx, fh)
-		_ = fh.Close()
-		if err != nil {
-			return fail("import " + f + ": " + err.Error())
-		}
-	}
+	defer stop()
+	root, c := l.root, l.c
 
 	drop := filepath.Join(root, "var/lib/kiln/drop/bench")
 	if err := os.MkdirAll(drop, 0o755); err != nil {
@@ -159,4 +143,51 @@ func loopRoot(ctx context.Context, addr, tag, name, spec string) (root, imgDir, 
 		return "", "", "", nil, err
 	}
 	return root, imgDir, ns, done, nil
+}
+
+// loopKilnd is kilnd running on a loopRoot, the example images imported.
+type loopKilnd struct {
+	root, ns string
+	proc     *exec.Cmd
+	c        *apiclient.Client
+}
+
+// startLoop makes a loopRoot, starts kilnd on it and imports the example
+// images; stop stops kilnd and removes the root.
+func startLoop(ctx context.Context, kilnd, addr, tag, name, spec string) (*loopKilnd, func(), error) {
+	root, imgDir, ns, cleanup, err := loopRoot(ctx, addr, tag, name, spec)
+	if err != nil {
+		return nil, nil, err
+	}
+	_, proc, err := startKilnd(ctx, kilnd, root)
+	if err != nil {
+		cleanup()
+		return nil, nil, err
+	}
+	stop := func() {
+		_ = stopKilnd(proc) // best effort: the root goes next
+		cleanup()
+	}
+	c := apiclient.New(filepath.Join(root, "run/kiln/kiln.sock"))
+	if err := importExamples(ctx, c, imgDir); err != nil {
+		stop()
+		return nil, nil, err
+	}
+	return &loopKilnd{root: root, ns: ns, proc: proc, c: c}, stop, nil
+}
+
+// importExamples imports the example images built under imgDir.
+func importExamples(ctx context.Context, c *apiclient.Client, imgDir string) error {
+	for _, f := range []string{"tabular-trainer.tar", "tabular-server.tar"} {
+		fh, err := os.Open(filepath.Join(imgDir, f))
+		if err != nil {
+			return err
+		}
+		_, err = c.ImportImages(ctx, fh)
+		_ = fh.Close() // read only
+		if err != nil {
+			return fmt.Errorf("import %s: %w", f, err)
+		}
+	}
+	return nil
 }

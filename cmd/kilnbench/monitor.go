@@ -477,31 +477,15 @@ func monFeedbackToScore(ctx context.Context, opt Options) Figure {
 	if err != nil || len(recs) < 2 {
 		return fail(fmt.Sprintf("examples/tabular/data/breast_cancer.csv: %v", err))
 	}
-	root, imgDir, _, cleanup, err := loopRoot(ctx, addr, "mon", "bench", monSpec)
+	l, stop, err := startLoop(ctx, kilnd, addr, "mon", "bench", monSpec)
 	if err != nil {
 		return fail(err.Error())
 	}
-	defer cleanup()
-	_, proc, err := startKilnd(ctx, kilnd, root)
-	if err != nil {
-		return fail(err.Error())
-	}
-	defer func() { _ = stopKilnd(proc) }()
+	defer stop()
+	root, c := l.root, l.c
 	logHint := func() string {
 		b, _ := os.ReadFile(filepath.Join(root, "kilnd.log"))
 		return "; kilnd: " + lastLine(string(b))
-	}
-	c := apiclient.New(filepath.Join(root, "run/kiln/kiln.sock"))
-	for _, f := range []string{"tabular-trainer.tar", "tabular-server.tar"} {
-		fh, err := os.Open(filepath.Join(imgDir, f))
-		if err != nil {
-			return fail(err.Error())
-		}
-		_, err = c.ImportImages(ctx, fh)
-		_ = fh.Close()
-		if err != nil {
-			return fail("import " + f + ": " + err.Error())
-		}
 	}
 	if err := monLiveAndStandby(ctx, c, root, raw); err != nil {
 		return fail(err.Error() + logHint())

@@ -97,28 +97,12 @@ func benchRollback(ctx context.Context, opt Options) []Figure {
 	if err != nil {
 		return fail("run from the repository root: " + err.Error())
 	}
-	root, imgDir, ns, cleanup, err := loopRoot(ctx, addr, "rb", "rb", rbSpec)
+	l, stop, err := startLoop(ctx, kilnd, addr, "rb", "rb", rbSpec)
 	if err != nil {
 		return fail(err.Error())
 	}
-	defer cleanup()
-	_, proc, err := startKilnd(ctx, kilnd, root)
-	if err != nil {
-		return fail(err.Error())
-	}
-	defer func() { _ = stopKilnd(proc) }()
-	c := apiclient.New(filepath.Join(root, "run/kiln/kiln.sock"))
-	for _, f := range []string{"tabular-trainer.tar", "tabular-server.tar"} {
-		fh, err := os.Open(filepath.Join(imgDir, f))
-		if err != nil {
-			return fail(err.Error())
-		}
-		_, err = c.ImportImages(ctx, fh)
-		_ = fh.Close()
-		if err != nil {
-			return fail("import " + f + ": " + err.Error())
-		}
-	}
+	defer stop()
+	root, ns, c := l.root, l.ns, l.c
 	evs := &rbEvents{}
 	fctx, stopFollow := context.WithCancel(ctx)
 	defer stopFollow()

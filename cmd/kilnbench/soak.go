@@ -64,20 +64,12 @@ func benchSoak(ctx context.Context, opt Options) []Figure {
 	if err != nil {
 		return fail("run from the repository root: " + err.Error())
 	}
-	root, imgDir, ns, cleanup, err := loopRoot(ctx, addr, "soak", "rb", rbSpec)
+	l, stop, err := startLoop(ctx, kilnd, addr, "soak", "rb", rbSpec)
 	if err != nil {
 		return fail(err.Error())
 	}
-	defer cleanup()
-	_, proc, err := startKilnd(ctx, kilnd, root)
-	if err != nil {
-		return fail(err.Error())
-	}
-	defer func() { _ = stopKilnd(proc) }()
-	c := apiclient.New(filepath.Join(root, "run/kiln/kiln.sock"))
-	if err := importExamples(ctx, c, imgDir); err != nil {
-		return fail(err.Error())
-	}
+	defer stop()
+	root, ns, proc, c := l.root, l.ns, l.proc, l.c
 	evs := &rbEvents{}
 	sctx, stopAll := context.WithCancel(ctx)
 	defer stopAll()
@@ -181,22 +173,6 @@ func benchSoak(ctx context.Context, opt Options) []Figure {
 		measured(lostName, float64(lost), "files", lostGoal, lostDetail),
 		measured(badName, float64(load.failed.Load()), "responses", badGoal, fmt.Sprintf("%d of %d requests failed or non-2xx across %d rollbacks; first: %s", load.failed.Load(), len(reqs), swaps, load.firstFailure())),
 	}
-}
-
-// importExamples imports the example images built under imgDir.
-func importExamples(ctx context.Context, c *apiclient.Client, imgDir string) error {
-	for _, f := range []string{"tabular-trainer.tar", "tabular-server.tar"} {
-		fh, err := os.Open(filepath.Join(imgDir, f))
-		if err != nil {
-			return err
-		}
-		_, err = c.ImportImages(ctx, fh)
-		_ = fh.Close() // read only
-		if err != nil {
-			return fmt.Errorf("import %s: %w", f, err)
-		}
-	}
-	return nil
 }
 
 // soakPoll reads what an operator's dashboard would, twice a second.
