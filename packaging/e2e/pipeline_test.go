@@ -45,6 +45,15 @@ func leadPrereqs(repo string) prereqs {
 	return p
 }
 
+// need skips t, or fails it under KILN_REQUIRE_REAL=1, when the example
+// images or data the full-loop steps use are missing.
+func (p prereqs) need(t *testing.T) {
+	t.Helper()
+	if p.missing != "" {
+		requireReal(t, "needs "+p.missing)
+	}
+}
+
 // tabSpec trains the example trainer on the breast cancer data (label
 // diagnosis, last column) and serves it with the example server.
 const tabSpec = `data:

@@ -285,15 +285,11 @@ func TestSystemd(t *testing.T) {
 	// without them they skip, naming what is missing, or fail under
 	// KILN_REQUIRE_REAL=1.
 	step("a pipeline trains and serves inside", func(t *testing.T) {
-		if lead.missing != "" {
-			requireReal(t, "needs "+lead.missing)
-		}
+		lead.need(t)
 		trainAndServe(t, ctx, m)
 	})
 	check("restart leaves the serving container running and the endpoint answers across it", func(t *testing.T) {
-		if lead.missing != "" {
-			requireReal(t, "needs "+lead.missing)
-		}
+		lead.need(t)
 		restartKeepsServing(t, ctx, m)
 	})
 
@@ -375,21 +371,15 @@ func TestSystemd(t *testing.T) {
 		t.Logf("install.sh said:\n%s", lastLines(out, 15))
 	})
 	step("the README's installed-site quick start runs command by command", func(t *testing.T) {
-		if lead.missing != "" {
-			requireReal(t, "needs "+lead.missing)
-		}
+		lead.need(t)
 		installedQuickstart(t, ctx, m)
 	})
 	check("workloads run under a reserved id a local account cannot reach", func(t *testing.T) {
-		if lead.missing != "" {
-			requireReal(t, "needs "+lead.missing)
-		}
+		lead.need(t)
 		workloadsIsolated(t, ctx, m)
 	})
 	check("dpkg -r stops the quick start's endpoint; a reinstall serves it again", func(t *testing.T) {
-		if lead.missing != "" {
-			requireReal(t, "needs "+lead.missing)
-		}
+		lead.need(t)
 		removeReinstall(t, ctx, m)
 	})
 	t.Logf("e2e under systemd took %s", time.Since(start).Round(100*time.Millisecond))
