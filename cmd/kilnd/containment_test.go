@@ -93,10 +93,7 @@ func TestContainedTrainingAndServingFaults(t *testing.T) {
 	if _, stderr, err := k.kiln(nil, "pipelines", "reload"); err != nil {
 		t.Fatalf("reload: %v: %s", err, stderr)
 	}
-	data, err := os.ReadFile("../../examples/tabular/data/breast_cancer.csv")
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := cancerCSV(t)
 	batch := strings.Join(strings.SplitAfter(string(data), "\n")[:101], "")
 	t0 := time.Now()
 	for name := range specs {

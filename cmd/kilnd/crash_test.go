@@ -132,11 +132,7 @@ func newCrashRun(t *testing.T, addr, ns string, seed uint64) *crashRun {
 	if st, err := c.k.client().Status(context.Background()); err != nil || st.Pipelines != 1 {
 		t.Fatalf("status = %+v, %v; want the cancer pipeline loaded", st, err)
 	}
-	for _, f := range []string{"tabular-trainer.tar", "tabular-server.tar"} {
-		if _, stderr, err := c.k.kiln(nil, "images", "import", filepath.Join(imgDir, f)); err != nil {
-			t.Fatalf("kiln images import %s: %v: %s", f, err, stderr)
-		}
-	}
+	c.k.importExamples(t, imgDir)
 	return c
 }
 

@@ -149,10 +149,7 @@ func TestDiskFullPausesIngest(t *testing.T) {
 	k := startKilnd(t, root)
 	k.expect("READY=1")
 
-	data, err := os.ReadFile("../../examples/tabular/data/breast_cancer.csv")
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := cancerCSV(t)
 	drop := filepath.Join(state, "drop/cancer")
 	writeFile(t, filepath.Join(drop, ".d.part"), string(data))
 	fill(t, filepath.Join(state, "filler"))
@@ -162,6 +159,7 @@ func TestDiskFullPausesIngest(t *testing.T) {
 
 	var st api.Status
 	waitFor(t, "ingest to pause", func() bool {
+		var err error
 		st, err = k.client().Status(context.Background())
 		return err == nil && st.Ingest.Paused != ""
 	})
@@ -241,10 +239,7 @@ func TestStateDiskGoesReadOnly(t *testing.T) {
 	writeFile(t, filepath.Join(root, "etc/kiln/pipelines/cancer.yaml"), strings.Replace(ingestOnlySpec, "SETTLE", "1s", 1))
 	k := startKilnd(t, root)
 	k.expect("READY=1")
-	data, err := os.ReadFile("../../examples/tabular/data/breast_cancer.csv")
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := cancerCSV(t)
 	lines := strings.SplitAfter(string(data), "\n")
 	first, second := strings.Join(lines[:300], ""), lines[0]+strings.Join(lines[300:], "")
 	dropData(t, root, "a.csv", first)

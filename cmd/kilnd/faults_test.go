@@ -159,15 +159,8 @@ func TestContainerdStoppedRestartedWedged(t *testing.T) {
 	writeFile(t, filepath.Join(root, "etc/kiln/pipelines/cancer.yaml"), cancerSpec)
 	k := startKilnd(t, root)
 	k.expect("READY=1")
-	for _, f := range []string{"tabular-trainer.tar", "tabular-server.tar"} {
-		if _, stderr, err := k.kiln(nil, "images", "import", filepath.Join(imgDir, f)); err != nil {
-			t.Fatalf("kiln images import %s: %v: %s", f, err, stderr)
-		}
-	}
-	data, err := os.ReadFile("../../examples/tabular/data/breast_cancer.csv")
-	if err != nil {
-		t.Fatal(err)
-	}
+	k.importExamples(t, imgDir)
+	data := cancerCSV(t)
 	lines := strings.SplitAfter(string(data), "\n")
 	dropData(t, root, "a.csv", strings.Join(lines[:301], ""))
 	waitLong(t, 3*time.Minute, "a live model", func() bool { return liveModel(t, k) != "" })

@@ -33,10 +33,7 @@ func TestJournalTellsWhatHappened(t *testing.T) {
 			}
 		}
 	}()
-	data, err := os.ReadFile("../../examples/tabular/data/breast_cancer.csv")
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := cancerCSV(t)
 	lines := strings.SplitAfter(string(data), "\n")
 
 	// A second pipeline whose trainer refuses its hyperparameters: its run

@@ -40,6 +40,27 @@ evaluate:
 triggers: {new_data: {debounce: 0s, min_rows: 1}}
 `
 
+// importExamples imports the example images built under imgDir, as a
+// person would, through the CLI.
+func (k *kilnd) importExamples(t *testing.T, imgDir string) {
+	t.Helper()
+	for _, f := range []string{"tabular-trainer.tar", "tabular-server.tar"} {
+		if _, stderr, err := k.kiln(nil, "images", "import", filepath.Join(imgDir, f)); err != nil {
+			t.Fatalf("kiln images import %s: %v: %s", f, err, stderr)
+		}
+	}
+}
+
+// cancerCSV is the example data: the breast cancer CSV, header first.
+func cancerCSV(t *testing.T) []byte {
+	t.Helper()
+	data, err := os.ReadFile("../../examples/tabular/data/breast_cancer.csv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
 // TestLoopDropToServing is kiln's whole job on one box: images imported
 // over the socket, a CSV renamed into the drop folder, a model trained in a
 // container, scored by kilnd through its own serving container, promoted
@@ -55,21 +76,14 @@ func TestLoopDropToServing(t *testing.T) {
 	root := newRoot(t, "containerd: {address: "+addr+", namespace: kiln-test-loop}\n")
 	k := startKilnd(t, root)
 	k.expect("READY=1")
-	for _, f := range []string{"tabular-trainer.tar", "tabular-server.tar"} {
-		if _, stderr, err := k.kiln(nil, "images", "import", filepath.Join(imgDir, f)); err != nil {
-			t.Fatalf("kiln images import %s: %v: %s", f, err, stderr)
-		}
-	}
+	k.importExamples(t, imgDir)
 	writeFile(t, filepath.Join(root, "etc/kiln/pipelines/cancer.yaml"), cancerSpec)
 	if _, stderr, err := k.kiln(nil, "pipelines", "reload"); err != nil {
 		t.Fatalf("reload: %v: %s", err, stderr)
 	}
 	t.Cleanup(func() { removeContainers(t, addr, "kiln-test-loop") })
 
-	data, err := os.ReadFile("../../examples/tabular/data/breast_cancer.csv")
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := cancerCSV(t)
 	drop := filepath.Join(root, "var/lib/kiln/drop/cancer")
 	waitFor(t, "the drop folder", func() bool { _, err := os.Stat(drop); return err == nil })
 	tmp := filepath.Join(drop, ".cancer.csv.part")
@@ -250,15 +264,8 @@ func startLoopWith(t *testing.T, ns, spec string, cut func([]byte) []byte) (*kil
 	k := startKilnd(t, root)
 	k.expect("READY=1")
 	t.Cleanup(func() { removeContainers(t, addr, ns) })
-	for _, f := range []string{"tabular-trainer.tar", "tabular-server.tar"} {
-		if _, stderr, err := k.kiln(nil, "images", "import", filepath.Join(imgDir, f)); err != nil {
-			t.Fatalf("kiln images import %s: %v: %s", f, err, stderr)
-		}
-	}
-	data, err := os.ReadFile("../../examples/tabular/data/breast_cancer.csv")
-	if err != nil {
-		t.Fatal(err)
-	}
+	k.importExamples(t, imgDir)
+	data := cancerCSV(t)
 	if cut != nil {
 		data = cut(data)
 	}
