@@ -10,12 +10,13 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/kiln-edge/kiln/daemon/api"
+	"github.com/kiln-edge/kiln/daemon/ui/chart/charttest"
 )
 
 // TestAccuracyCSV: a header, then one line per point in time order; an
 // undefined metric is an empty field.
 func TestAccuracyCSV(t *testing.T) {
-	a := sampleAccuracy()
+	a := charttest.Sample()
 	a.Models[1].Points[2].Value = nil
 	var b bytes.Buffer
 	if err := writeAccuracyCSV(&b, a); err != nil {
@@ -47,7 +48,7 @@ func TestAccuracyCSV(t *testing.T) {
 
 func TestAccuracyTable(t *testing.T) {
 	var b bytes.Buffer
-	if err := printAccuracy(&b, sampleAccuracy()); err != nil {
+	if err := printAccuracy(&b, charttest.Sample()); err != nil {
 		t.Fatal(err)
 	}
 	out := b.String()
