@@ -369,7 +369,11 @@ type backupCmd struct {
 // cut stream never leaves a half backup under the final name; then the
 // prediction logs the same way.
 func (c backupCmd) Run(e *cmdEnv) error {
-	n, err := writeAtomic(c.File, func(w io.Writer) (int64, error) { return e.client().Backup(e.ctx, w) })
+	n, err := writeAtomic(c.File, func(w io.Writer) (int64, error) {
+		p := startProgress("received", -1)
+		defer p.Finish()
+		return e.client().Backup(e.ctx, p.Writer(w))
+	})
 	if err != nil {
 		return fmt.Errorf("backup to %s: %w", c.File, err)
 	}
@@ -378,7 +382,11 @@ func (c backupCmd) Run(e *cmdEnv) error {
 		return nil
 	}
 	pf := c.File + ".predictions.tar"
-	n, err = writeAtomic(pf, func(w io.Writer) (int64, error) { return e.client().BackupPredictions(e.ctx, w) })
+	n, err = writeAtomic(pf, func(w io.Writer) (int64, error) {
+		p := startProgress("received", -1)
+		defer p.Finish()
+		return e.client().BackupPredictions(e.ctx, p.Writer(w))
+	})
 	if err != nil {
 		return fmt.Errorf("backup prediction logs to %s: %w", pf, err)
 	}

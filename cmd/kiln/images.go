@@ -5,7 +5,6 @@ import (
 	"io"
 	"os"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/kiln-edge/kiln/daemon/api"
@@ -20,9 +19,6 @@ type imagesImportCmd struct {
 	File string `arg:"" type:"existingfile" help:"Archive to import (OCI layout tar or docker save tar)."`
 }
 
-// progressAfter: smaller archives import without a progress line.
-const progressAfter = 32 << 20
-
 func (c imagesImportCmd) Run(e *cmdEnv) error {
 	f, err := os.Open(c.File)
 	if err != nil {
@@ -33,27 +29,9 @@ func (c imagesImportCmd) Run(e *cmdEnv) error {
 	if err != nil {
 		return err
 	}
-	cr := &countReader{r: f}
-	done := make(chan struct{})
-	if st.Size() >= progressAfter && isTerminal(os.Stderr) {
-		go func() {
-			t := time.NewTicker(500 * time.Millisecond)
-			defer t.Stop()
-			for {
-				select {
-				case <-done:
-					fmt.Fprintf(os.Stderr, "\r%s\n", progressLine(st.Size(), st.Size()))
-					return
-				case <-t.C:
-					fmt.Fprintf(os.Stderr, "\r%s", progressLine(cr.n.Load(), st.Size()))
-				}
-			}
-		}()
-	} else if st.Size() >= progressAfter {
-		fmt.Fprintf(os.Stderr, "importing %s (%s)\n", c.File, humanSize(st.Size()))
-	}
-	res, err := e.client().ImportImages(e.ctx, cr)
-	close(done)
+	p := startProgress("sent", st.Size())
+	res, err := e.client().ImportImages(e.ctx, p.Reader(f))
+	p.Finish()
 	if err != nil {
 		return fmt.Errorf("import %s: %w", c.File, err)
 	}
@@ -62,19 +40,14 @@ func (c imagesImportCmd) Run(e *cmdEnv) error {
 	}
 	tw := table(e.out)
 	fmt.Fprintln(tw, "IMAGE\tDIGEST\tSIZE")
-	for _, im := range res.Images {
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", im.ID, im.Digest, humanSize(im.Size))
+	for _, im := range imageRows(res.Images) {
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", im.name, im.Digest, humanSize(im.Size))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	_, err = fmt.Fprintf(e.out, "imported %s in %.1fs\n", humanSize(res.Bytes), res.Seconds)
 	return err
-}
-
-func progressLine(n, total int64) string {
-	pct := 100 * float64(n) / float64(max(total, 1))
-	return fmt.Sprintf("sent %s of %s (%.0f%%)", humanSize(n), humanSize(total), pct)
 }
 
 type imagesLsCmd struct{}
@@ -93,14 +66,45 @@ func (imagesLsCmd) Run(e *cmdEnv) error {
 func printImages(w io.Writer, ims []api.Image) error {
 	tw := table(w)
 	fmt.Fprintln(tw, "IMAGE\tDIGEST\tSIZE\tCREATED")
-	for _, im := range ims {
-		name := im.ID
-		if im.State == "pinned" {
-			name = "(pinned)"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", name, shortDigest(im.Digest), humanSize(im.Size), im.Created.Format(time.RFC3339))
+	for _, im := range imageRows(ims) {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", im.name, shortDigest(im.Digest), humanSize(im.Size), im.Created.Format(time.RFC3339))
 	}
 	return tw.Flush()
+}
+
+type imageRow struct {
+	api.Image
+	name string // its tags, comma-separated; "(untagged)" for a pin alone
+}
+
+// imageRows is one row per image (per manifest digest), in the order the
+// digests first appear. kilnd keeps a pin named by the digest beside each
+// tag, so that removing a tag never drops an image a model needs; a table
+// row for the pin too would list every image twice. -o json keeps every
+// entry, each with its state.
+func imageRows(ims []api.Image) []imageRow {
+	var rows []imageRow
+	at := map[string]int{}
+	for _, im := range ims {
+		i, seen := at[im.Digest]
+		if !seen {
+			at[im.Digest] = len(rows)
+			rows = append(rows, imageRow{Image: im})
+			i = len(rows) - 1
+		}
+		if im.State != "pinned" {
+			if rows[i].name != "" {
+				rows[i].name += ","
+			}
+			rows[i].name += im.ID
+		}
+	}
+	for i := range rows {
+		if rows[i].name == "" {
+			rows[i].name = "(untagged)"
+		}
+	}
+	return rows
 }
 
 func shortDigest(d string) string {
@@ -121,20 +125,4 @@ func humanSize(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
-
-type countReader struct {
-	r io.Reader
-	n atomic.Int64
-}
-
-func (c *countReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n.Add(int64(n))
-	return n, err
-}
-
-func isTerminal(f *os.File) bool {
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }

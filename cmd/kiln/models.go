@@ -1,17 +1,10 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
-	"errors"
 	"fmt"
-	"io"
 	"maps"
-	"os"
 	"slices"
 	"strings"
-
-	"github.com/kiln-edge/kiln/daemon/contract"
 )
 
 type runsCmd struct {
@@ -249,79 +242,4 @@ func (c lineageCmd) Run(e *cmdEnv) error {
 		fmt.Fprintf(e.out, "%s%s (%s)\n", strings.Repeat("  ", n.Depth), n.ID, n.Edge)
 	}
 	return nil
-}
-
-// someRows refuses input with no rows before anything is sent: an empty
-// request would come back as an empty answer and exit 0, which reads as
-// "the model answered nothing". Blank lines before the first row are
-// dropped; the rest streams as it comes.
-func someRows(r io.Reader) (io.Reader, error) {
-	br := bufio.NewReader(r)
-	for {
-		b, err := br.ReadByte()
-		if err == io.EOF {
-			return nil, errors.New("no rows on stdin: give CSV rows, no header, one per line (kiln predict P < rows.csv)")
-		}
-		if err != nil {
-			return nil, fmt.Errorf("read stdin: %w", err)
-		}
-		if b != '\n' && b != '\r' {
-			if err := br.UnreadByte(); err != nil {
-				return nil, err
-			}
-			return br, nil
-		}
-	}
-}
-
-type predictCmd struct {
-	Pipeline string `arg:"" help:"Pipeline name."`
-	Protocol string `help:"How to read the endpoint's answer for -o json: sagemaker or v2 (default: the pipeline's serve.protocol)." placeholder:"PROTOCOL"`
-}
-
-// Run sends stdin (CSV rows, no header) through the pipeline's endpoint.
-// The answer is copied as it comes; with -o json it is read with the serving
-// contract and printed as a JSON array, one prediction per row.
-func (c predictCmd) Run(e *cmdEnv) error {
-	rows, err := someRows(os.Stdin)
-	if err != nil {
-		return err
-	}
-	if !e.json() {
-		return e.client().Predict(e.ctx, c.Pipeline, rows, e.out)
-	}
-	protocol := c.Protocol
-	if protocol == "" {
-		p, err := e.client().Pipeline(e.ctx, c.Pipeline)
-		if err != nil {
-			return err
-		}
-		protocol = specProtocol(p.Spec)
-	}
-	if protocol != contract.ProtocolSageMaker && protocol != contract.ProtocolV2 {
-		return fmt.Errorf("--protocol %q: want %s or %s", protocol, contract.ProtocolSageMaker, contract.ProtocolV2)
-	}
-	var answer bytes.Buffer
-	if err := e.client().Predict(e.ctx, c.Pipeline, rows, &answer); err != nil {
-		return err
-	}
-	preds, err := contract.ParseAnswer(protocol, answer.Bytes())
-	if err != nil {
-		return fmt.Errorf("pipeline %s: %w", c.Pipeline, err)
-	}
-	if preds == nil {
-		preds = []string{} // no rows: [], not null
-	}
-	return writeJSON(e.out, preds)
-}
-
-// specProtocol reads serve.protocol from a spec as the API sends it (JSON,
-// defaults applied); the CLI does not link package config.
-func specProtocol(spec any) string {
-	m, _ := spec.(map[string]any)
-	serve, _ := m["serve"].(map[string]any)
-	if p, _ := serve["protocol"].(string); p != "" {
-		return p
-	}
-	return contract.ProtocolSageMaker
 }

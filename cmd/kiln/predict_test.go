@@ -13,9 +13,10 @@ import (
 	"testing"
 )
 
-// fakeKilnd serves the two routes `kiln predict -o json` calls on a real
-// unix socket: the pipeline (its spec says the protocol) and predict (a
-// fixed answer, after checking the rows arrived).
+// fakeKilnd serves the routes `kiln predict` calls on a real unix socket:
+// the pipeline (its spec says the protocol), the live model, its run and
+// its newest dataset (the columns), and predict (a fixed answer, after
+// checking the rows arrived as flow,temp).
 func fakeKilnd(t *testing.T, protocol, answer string) string {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "kp") // short: a socket path is at most 108 bytes
@@ -35,6 +36,17 @@ func fakeKilnd(t *testing.T, protocol, answer string) string {
 			spec["serve"] = map[string]any{"protocol": protocol}
 		}
 		_ = json.NewEncoder(w).Encode(map[string]any{"pipeline": "pumps", "spec": spec})
+	})
+	// The live model's run trained on pumps/d1, whose columns are flow,
+	// state (the label) and temp: the features are flow,temp.
+	mux.HandleFunc("GET /v1/models", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, `[{"id":"pumps/m1","pipeline":"pumps","state":"standby","run":"pumps/r0"},{"id":"pumps/m2","pipeline":"pumps","state":"live","run":"pumps/r1"}]`)
+	})
+	mux.HandleFunc("GET /v1/runs/pumps/r1", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, `{"id":"pumps/r1","datasets":["pumps/d0","pumps/d1"]}`)
+	})
+	mux.HandleFunc("GET /v1/datasets/pumps/d1", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, `{"id":"pumps/d1","manifest":{"label":"state","schema":[{"name":"flow","type":"number"},{"name":"state","type":"string"},{"name":"temp","type":"number"}]}}`)
 	})
 	mux.HandleFunc("POST /v1/pipelines/pumps/predict", func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
@@ -155,4 +167,37 @@ func withStdin(t *testing.T, s string) {
 	old := os.Stdin
 	os.Stdin = f
 	t.Cleanup(func() { os.Stdin = old; _ = f.Close() })
+}
+
+// TestPredictHeader: a header is matched by name, whatever the order, with
+// the label and unknown columns left out; a missing feature is one line
+// naming it; a bad row after the header names its line.
+func TestPredictHeader(t *testing.T) {
+	sock := fakeKilnd(t, "sagemaker", "failing\nnormal\n")
+	for _, tc := range []struct{ in, wantErr string }{
+		{"flow,temp\n2.1,71.5\n0.2,41\n", ""},
+		{"temp,flow\n71.5,2.1\n41,0.2\n", ""},
+		{"\ufeffstate,temp,id,flow\r\nfailing,71.5,a,2.1\r\nnormal,41,b,0.2\r\n", ""},
+		{"2.1,71.5\n0.2,41\n", ""}, // no header: as it came
+		{"flow,state\n2.1,failing\n", "stdin line 1: the header lacks column temp of pipeline pumps (its model takes flow,temp); add them, or send rows without a header in that order"},
+		{"id,state\n1,failing\n", "stdin line 1: the header lacks columns flow,temp of pipeline pumps (its model takes flow,temp); add them, or send rows without a header in that order"},
+		{"temp,flow,temp\n1,2,3\n", `stdin line 1: column "temp" appears twice in the header`},
+		{"temp,flow\n71.5,2.1\n41\n", "stdin: record on line 3: wrong number of fields"},
+	} {
+		withStdin(t, tc.in)
+		out, err := os.CreateTemp(t.TempDir(), "out")
+		if err != nil {
+			t.Fatal(err)
+		}
+		e := &cmdEnv{ctx: context.Background(), g: globals{Socket: sock, Output: "json"}, out: out}
+		err = (predictCmd{Pipeline: "pumps"}).Run(e)
+		printed, _ := os.ReadFile(out.Name())
+		_ = out.Close()
+		switch {
+		case tc.wantErr != "" && (err == nil || err.Error() != tc.wantErr):
+			t.Errorf("predict %q = %v; want %q", tc.in, err, tc.wantErr)
+		case tc.wantErr == "" && (err != nil || string(printed) != "[\n  \"failing\",\n  \"normal\"\n]\n"):
+			t.Errorf("predict %q = %v, printed %q; want the two predictions", tc.in, err, printed)
+		}
+	}
 }

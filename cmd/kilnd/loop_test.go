@@ -134,6 +134,7 @@ func TestLoopDropToServing(t *testing.T) {
 	if got := predict(); len(got) != len(labels) || agreement(got, labels) < 0.85 {
 		t.Errorf("kiln predict answered %d lines agreeing %.2f with the labels; want %d lines, >= 0.85", len(got), agreement(got, labels), len(labels))
 	}
+	checkPredictHeader(t, k, data, "diagnosis")
 
 	// Image GC keeps what the live model and the loaded pipeline need.
 	if out, stderr, err := k.kiln(nil, "gc", "--images"); err != nil || !strings.Contains(out, "images none") {

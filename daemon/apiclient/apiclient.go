@@ -160,6 +160,17 @@ func (c *Client) FollowEvents(ctx context.Context, since uint64, fn func(api.Eve
 	}
 }
 
+// Expecter is what a writer given to Backup or BackupPredictions may also
+// be: it is told the stream's length, when kilnd sends one, before the
+// first byte, so the caller can show progress.
+type Expecter interface{ Expect(total int64) }
+
+func expect(w io.Writer, resp *http.Response) {
+	if x, ok := w.(Expecter); ok && resp.ContentLength >= 0 {
+		x.Expect(resp.ContentLength)
+	}
+}
+
 // Backup streams a consistent copy of kilnd's database into w.
 func (c *Client) Backup(ctx context.Context, w io.Writer) (int64, error) {
 	resp, err := c.send(ctx, http.MethodGet, api.PathBackup, nil)
@@ -167,6 +178,7 @@ func (c *Client) Backup(ctx context.Context, w io.Writer) (int64, error) {
 		return 0, err
 	}
 	defer func() { _ = resp.Body.Close() }() // read side: nothing to lose on close
+	expect(w, resp)
 	n, err := io.Copy(w, resp.Body)
 	if err != nil {
 		return n, fmt.Errorf("read backup stream: %w", err)

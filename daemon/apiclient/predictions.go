@@ -28,6 +28,7 @@ func (c *Client) BackupPredictions(ctx context.Context, w io.Writer) (int64, err
 		return 0, err
 	}
 	defer func() { _ = resp.Body.Close() }() // read side: nothing to lose on close
+	expect(w, resp)
 	n, err := io.Copy(w, resp.Body)
 	if err != nil {
 		return n, fmt.Errorf("read prediction log backup stream: %w", err)
