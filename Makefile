@@ -70,9 +70,9 @@ lint: ## Run golangci-lint (installed into bin/ at a pinned version).
 	@test -x bin/golangci-lint || GOBIN=$(CURDIR)/bin $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_VERSION)
 	bin/golangci-lint run ./...
 
-bench: build ## Run all benchmark groups; writes bench/results.json and prints the table.
+bench: build ## Run every benchmark group REPEAT times (default 5); merges into bench/results.json and generates BENCHMARKS.md.
 	@mkdir -p bench
-	.ci/with-containerd bin/kilnbench -bin bin -json bench/results.json
+	.ci/with-containerd bin/kilnbench -bin bin -repeat $(or $(REPEAT),5) -json bench/results.json -md BENCHMARKS.md
 
 soak: deps build ## Run kilnd for SOAK (default 10m) under drops, load, feedback, promotions, rollbacks and polling; RSS, goroutines, fds and bbolt read txs must stay flat (not in CI).
 	@mkdir -p bench
@@ -81,5 +81,5 @@ soak: deps build ## Run kilnd for SOAK (default 10m) under drops, load, feedback
 demo: deps build images ## Run the whole loop under a temp root: images, a pipeline, a CSV dropped, a model trained, promoted and answering.
 	@.ci/with-containerd .ci/demo
 
-clean: ## Remove build outputs.
-	rm -rf bin bench
+clean: ## Remove build outputs (bench/results.json is committed and stays).
+	rm -rf bin bench/soak.csv bench/soak.json

@@ -8,16 +8,17 @@ import (
 	"time"
 )
 
-// Figure is one measured result in the output protocol of BENCH.md.
-// Value is only meaningful when the figure could be measured; a group that
-// cannot run reports Pass=false with the reason in Detail and Value 0.
+// Figure is one group run's result for one figure of BENCH.md. Value is nil
+// (JSON null) when the figure could not be measured: the group reports
+// Pass=false with the reason in Detail, never a made-up number or a zero.
+// Build figures with measured and unmeasured.
 type Figure struct {
-	Name   string  `json:"name"`
-	Value  float64 `json:"value"`
-	Unit   string  `json:"unit"`
-	Goal   string  `json:"goal"`
-	Pass   bool    `json:"pass"`
-	Detail string  `json:"detail"`
+	Name   string   `json:"name"`
+	Value  *float64 `json:"value"`
+	Unit   string   `json:"unit"`
+	Goal   string   `json:"goal"`
+	Pass   bool     `json:"pass"`
+	Detail string   `json:"detail"`
 }
 
 // Options are the harness flags every group sees.
@@ -42,7 +43,7 @@ type Group struct {
 
 // measured builds a figure and judges it against goal (">= 4", "<= 0.5", "== 0").
 func measured(name string, value float64, unit, goal, detail string) Figure {
-	f := Figure{Name: name, Value: value, Unit: unit, Goal: goal, Detail: detail}
+	f := Figure{Name: name, Value: &value, Unit: unit, Goal: goal, Detail: detail}
 	f.Pass = meets(value, goal)
 	return f
 }
