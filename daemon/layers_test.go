@@ -24,7 +24,8 @@ var allowedImports = map[string][]string{
 	"daemon/serve":          {"daemon/contract"},
 	"daemon/apiclient":      {"daemon/api"},
 	"daemon/localapi":       {"daemon/api"},
-	"cmd/kiln":              {"daemon/api", "daemon/apiclient", "daemon/config", "daemon/contract"},
+	"daemon/ui":             {"daemon/api"},
+	"cmd/kiln":              {"daemon/api", "daemon/apiclient", "daemon/config", "daemon/contract", "daemon/ui/chart"},
 }
 
 // TestLeavesImportOnlyWhatDesignAllows keeps the layering honest: the leaves

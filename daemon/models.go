@@ -263,9 +263,20 @@ func (d *Daemon) handleLineage(w http.ResponseWriter, r *http.Request) {
 		localapi.WriteError(w, http.StatusBadRequest, "want ?direction=up|down and ?depth=N (0: all)")
 		return
 	}
-	if err := d.recordExists(id); err != nil {
+	out, err := d.lineageOf(id, dir, depth)
+	if err != nil {
 		writeStoreError(w, err)
 		return
+	}
+	localapi.WriteJSON(w, http.StatusOK, out)
+}
+
+// lineageOf is the graph up (ancestors) or down (descendants) of id to
+// depth (0: all): the nodes and the edges among them. The lineage route and
+// the dashboard answer with it.
+func (d *Daemon) lineageOf(id, dir string, depth int) (api.Lineage, error) {
+	if err := d.recordExists(id); err != nil {
+		return api.Lineage{}, err
 	}
 	out := api.Lineage{ID: id, Direction: dir, Nodes: []api.LineageNode{}, Edges: []api.LineageEdge{}}
 	walk := d.store.Ancestors
@@ -274,8 +285,7 @@ func (d *Daemon) handleLineage(w http.ResponseWriter, r *http.Request) {
 	}
 	nodes, err := walk(id, depth)
 	if err != nil {
-		writeStoreError(w, err)
-		return
+		return api.Lineage{}, err
 	}
 	in := map[string]bool{id: true}
 	for _, n := range nodes {
@@ -286,8 +296,7 @@ func (d *Daemon) handleLineage(w http.ResponseWriter, r *http.Request) {
 	for child := range in {
 		parents, err := d.store.Ancestors(child, 1)
 		if err != nil {
-			writeStoreError(w, err)
-			return
+			return api.Lineage{}, err
 		}
 		for _, p := range parents {
 			if in[p.ID] {
@@ -298,7 +307,7 @@ func (d *Daemon) handleLineage(w http.ResponseWriter, r *http.Request) {
 	slices.SortFunc(out.Edges, func(a, b api.LineageEdge) int {
 		return strings.Compare(a.From+"\x00"+a.To, b.From+"\x00"+b.To)
 	})
-	localapi.WriteJSON(w, http.StatusOK, out)
+	return out, nil
 }
 
 // errBodyTooLarge: a JSON request body over maxJSONBody; the handler answers 413.

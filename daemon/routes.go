@@ -45,6 +45,7 @@ func (d *Daemon) routes() []localapi.Route {
 		{Method: http.MethodGet, Path: api.PathPredictionsBackup, Access: api.Write, Handler: d.handlePredictionsBackup},
 		{Method: http.MethodGet, Path: api.PathAccuracy, Access: api.Read, Handler: d.handleAccuracy},
 		{Method: http.MethodPost, Path: api.PathFeedback, Access: api.Write, Handler: d.handleFeedback},
+		d.uiRoute(),
 	}, d.modelRoutes()...)
 }
 

@@ -54,6 +54,7 @@ func TestRouteAccess(t *testing.T) {
 		"POST /v1/datasets/{pipeline}/{id}/release":   api.Write,
 		"GET /v1/images":                              api.Read,
 		"POST /v1/images/import":                      api.Write,
+		"GET /ui/":                                    api.Read,
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("routes (-want +got):\n%s", diff)

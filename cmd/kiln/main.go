@@ -59,6 +59,7 @@ type cli struct {
 	Feedback    feedbackCmd    `cmd:"" help:"Send labelled rows or late labels (FILE or stdin) to a pipeline's monitor."`
 	GC          gcCmd          `cmd:"" name:"gc" help:"Collect garbage now: pruned models' files, unreferenced blobs, expired quarantine and logs; --images and --foreign (other installations' containers) on request."`
 	Images      imagesCmd      `cmd:"" help:"Import image archives (air-gapped) and list images."`
+	UI          uiCmd          `cmd:"" name:"ui" help:"Open kilnd's read-only dashboard in your browser, through a loopback port and a one-time link."`
 	Completion  completionCmd  `cmd:"" help:"Print a shell completion script (bash, zsh or fish); needs no daemon."`
 }
 
