@@ -109,7 +109,10 @@ func (d *Daemon) status(ctx context.Context) api.Status {
 		s.Containerd = api.ComponentStatus{OK: true, Detail: "containerd " + v + " at " + d.rt.Address()}
 	}
 	is := d.ingest.Status()
-	s.Ingest = api.IngestStatus{Paused: is.Paused, Pending: is.Pending, Ingested: is.Ingested}
+	s.Ingest = api.IngestStatus{Paused: is.Paused, State: "running", Pending: is.Pending, Busy: is.Busy, Ingested: is.Ingested, MinFree: int64(d.cfg.Disk.MinFree)}
+	if is.Paused != "" {
+		s.Ingest.State = "paused"
+	}
 	s.LastReload = d.lastReload.Load()
 	s.Monitor = d.monitorStatus()
 	s.Message = d.readyStatus()

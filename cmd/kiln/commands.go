@@ -36,17 +36,33 @@ func (statusCmd) Run(e *cmdEnv) error {
 	row(tw, "containerd", okText(s.Containerd))
 	row(tw, "gpu", okText(s.GPU))
 	row(tw, "pipelines", fmt.Sprint(s.Pipelines))
-	if s.Ingest.Paused != "" {
-		row(tw, "ingest", "paused: "+s.Ingest.Paused)
-	} else {
-		row(tw, "ingest", fmt.Sprintf("running (%s since start, %d pending)", plural(s.Ingest.Ingested, "version"), s.Ingest.Pending))
+	if s.Store.DiskTotal > 0 {
+		d := fmt.Sprintf("%s free of %s", humanSize(int64(min(s.Store.DiskFree, 1<<62))), humanSize(int64(min(s.Store.DiskTotal, 1<<62)))) //nolint:gosec // clamped
+		if s.Ingest.MinFree > 0 {
+			d += fmt.Sprintf(" (ingest pauses under %s, disk.min_free)", humanSize(s.Ingest.MinFree))
+		}
+		row(tw, "disk", d)
 	}
+	row(tw, "ingest", ingestText(s.Ingest))
 	row(tw, "events", fmt.Sprintf("%d (chain head %.16s)", s.Store.EventSeq, s.Store.EventHead))
 	row(tw, "systemd", fmt.Sprint(s.Systemd))
 	for _, pm := range s.Monitor {
 		row(tw, "pipeline "+pm.Pipeline, statusMonitorLine(pm))
 	}
 	return tw.Flush()
+}
+
+// ingestText is the ingest line: running with its counts, or paused with
+// why and what to do. Ingest resumes by itself once the cause is gone.
+func ingestText(is api.IngestStatus) string {
+	if is.Paused == "" {
+		return fmt.Sprintf("running (%s since start, %d pending, %d being read)", plural(is.Ingested, "version"), is.Pending, is.Busy)
+	}
+	fix := "free space on the state disk (kiln gc; kiln doctor shows what uses it)"
+	if strings.Contains(is.Paused, "read-only") {
+		fix = "remount the state disk read-write (dmesg says why it went read-only)"
+	}
+	return fmt.Sprintf("paused: %s; %s, and ingest resumes by itself (%d waiting)", is.Paused, fix, is.Pending)
 }
 
 func okText(c api.ComponentStatus) string {

@@ -163,12 +163,12 @@ func TestDiskFullPausesIngest(t *testing.T) {
 		st, err = k.client().Status(context.Background())
 		return err == nil && st.Ingest.Paused != ""
 	})
-	if !strings.Contains(st.Ingest.Paused, "full") || !strings.Contains(st.Message, "ingest paused") {
-		t.Errorf("status while full: ingest %+v, message %q; want the full disk named", st.Ingest, st.Message)
+	if !strings.Contains(st.Ingest.Paused, "full") || st.Ingest.State != "paused" || !strings.Contains(st.Message, "ingest paused") {
+		t.Errorf("status while full: ingest %+v, message %q; want state paused and the full disk named", st.Ingest, st.Message)
 	}
 	out, _, _ := k.kiln(nil, "status")
-	if !strings.Contains(out, "paused: the state disk is full") {
-		t.Errorf("kiln status while full:\n%s\nwant the ingest line saying the disk is full", out)
+	if !strings.Contains(out, "paused: the state disk is full") || !strings.Contains(out, "resumes by itself") {
+		t.Errorf("kiln status while full:\n%s\nwant the ingest line saying the disk is full and what to do", out)
 	}
 	if ds := datasetsOf(t, k); len(ds) != 0 {
 		t.Errorf("datasets while full = %+v; want none", ds)
@@ -186,8 +186,8 @@ func TestDiskFullPausesIngest(t *testing.T) {
 		return len(ds) == 1 && ds[0].State == "accepted"
 	})
 	t.Logf("ingest resumed %s after the disk grew", time.Since(t0).Round(time.Millisecond))
-	if st, _ := k.client().Status(context.Background()); st.Ingest.Paused != "" {
-		t.Errorf("status after recovery: ingest still paused: %q", st.Ingest.Paused)
+	if st, _ := k.client().Status(context.Background()); st.Ingest.Paused != "" || st.Ingest.State != "running" {
+		t.Errorf("status after recovery: ingest %+v; want running", st.Ingest)
 	}
 	if _, err := os.Stat(filepath.Join(drop, "d.csv")); !os.IsNotExist(err) {
 		t.Errorf("drop folder after ingest: stat d.csv = %v; want it gone", err)

@@ -99,9 +99,15 @@ type StoreStatus struct {
 type IngestStatus struct {
 	// Paused says why ingest waits (free disk below disk.min_free, the
 	// state disk full or read-only); "" while it runs.
-	Paused   string `json:"paused,omitempty"`
+	Paused string `json:"paused,omitempty"`
+	// State is "running" or "paused", for scripts: Paused says why.
+	State    string `json:"state"`
 	Pending  int    `json:"pending"`  // entries waiting to settle or for a worker
+	Busy     int    `json:"busy"`     // batches being read now
 	Ingested int64  `json:"ingested"` // versions committed since kilnd started
+	// MinFree is disk.min_free: ingest pauses while less is free on the
+	// state disk (Store.DiskFree), and resumes on its own.
+	MinFree int64 `json:"min_free"`
 }
 
 // Check outcomes.
