@@ -78,8 +78,8 @@ soak: deps build ## Run kilnd for SOAK (default 10m) under drops, load, feedback
 	@mkdir -p bench
 	.ci/with-containerd bin/kilnbench -bin bin -only soak -soak $(or $(SOAK),10m) -soak-csv bench/soak.csv -json bench/soak.json
 
-demo: deps build images ## Run the whole loop under a temp root: images, a pipeline, a CSV dropped, a model trained, promoted and answering.
-	@.ci/with-containerd .ci/demo
+demo: deps build images ## Run the whole loop, narrated: real data trained and served, a quarantine, a corrupted batch rolled back, drift retrained; charts in bin/demo/.
+	@GO='$(GO)' .ci/with-containerd .ci/demo
 
 clean: ## Remove build outputs (bench/results.json is committed and stays).
 	rm -rf bin bench/soak.csv bench/soak.json

@@ -1,0 +1,131 @@
+package main
+
+import (
+	"context"
+	"image"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kiln-edge/kiln/daemon/api"
+	"github.com/kiln-edge/kiln/daemon/ui/chart"
+	"github.com/kiln-edge/kiln/examples/tabular/images"
+)
+
+// TestDemo is `make demo` under make test: the same six steps on a real
+// kilnd, the private containerd of .ci/with-containerd and the example
+// images, each asserted from what `kiln ... -o json` answered, and nothing
+// of it left behind.
+func TestDemo(t *testing.T) {
+	addr := os.Getenv("KILN_TEST_CONTAINERD")
+	why := ""
+	switch {
+	case addr == "":
+		why = "KILN_TEST_CONTAINERD is not set: run through .ci/with-containerd (make test does)"
+	case os.Geteuid() != 0:
+		why = "the demo runs containers: it needs root"
+	}
+	if why != "" {
+		if os.Getenv("KILN_REQUIRE_REAL") == "1" {
+			t.Fatalf("KILN_REQUIRE_REAL=1 but %s", why)
+		}
+		t.Skip(why)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	bin := t.TempDir()
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		goBin = "/usr/local/go/bin/go"
+	}
+	if out, err := exec.CommandContext(ctx, goBin, "build", "-o", bin+"/", "github.com/kiln-edge/kiln/cmd/kilnd",
+		"github.com/kiln-edge/kiln/cmd/kiln").CombinedOutput(); err != nil {
+		t.Fatalf("build kilnd and kiln: %v: %s", err, out)
+	}
+	if _, err := images.BuildAll(ctx, filepath.Join(bin, "images"), images.Examples); err != nil {
+		t.Fatalf("build the example images: %v", err)
+	}
+	before, _ := filepath.Glob(filepath.Join(os.TempDir(), "kdemo*"))
+
+	var narration strings.Builder
+	t0 := time.Now()
+	rep, err := demoRun(ctx, options{bin: bin, images: filepath.Join(bin, "images"), data: "../tabular/data/breast_cancer.csv",
+		out: t.TempDir(), containerd: addr}, &narration)
+	t.Logf("narration (%.0fs):\n%s", time.Since(t0).Seconds(), narration.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// 1: live on real data, answering.
+	if rep.FirstState != "live" || rep.FirstAccuracy < 0.9 {
+		t.Errorf("first model %s: %s, holdout accuracy %v; want live, at least 0.9", rep.First, rep.FirstState, rep.FirstAccuracy)
+	}
+	if len(rep.Predicted) != 3 || agree(rep.Predicted, rep.Truth) < 2 {
+		t.Errorf("predictions %v for truth %v; want 3, most right", rep.Predicted, rep.Truth)
+	}
+	// 2: quarantined, the column and the value named.
+	if !strings.Contains(rep.QuarantineReason, "area_mean") || !strings.Contains(rep.QuarantineReason, "um2") {
+		t.Errorf("quarantine %s reason %q; want the column and the value", rep.Quarantined, rep.QuarantineReason)
+	}
+	// 3 and 4: the corrupted batch's model promoted, then rolled back by kilnd.
+	if rep.CorruptedState != "live" || rep.RolledBackModel != rep.Corrupted {
+		t.Errorf("corrupted batch's model %s: %s, rolled back %q", rep.Corrupted, rep.CorruptedState, rep.RolledBackModel)
+	}
+	if rep.Rollback["trigger"] != "monitor" || rep.Rollback["p_value"] == "" {
+		t.Errorf("rollback details %v; want trigger monitor and a p-value", rep.Rollback)
+	}
+	if len(rep.Suspect) == 0 {
+		t.Error("no dataset flagged suspect by the rollback")
+	}
+	// 5: drift seen, one retraining run, evaluated.
+	if d := rep.Drift["decision"]; d != "standby not better" && d != "no standby model to compare with" {
+		t.Errorf("drift decision %q (%v)", d, rep.Drift)
+	}
+	if rep.Retrain == "" || (rep.RetrainState != "live" && rep.RetrainState != "rejected") {
+		t.Errorf("retraining run %q: model %s %s; want evaluated", rep.Retrain, rep.RetrainModel, rep.RetrainState)
+	}
+	// 6: the live model's lineage reaches back to its run; the charts.
+	if rep.RetrainState == "live" && rep.Live != rep.RetrainModel {
+		t.Errorf("live %s; the retrained %s was promoted", rep.Live, rep.RetrainModel)
+	}
+	if !slices.ContainsFunc(rep.Lineage.Nodes, func(n api.LineageNode) bool {
+		return strings.Contains(n.ID, "/r")
+	}) {
+		t.Errorf("lineage of %s: %+v; want its run", rep.Live, rep.Lineage.Nodes)
+	}
+	if svg, err := os.ReadFile(rep.SVG); err != nil || !strings.Contains(string(svg), "<polyline") {
+		t.Errorf("SVG %s: %v; want a drawn series", rep.SVG, err)
+	}
+	img := readPNG(t, rep.PNG)
+	plot := image.Rect(chart.PlotLeft+2, chart.PlotTop+2, chart.PlotRight-2, chart.PlotBottom-2)
+	if n := near(img, plot, blue); n < 100 {
+		t.Errorf("PNG %s: %d pixels of the first model's colour in the plot; want its line", rep.PNG, n)
+	}
+	for i := 1; i <= 6; i++ {
+		if !strings.Contains(narration.String(), "["+string(rune('0'+i))+"/6") {
+			t.Errorf("narration lacks step %d", i)
+		}
+	}
+	// Nothing left: demoRun's close checked containers, tasks, mounts and
+	// processes; here the scratch roots.
+	after, _ := filepath.Glob(filepath.Join(os.TempDir(), "kdemo*"))
+	for _, p := range after {
+		if !slices.Contains(before, p) {
+			t.Errorf("left behind: %s", p)
+		}
+	}
+}
+
+func agree(a, b []string) int {
+	n := 0
+	for i := range min(len(a), len(b)) {
+		if a[i] == b[i] {
+			n++
+		}
+	}
+	return n
+}
