@@ -9,10 +9,12 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
+	"unicode"
 
 	"github.com/kiln-edge/kiln/daemon/config"
 )
@@ -309,5 +311,68 @@ func TestSpecExamplesLoad(t *testing.T) {
 	}
 	if n == 0 {
 		t.Error("pipeline-spec.md: no example spec found")
+	}
+}
+
+var (
+	mdLink    = regexp.MustCompile(`\]\(([^)\s]+)\)`)
+	mdHeading = regexp.MustCompile(`(?m)^#{1,6} (.+)$`)
+)
+
+// slug is GitHub's anchor for a heading.
+func slug(h string) string {
+	var b strings.Builder
+	for _, r := range strings.ToLower(h) {
+		switch {
+		case r == ' ':
+			b.WriteByte('-')
+		case r == '-' || r == '_' || unicode.IsLetter(r) || unicode.IsDigit(r):
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
+// TestLinksResolve: every relative link in README.md and the pages names a
+// file that exists, and an anchor a heading of it.
+func TestLinksResolve(t *testing.T) {
+	pages, _ := filepath.Glob("*.md")
+	pages = append(pages, filepath.Join("..", "README.md"))
+	n := 0
+	for _, page := range pages {
+		b, err := os.ReadFile(page)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range mdLink.FindAllStringSubmatch(string(b), -1) {
+			target := m[1]
+			if strings.Contains(target, "://") || strings.HasPrefix(target, "mailto:") {
+				continue
+			}
+			n++
+			file, anchor, _ := strings.Cut(target, "#")
+			path := page
+			if file != "" {
+				path = filepath.Join(filepath.Dir(page), file)
+			}
+			body, err := os.ReadFile(path)
+			if err != nil {
+				t.Errorf("%s: link %s: %v", page, target, err)
+				continue
+			}
+			if anchor == "" {
+				continue
+			}
+			found := false
+			for _, h := range mdHeading.FindAllStringSubmatch(string(body), -1) {
+				found = found || slug(h[1]) == anchor
+			}
+			if !found {
+				t.Errorf("%s: link %s: no heading with that anchor in %s", page, target, path)
+			}
+		}
+	}
+	if n < 10 {
+		t.Errorf("only %d relative links found; the check would be vacuous", n)
 	}
 }
