@@ -487,7 +487,7 @@ func monFeedbackToScore(ctx context.Context, opt Options) Figure {
 		b, _ := os.ReadFile(filepath.Join(root, "kilnd.log"))
 		return "; kilnd: " + lastLine(string(b))
 	}
-	if err := monLiveAndStandby(ctx, c, root, raw); err != nil {
+	if err := monLiveAndStandby(ctx, c, root, "bench", raw); err != nil {
 		return fail(err.Error() + logHint())
 	}
 
@@ -523,11 +523,11 @@ func monFeedbackToScore(ctx context.Context, opt Options) Figure {
 		runs, strings.Join(parts, " "), slices.Min(secs), slices.Max(secs), strings.Join(notes, "; ")))
 }
 
-// monLiveAndStandby brings the pipeline to a live model and a warm standby:
+// monLiveAndStandby brings pipeline p to a live model and a warm standby:
 // the example data trains m1; a second run trains m2, promoted by force when
 // the gate rejects it, and m1 stays warm as the standby.
-func monLiveAndStandby(ctx context.Context, c *apiclient.Client, root string, data []byte) error {
-	drop := filepath.Join(root, "var/lib/kiln/drop/bench")
+func monLiveAndStandby(ctx context.Context, c *apiclient.Client, root, p string, data []byte) error {
+	drop := filepath.Join(root, "var/lib/kiln/drop", p)
 	if err := os.MkdirAll(drop, 0o755); err != nil {
 		return err
 	}
@@ -539,7 +539,7 @@ func monLiveAndStandby(ctx context.Context, c *apiclient.Client, root string, da
 		return err
 	}
 	state := func(id string) string {
-		ms, err := c.Models(ctx, "bench")
+		ms, err := c.Models(ctx, p)
 		if err != nil {
 			return ""
 		}
@@ -559,25 +559,25 @@ func monLiveAndStandby(ctx context.Context, c *apiclient.Client, root string, da
 		}
 		return nil
 	}
-	if err := wait("bench/m1 live", 5*time.Minute, func() bool { return state("bench/m1") == "live" }); err != nil {
+	if err := wait(p+"/m1 live", 5*time.Minute, func() bool { return state(p+"/m1") == "live" }); err != nil {
 		return err
 	}
-	if _, err := c.Train(ctx, "bench"); err != nil {
+	if _, err := c.Train(ctx, p); err != nil {
 		return fmt.Errorf("start a second run: %w", err)
 	}
-	if err := wait("bench/m2 evaluated", 5*time.Minute, func() bool {
-		s := state("bench/m2")
+	if err := wait(p+"/m2 evaluated", 5*time.Minute, func() bool {
+		s := state(p + "/m2")
 		return s == "live" || s == "rejected"
 	}); err != nil {
 		return err
 	}
-	if state("bench/m2") == "rejected" {
-		if _, err := c.Promote(ctx, "bench/m2", true); err != nil {
-			return fmt.Errorf("promote --force bench/m2: %w", err)
+	if state(p+"/m2") == "rejected" {
+		if _, err := c.Promote(ctx, p+"/m2", true); err != nil {
+			return fmt.Errorf("promote --force %s/m2: %w", p, err)
 		}
 	}
-	return wait("bench/m2 live, bench/m1 standby", 2*time.Minute, func() bool {
-		return state("bench/m2") == "live" && state("bench/m1") == "standby"
+	return wait(p+"/m2 live, "+p+"/m1 standby", 2*time.Minute, func() bool {
+		return state(p+"/m2") == "live" && state(p+"/m1") == "standby"
 	})
 }
 
