@@ -73,7 +73,7 @@ func main() {
 	defer stop()
 	env := &cmdEnv{ctx: ctx, g: c.globals, out: os.Stdout}
 	if err := kctx.Run(env); err != nil {
-		fmt.Fprintln(os.Stderr, "kiln: "+firstLine(err.Error()))
+		fmt.Fprintln(os.Stderr, "kiln: "+firstLine(nextStep(err).Error()))
 		stop()
 		os.Exit(1)
 	}

@@ -366,7 +366,7 @@ func TestPeerCredentialAuthz(t *testing.T) {
 		{"reader reads", reader, []string{"status"}, ""},
 		{"reader cannot write", reader, []string{"pipelines", "reload"}, `needs root or membership in group "kilnta"`},
 		{"reader's gc dry run is a read", reader, []string{"gc", "--dry-run"}, ""},
-		{"reader cannot collect", reader, []string{"gc"}, `needs root or membership in group "kilnta"`},
+		{"reader cannot collect", reader, []string{"gc"}, `needs root or membership in group "kilnta"; run it with sudo, or ask an admin to add you: usermod -aG kilnta USER`},
 		{"admin-only reads", admin, []string{"status"}, ""},
 		{"admin reads", admin, []string{"pipelines"}, ""},
 		{"admin writes", admin, []string{"pipelines", "reload"}, ""},

@@ -271,9 +271,9 @@ func (c *Client) dialError(err error) error {
 	case errors.Is(err, syscall.ENOENT):
 		return fmt.Errorf("kilnd is not running: no socket at %s (start it with `systemctl start kilnd`, or point --socket / %s at it)", c.socket, EnvSocket)
 	case errors.Is(err, syscall.ECONNREFUSED):
-		return fmt.Errorf("kilnd is not running: nothing listens on %s (stale socket)", c.socket)
+		return fmt.Errorf("kilnd is not running: nothing listens on %s, a stale socket (start it with `systemctl start kilnd`: it replaces the socket; `journalctl -u kilnd` says why it stopped)", c.socket)
 	case errors.Is(err, syscall.EACCES):
-		return fmt.Errorf("cannot open %s: permission denied", c.socket)
+		return fmt.Errorf("cannot open %s: permission denied (its folder must let you in: root and the kiln groups may use kilnd; ask an admin to add you, e.g. usermod -aG kiln USER, then log in again)", c.socket)
 	}
 	return fmt.Errorf("talk to kilnd at %s: %w", c.socket, err)
 }
