@@ -223,26 +223,45 @@ type pipelinesValidateCmd struct {
 // same one kilnd would give on reload.
 func (c pipelinesValidateCmd) Run(e *cmdEnv) error {
 	problems, bad := 0, 0
+	results := make([]validateResult, 0, len(c.Files))
 	for _, f := range c.Files {
 		p, err := config.LoadPipelineFile(f)
 		if err != nil {
 			// Every problem in the file, FILE:LINE:COL: field: message,
 			// one per line, so one edit fixes them all.
 			bad++
-			for _, line := range strings.Split(err.Error(), "\n") {
-				problems++
-				fmt.Fprintln(os.Stderr, line)
+			lines := strings.Split(err.Error(), "\n")
+			problems += len(lines)
+			results = append(results, validateResult{File: f, Problems: lines})
+			if !e.json() {
+				for _, line := range lines {
+					fmt.Fprintln(os.Stderr, line)
+				}
 			}
 			continue
 		}
+		results = append(results, validateResult{File: f, Pipeline: p.Name, OK: true, Problems: []string{}})
 		if !e.json() {
 			fmt.Fprintf(e.out, "%s: ok (pipeline %s)\n", filepath.Base(f), p.Name)
+		}
+	}
+	if e.json() {
+		if err := writeJSON(e.out, results); err != nil {
+			return err
 		}
 	}
 	if bad > 0 {
 		return fmt.Errorf("%s in %d of %s", plural(problems, "problem"), bad, plural(len(c.Files), "file"))
 	}
 	return nil
+}
+
+// validateResult is one file of `kiln pipelines validate -o json`.
+type validateResult struct {
+	File     string   `json:"file"`
+	Pipeline string   `json:"pipeline,omitempty"`
+	OK       bool     `json:"ok"`
+	Problems []string `json:"problems"` // FILE:LINE:COL: field: message
 }
 
 type pipelinesReloadCmd struct{}
@@ -393,9 +412,12 @@ func (c backupCmd) Run(e *cmdEnv) error {
 	if err != nil {
 		return fmt.Errorf("backup to %s: %w", c.File, err)
 	}
-	fmt.Fprintf(e.out, "wrote %s (%s); back up the blobs folder too: it holds the data the database points at\n", c.File, plural(n, "byte"))
+	res := backupResult{File: c.File, Bytes: n}
+	if !e.json() {
+		fmt.Fprintf(e.out, "wrote %s (%s); back up the blobs folder too: it holds the data the database points at\n", c.File, plural(n, "byte"))
+	}
 	if c.NoPredictions {
-		return nil
+		return jsonOr(e, res, nil)
 	}
 	pf := c.File + ".predictions.tar"
 	n, err = writeAtomic(pf, func(w io.Writer) (int64, error) {
@@ -406,8 +428,20 @@ func (c backupCmd) Run(e *cmdEnv) error {
 	if err != nil {
 		return fmt.Errorf("backup prediction logs to %s: %w", pf, err)
 	}
+	if e.json() {
+		res.PredictionsFile, res.PredictionsBytes = pf, n
+		return writeJSON(e.out, res)
+	}
 	fmt.Fprintf(e.out, "wrote %s (%s): the prediction logs, without the inputs kept as files\n", pf, plural(n, "byte"))
 	return nil
+}
+
+// backupResult is `kiln backup -o json`.
+type backupResult struct {
+	File             string `json:"file"`
+	Bytes            int64  `json:"bytes"`
+	PredictionsFile  string `json:"predictions_file,omitempty"`
+	PredictionsBytes int64  `json:"predictions_bytes,omitempty"`
 }
 
 // writeAtomic writes what fill streams to a temp file beside file, fsyncs

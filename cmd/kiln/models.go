@@ -72,11 +72,20 @@ type runsCancelCmd struct {
 
 func (c runsCancelCmd) Run(e *cmdEnv) error {
 	r, err := e.client().CancelRun(e.ctx, c.ID)
-	if err != nil {
-		return err
+	if err != nil || e.json() {
+		return jsonOr(e, r, err)
 	}
 	fmt.Fprintf(e.out, "run %s %s\n", r.ID, r.State)
 	return nil
+}
+
+// jsonOr is the end of an action's Run under -o json: the answer, or the
+// error alone (nothing on stdout).
+func jsonOr(e *cmdEnv, v any, err error) error {
+	if err != nil {
+		return err
+	}
+	return writeJSON(e.out, v)
 }
 
 type logsCmd struct {
@@ -162,8 +171,8 @@ type promoteCmd struct {
 
 func (c promoteCmd) Run(e *cmdEnv) error {
 	m, err := e.client().Promote(e.ctx, c.Model, c.Force)
-	if err != nil {
-		return err
+	if err != nil || e.json() {
+		return jsonOr(e, m, err)
 	}
 	fmt.Fprintf(e.out, "%s is live (%s)\n", m.ID, metrics(m.Metrics))
 	return nil
@@ -176,8 +185,8 @@ type rollbackCmd struct {
 
 func (c rollbackCmd) Run(e *cmdEnv) error {
 	out, err := e.client().Rollback(e.ctx, c.Pipeline, c.To)
-	if err != nil {
-		return err
+	if err != nil || e.json() {
+		return jsonOr(e, out, err)
 	}
 	fmt.Fprintf(e.out, "%s rolled back; live: %s\n", c.Pipeline, out["live"])
 	return nil
@@ -189,8 +198,9 @@ type pinCmd struct {
 }
 
 func (c pinCmd) Run(e *cmdEnv) error {
-	if _, err := e.client().Pin(e.ctx, c.Pipeline, c.Model); err != nil {
-		return err
+	out, err := e.client().Pin(e.ctx, c.Pipeline, c.Model)
+	if err != nil || e.json() {
+		return jsonOr(e, out, err)
 	}
 	fmt.Fprintf(e.out, "%s pinned to %s: automatic promotion and rollback are off until kiln unpin %s\n", c.Pipeline, c.Model, c.Pipeline)
 	return nil
@@ -202,8 +212,8 @@ type unpinCmd struct {
 
 func (c unpinCmd) Run(e *cmdEnv) error {
 	out, err := e.client().Unpin(e.ctx, c.Pipeline)
-	if err != nil {
-		return err
+	if err != nil || e.json() {
+		return jsonOr(e, out, err)
 	}
 	fmt.Fprintf(e.out, "%s unpinned; live: %s\n", c.Pipeline, out["live"])
 	return nil
