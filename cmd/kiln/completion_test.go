@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/alecthomas/kong"
 )
 
 // completionScript runs `kiln completion SHELL` as main does, with a socket
@@ -150,4 +152,29 @@ t kiln backup ""
 	} else {
 		t.Log("fish not installed: its script checked for content only")
 	}
+}
+
+// TestEveryCommandHasExamples: `kiln CMD --help` of every command shows
+// examples that run that very command.
+func TestEveryCommandHasExamples(t *testing.T) {
+	var c cli
+	kctx, _ := parse(&c, []string{"status"}, os.Stderr)
+	var walk func(n *kong.Node, path string)
+	walk = func(n *kong.Node, path string) {
+		for _, ch := range n.Children {
+			if ch.Type != kong.CommandNode || ch.Hidden {
+				continue
+			}
+			p := strings.TrimSpace(path + " " + ch.Name)
+			_, examples, ok := strings.Cut(ch.Detail, "Examples:\n")
+			// A default subcommand may be shown without its name (kiln
+			// pipelines for kiln pipelines list).
+			short := strings.TrimSpace(strings.TrimSuffix(" "+p, " "+ch.Name))
+			if !ok || !(strings.Contains(examples, "  kiln "+p) || ch == n.DefaultCmd && strings.Contains(examples, "  kiln "+short)) {
+				t.Errorf("kiln %s --help: no examples of it:\n%s", p, ch.Detail)
+			}
+			walk(ch, p)
+		}
+	}
+	walk(kctx.Model.Node, "")
 }

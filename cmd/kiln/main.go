@@ -85,7 +85,9 @@ func main() {
 func parse(c *cli, args []string, stderr io.Writer) (*kong.Context, int) {
 	k, err := kong.New(c,
 		kong.Name("kiln"),
-		kong.Description("kiln drives kilnd, the self-driving ML appliance daemon, over its local socket."),
+		kong.Description("kiln drives kilnd, the self-driving ML appliance daemon, over its local socket.\n\n"+
+			"Examples:\n  kiln status\n  kiln models -p pumps\n  kiln predict pumps < rows.csv\n  kiln events -f\n\n"+
+			"Every command has --help with examples; -o json prints JSON for scripts."),
 		kong.Vars{"default_socket": apiclient.DefaultSocket},
 	)
 	if err != nil {
