@@ -33,6 +33,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -480,6 +481,9 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// shortID is a record's ID: pipeline, a letter, a number ("pumps/m7").
+var shortID = regexp.MustCompile(`^[a-z0-9-]{1,32}/[a-z][0-9]+$`)
+
 // funcs are the templates' helpers.
 var funcs = template.FuncMap{
 	"when": func(t time.Time) string {
@@ -519,12 +523,19 @@ var funcs = template.FuncMap{
 		}
 		return fmt.Sprintf("%.0f%%", float64(used)/float64(total)*100)
 	},
-	// link is the lineage page of a dataset, run or model ID ("" for others).
+	// link is the lineage page of a record's short ID ("" for anything
+	// else: an image reference, an actor).
 	"link": func(id string) string {
-		if p, rest, ok := strings.Cut(id, "/"); ok && p != "" && rest != "" && !strings.Contains(rest, "/") {
-			return Prefix + "lineage/" + p + "/" + rest
+		if !shortID.MatchString(id) {
+			return ""
 		}
-		return ""
+		return Prefix + "lineage/" + id
+	},
+	"plural": func(n int64, word string) string {
+		if n == 1 {
+			return "1 " + word
+		}
+		return strconv.FormatInt(n, 10) + " " + word + "s"
 	},
 	"short": func(s string) string {
 		if len(s) > 19 {

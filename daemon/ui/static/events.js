@@ -15,10 +15,10 @@
     return td;
   };
   const link = (id) => {
-    const parts = id.split("/");
-    if (parts.length !== 2 || !parts[0] || !parts[1]) {
+    if (!/^[a-z0-9-]{1,32}\/[a-z][0-9]+$/.test(id)) {
       return document.createTextNode(id + " ");
     }
+    const parts = id.split("/");
     const a = document.createElement("a");
     a.href = "/ui/lineage/" + encodeURIComponent(parts[0]) + "/" + encodeURIComponent(parts[1]);
     a.textContent = id;
@@ -42,7 +42,9 @@
     d.className = "small";
     const kind = cell(e.kind);
     kind.className = "kind";
-    tr.append(cell(String(e.seq)), cell(e.time.replace(/\.\d+/, "")), cell(e.actor), kind, refs, d);
+    const when = cell(e.time.replace(/\.\d+/, ""));
+    when.className = "when";
+    tr.append(cell(String(e.seq)), when, cell(e.actor), kind, refs, d);
     rows.prepend(tr);
   };
 })();
