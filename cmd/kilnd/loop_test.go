@@ -45,9 +45,11 @@ triggers: {new_data: {debounce: 0s, min_rows: 1}}
 func (k *kilnd) importExamples(t *testing.T, imgDir string) {
 	t.Helper()
 	for _, f := range []string{"tabular-trainer.tar", "tabular-server.tar"} {
-		if _, stderr, err := k.kiln(nil, "images", "import", filepath.Join(imgDir, f)); err != nil {
+		out, stderr, err := k.kiln(nil, "images", "import", filepath.Join(imgDir, f))
+		if err != nil {
 			t.Fatalf("kiln images import %s: %v: %s", f, err, stderr)
 		}
+		checkImagesOnce(t, "kiln images import "+f, out)
 	}
 }
 
@@ -135,6 +137,11 @@ func TestLoopDropToServing(t *testing.T) {
 		t.Errorf("kiln predict answered %d lines agreeing %.2f with the labels; want %d lines, >= 0.85", len(got), agreement(got, labels), len(labels))
 	}
 	checkPredictHeader(t, k, data, "diagnosis")
+	if out, _, err := k.kiln(nil, "images"); err != nil {
+		t.Errorf("kiln images: %v", err)
+	} else {
+		checkImagesOnce(t, "kiln images", out)
+	}
 
 	// Image GC keeps what the live model and the loaded pipeline need.
 	if out, stderr, err := k.kiln(nil, "gc", "--images"); err != nil || !strings.Contains(out, "images none") {

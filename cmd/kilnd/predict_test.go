@@ -67,3 +67,25 @@ func checkPredictHeader(t *testing.T, k *kilnd, data []byte, label string) {
 		t.Errorf("kiln predict without column %s: %v, stderr %q; want exit 1 and one line naming it", missing, err, stderr)
 	}
 }
+
+// checkImagesOnce: a table of images (kiln images import, kiln images)
+// names each image once, by its tags: kilnd's digest pin beside each tag is
+// not a row of its own.
+func checkImagesOnce(t *testing.T, what, out string) {
+	t.Helper()
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	seen := map[string]bool{}
+	for _, line := range lines[1:] {
+		f := strings.Fields(line)
+		if len(f) < 2 || f[0] == "imported" {
+			continue
+		}
+		if strings.HasPrefix(f[0], "sha256:") || f[0] == "(pinned)" || seen[f[1]] {
+			t.Errorf("%s: image %s listed twice or by its pin:\n%s", what, f[1], out)
+		}
+		seen[f[1]] = true
+	}
+	if len(seen) == 0 {
+		t.Errorf("%s: no image rows:\n%s", what, out)
+	}
+}
