@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"image"
+	"image/color"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -67,6 +68,9 @@ func TestDemo(t *testing.T) {
 	if len(rep.Predicted) != 3 || agree(rep.Predicted, rep.Truth) < 2 {
 		t.Errorf("predictions %v for truth %v; want 3, most right", rep.Predicted, rep.Truth)
 	}
+	if rep.Endpoint != "benign" && rep.Endpoint != "malignant" {
+		t.Errorf("the endpoint answered %q; want a label", rep.Endpoint)
+	}
 	// 2: quarantined, the column and the value named.
 	if !strings.Contains(rep.QuarantineReason, "area_mean") || !strings.Contains(rep.QuarantineReason, "um2") {
 		t.Errorf("quarantine %s reason %q; want the column and the value", rep.Quarantined, rep.QuarantineReason)
@@ -102,8 +106,13 @@ func TestDemo(t *testing.T) {
 	}
 	img := readPNG(t, rep.PNG)
 	plot := image.Rect(chart.PlotLeft+2, chart.PlotTop+2, chart.PlotRight-2, chart.PlotBottom-2)
-	if n := near(img, plot, blue); n < 100 {
-		t.Errorf("PNG %s: %d pixels of the first model's colour in the plot; want its line", rep.PNG, n)
+	// The series: m1 (blue) briefly, m2 (red) a point, m3 (green) through
+	// the warm-up; the promotion and rollback markers are grey and red.
+	green := color.RGBA{0x2c, 0xa0, 0x2c, 255}
+	// m2's one point sits on the frame's bottom edge (accuracy 0).
+	edge := plot.Inset(-6)
+	if b, r, g := near(img, plot, blue), near(img, edge, red), near(img, plot, green); b < 20 || r < 5 || g < 300 {
+		t.Errorf("PNG %s: %d blue, %d red, %d green pixels in the plot; want the three models' series", rep.PNG, b, r, g)
 	}
 	for i := 1; i <= 6; i++ {
 		if !strings.Contains(narration.String(), "["+string(rune('0'+i))+"/6") {

@@ -90,6 +90,9 @@ func writePNG(path string, svg []byte) error {
 	}
 	err = png.Encode(f, img)
 	if err == nil {
+		err = f.Chmod(0o644) // a picture for people, as the SVG beside it
+	}
+	if err == nil {
 		err = f.Sync()
 	}
 	if err = errors.Join(err, f.Close()); err == nil {

@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -31,6 +33,7 @@ type report struct {
 	First, FirstState string // step 1's model
 	FirstAccuracy     float64
 	Predicted, Truth  []string
+	Endpoint          string // the endpoint's answer for one row
 
 	Quarantined, QuarantineReason string
 
@@ -257,8 +260,29 @@ func (d *demo) first(ctx context.Context) error {
 	if len(d.rep.Predicted) != len(rows) {
 		return fmt.Errorf("kiln predict: %d answers for %d rows", len(d.rep.Predicted), len(rows))
 	}
-	d.say("kiln predict %s (through run/kiln/serve/%s.sock), 3 unseen rows -> %s (truth: %s)", pipeline, pipeline,
+	d.say("kiln predict %s, 3 rows no model saw -> %s (truth: %s)", pipeline,
 		strings.Join(d.rep.Predicted, ", "), strings.Join(d.rep.Truth, ", "))
+	// And as any client: the endpoint's socket, the serving contract's CSV.
+	row := d.data.batch([]int{568}, shape{scale: 1})
+	row = row[bytes.IndexByte(row, '\n')+1:]
+	row = row[:bytes.LastIndexByte(row, ',')]
+	sock := filepath.Join(d.b.root, "run/kiln/serve", pipeline+".sock")
+	hc := http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+		}}}
+	resp, err := hc.Post("http://endpoint/invocations", "text/csv", bytes.NewReader(row))
+	if err != nil {
+		return fmt.Errorf("the endpoint %s: %w", sock, err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	_ = resp.Body.Close() // read whole
+	if err != nil || resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("the endpoint %s: %s %s %v", sock, resp.Status, body, err)
+	}
+	d.rep.Endpoint = strings.TrimSpace(string(body))
+	d.say("POST /invocations on %s -> %s (truth: %s), logged as request %s", sock, d.rep.Endpoint, d.data.labels[568],
+		resp.Header.Get("X-Kiln-Request-Id"))
 	return nil
 }
 
