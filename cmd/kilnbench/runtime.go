@@ -100,7 +100,8 @@ func benchRuntime(ctx context.Context, opt Options) []Figure {
 		_ = task.Delete(ctx)
 	}
 
-	// The runc bundle: kiln's own spec for this image, on its layer.
+	// The runc bundle: kiln's own spec for this image, on its layer. This
+	// first, untimed start is also kiln's warm-up.
 	_, first, err := startKiln(0)
 	if err != nil {
 		return fail("kiln start: " + err.Error())
@@ -168,8 +169,8 @@ func benchRuntime(ctx context.Context, opt Options) []Figure {
 		d, err := startRunc(i)
 		return float64(d.Microseconds()) / 1000, err
 	}
-	// Both get an untimed warm-up start (kiln's was the spec's above; runc's
-	// first create pays for its own page cache and cgroup setup).
+	// runc's untimed warm-up start: its first create pays for the bundle's
+	// page cache and the cgroup parent's setup.
 	if _, err := runcRound(0); err != nil {
 		return fail(err.Error())
 	}
