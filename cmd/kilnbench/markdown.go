@@ -22,7 +22,7 @@ func markdown(r Results) string {
 	w("The figures of `cmd/kilnbench` against the goals of BENCH.md (`../shared/BENCH.md`, which has the\n")
 	w("protocol and defines each figure). Every figure with a baseline is measured side by side with it in\n")
 	w("the same run, alternating, and is a ratio; absolute times are informative only.\n\n")
-	w("Each group ran several times in a row (runs, below). A figure's **median** is the median of its\n")
+	w("%s A figure's **median** is the median of its\n", repeatLine(r.Groups))
 	w("runs (by nearest rank, so it is one run's value), its **range** the lowest and highest run; **pass**\n")
 	w("is judged on the median, and only when every run measured the figure and none failed its group's\n")
 	w("own checks. The detail is the median run's. Every run's value is in `bench/results.json`.\n\n")
@@ -88,6 +88,23 @@ func markdown(r Results) string {
 		w("- **%s** (goal %s): %s\n", f.Name, f.Goal, missReason(f))
 	}
 	return b.String()
+}
+
+// repeatLine says how many runs the figures are medians of.
+func repeatLine(groups []GroupResult) string {
+	ns := map[int]bool{}
+	for _, g := range groups {
+		ns[g.Repeat] = true
+	}
+	if len(ns) == 1 {
+		for n := range ns {
+			if n == 1 {
+				return "Each group ran once: the figures are single runs, not medians."
+			}
+			return fmt.Sprintf("Figures are medians of %d runs, each group's runs back to back, with their range.", n)
+		}
+	}
+	return "Figures are medians of each group's runs (runs, below), back to back, with their range."
 }
 
 // missReason says by how much, or why, f does not pass.

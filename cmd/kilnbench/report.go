@@ -295,7 +295,8 @@ func fmtRange(lo, hi float64, unit string) string {
 	return fmtNum(lo) + "-" + fmtValue(hi, unit)
 }
 
-// shortfall says by how much a median misses its goal: "7% under 1.0".
+// shortfall says by how much a median misses its goal: "7% under 1.0",
+// "over 0 by 3".
 func shortfall(v float64, goal string) string {
 	op, num, _ := strings.Cut(strings.TrimSpace(goal), " ")
 	want, err := strconv.ParseFloat(strings.TrimSpace(num), 64)
@@ -312,10 +313,11 @@ func shortfall(v float64, goal string) string {
 	default:
 		side = "off"
 	}
+	num = strings.TrimSpace(num)
 	if want == 0 {
-		return fmt.Sprintf("%s %s by %s", side, fmtNum(want), fmtNum(math.Abs(diff)))
+		return fmt.Sprintf("%s %s by %s", side, num, fmtNum(math.Abs(diff)))
 	}
-	return fmt.Sprintf("%s%% %s %s", fmtNum(math.Abs(diff)/math.Abs(want)*100), side, fmtNum(want))
+	return fmt.Sprintf("%s%% %s %s", fmtNum(math.Abs(diff)/math.Abs(want)*100), side, num)
 }
 
 // commandLine quotes os.Args the way a shell would need them.

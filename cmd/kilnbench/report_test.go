@@ -170,6 +170,7 @@ func TestMarkdown(t *testing.T) {
 		"- **A**: AMD EPYC, 2 cores",
 		"- **B**: Xeon, 16 cores",
 		"The `gpu` group",
+		"Figures are medians of 3 runs, each group's runs back to back, with their range.",
 		"- **g.some** (goal <= 5): median 3 ms (3-4 ms) meets the goal, but not every run measured it",
 		"- **g.clean** (goal == 0): median 0 (0-0) meets the goal, but a run failed the group's own checks",
 	} {
@@ -182,8 +183,11 @@ func TestMarkdown(t *testing.T) {
 	}
 	// A median that misses says by how much.
 	miss := FigureResult{Name: "s.ratio", Unit: "x", Goal: ">= 1.0", Runs: []*float64{ptr(0.93), ptr(0.74)}, Value: ptr(0.74), Min: ptr(0.74), Max: ptr(0.93)}
-	if got, want := missReason(miss), "median 0.74x (0.74-0.93x), 26% under 1"; got != want {
+	if got, want := missReason(miss), "median 0.74x (0.74-0.93x), 26% under 1.0"; got != want {
 		t.Fatalf("missReason: %q, want %q", got, want)
+	}
+	if got, want := shortfall(3, "== 0"), "off 0 by 3"; got != want {
+		t.Fatalf("shortfall: %q, want %q", got, want)
 	}
 }
 
