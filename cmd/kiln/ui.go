@@ -101,6 +101,12 @@ func listenLoopback(addr string) (net.Listener, error) {
 }
 
 // uiForwarder admits one browser and forwards its GETs under /ui/ to kilnd.
+//
+// Caveat: browsers scope cookies by host, not port, so the operator's
+// browser also sends this session's cookie to other 127.0.0.1 ports it
+// visits. A local server another user runs could collect it that way, and
+// only while this kiln ui runs. The cookie is HttpOnly and SameSite=Strict,
+// so pages cannot read it or make the browser send it from elsewhere.
 type uiForwarder struct {
 	host    string // the one Host header accepted: the listener's ip:port
 	token   string // in the printed link; exchanged once for the cookie
