@@ -25,8 +25,17 @@ rm -f "$out"/kiln_*.deb "$out"/kiln-*.rpm
 sed -e "s|@VERSION@|$PKG_VERSION-1|" -e "s|@GITVERSION@|$VERSION|" -e "s|@COMMIT@|$COMMIT|" \
 	-e "s|@MAINTAINER@|$MAINTAINER|" -e "s|@DATE@|$(date -R -d "$BUILD_DATE" 2>/dev/null || date -R)|" \
 	packaging/deb/changelog.in | gzip -9n >"$PKG_GEN/changelog.Debian.gz"
+# The man pages are generated from the CLI's code (go generate ./cmd/kiln;
+# a test keeps the committed ones current).
 for page in packaging/man/*.[18]; do
 	gzip -9n <"$page" >"$PKG_GEN/$(basename "$page").gz"
+done
+# Shell completions come from the CLI itself (kiln completion SHELL), built
+# for this host: the scripts are the same for every architecture.
+$GO build -o "$work/kiln-host" ./cmd/kiln
+for sh in bash zsh fish; do
+	"$work/kiln-host" completion "$sh" >"$PKG_GEN/kiln.$sh"
+	[ -s "$PKG_GEN/kiln.$sh" ] || { echo "packages: kiln completion $sh wrote nothing" >&2; exit 1; }
 done
 
 # main.pkgVersion is what dpkg and rpm show (kiln version prints it beside git's).
