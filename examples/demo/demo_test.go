@@ -92,6 +92,9 @@ func TestDemo(t *testing.T) {
 	if rep.Retrain == "" || (rep.RetrainState != "live" && rep.RetrainState != "rejected") {
 		t.Errorf("retraining run %q: model %s %s; want evaluated", rep.Retrain, rep.RetrainModel, rep.RetrainState)
 	}
+	if rep.RetrainState == "live" && rep.RetrainAfter < 0.85 {
+		t.Errorf("the retrained %s on shifted rows: accuracy %v; want it to have learned the shift (0.85+)", rep.RetrainModel, rep.RetrainAfter)
+	}
 	// 6: the live model's lineage reaches back to its run; the charts.
 	if rep.RetrainState == "live" && rep.Live != rep.RetrainModel {
 		t.Errorf("live %s; the retrained %s was promoted", rep.Live, rep.RetrainModel)

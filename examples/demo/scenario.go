@@ -48,6 +48,7 @@ type report struct {
 	Drift                     map[string]string // the monitor.drift_detected event's details
 	Retrain, RetrainModel     string
 	RetrainState              string
+	RetrainAfter              float64 // the retrained model's accuracy on shifted feedback, when promoted
 
 	Live    string
 	Lineage api.Lineage
