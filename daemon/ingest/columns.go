@@ -2,8 +2,10 @@ package ingest
 
 import (
 	"bytes"
+	"math/bits"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 type colKind uint8
@@ -55,7 +57,9 @@ func (c *colStats) offer(v []byte) {
 	c.rng ^= c.rng << 13
 	c.rng ^= c.rng >> 7
 	c.rng ^= c.rng << 17
-	if j := c.rng % uint64(c.seen); j < sampleSize { //nolint:gosec // seen counts values offered: positive after the increment above
+	// j is uniform in [0, seen): the high word of rng*seen (Lemire's reduction), a multiply
+	// where rng % seen would divide, on every numeric value of the batch.
+	if j, _ := bits.Mul64(c.rng, uint64(c.seen)); j < sampleSize { //nolint:gosec // seen counts values offered: positive after the increment above
 		x, _ := strconv.ParseFloat(string(v), 64)
 		c.sample[j] = x
 	}
@@ -82,6 +86,12 @@ func (c *colStats) count(v []byte) {
 
 var nullWords = []string{"null", "na", "n/a", "nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity", "none"}
 
+// numberStart: v starts as a number does (a digit, or a sign or point and a digit), which
+// no null spelling does. Small enough to inline: most cells of a numeric CSV end here.
+func numberStart(v []byte) bool {
+	return len(v) > 0 && (v[0]-'0' < 10 || len(v) > 1 && v[1]-'0' < 10 && (v[0] == '-' || v[0] == '+' || v[0] == '.'))
+}
+
 // isNull: empty, null and NaN/inf spellings count against max_null_fraction.
 func isNull(v []byte, quotedString bool) bool {
 	if len(v) > 0 && (v[0] >= '0' && v[0] <= '9' || v[0] >= 'a' && v[0] <= 'h' || v[0] >= 'A' && v[0] <= 'H') {
@@ -105,39 +115,48 @@ func isNull(v []byte, quotedString bool) bool {
 // isNumber accepts decimal floats as strconv.ParseFloat does, without allocating:
 // [+-]digits[.digits][(e|E)[+-]digits], with surrounding spaces.
 func isNumber(v []byte) bool {
-	v = bytes.TrimSpace(v)
-	i, n := 0, len(v)
-	if i < n && (v[i] == '+' || v[i] == '-') {
+	if n := len(v); n == 0 || v[0] <= ' ' || v[0] >= utf8.RuneSelf || v[n-1] <= ' ' || v[n-1] >= utf8.RuneSelf {
+		v = bytes.TrimSpace(v) // else there is nothing to trim: the common case, kept cheap
+	}
+	n := numberLen(v)
+	return n > 0 && n == len(v)
+}
+
+// numberLen is the length of the longest prefix of v that is a decimal float
+// ([+-]digits[.digits][(e|E)[+-]digits], at least one digit before the exponent), 0 if none.
+func numberLen(v []byte) int {
+	i := 0
+	if i < len(v) && (v[i] == '+' || v[i] == '-') {
 		i++
 	}
-	digits := 0
-	for i < n && v[i] >= '0' && v[i] <= '9' {
+	start := i
+	for i < len(v) && v[i]-'0' < 10 {
 		i++
-		digits++
 	}
-	if i < n && v[i] == '.' {
+	digits := i - start
+	if i < len(v) && v[i] == '.' {
 		i++
-		for i < n && v[i] >= '0' && v[i] <= '9' {
+		start = i
+		for i < len(v) && v[i]-'0' < 10 {
 			i++
-			digits++
 		}
+		digits += i - start
 	}
 	if digits == 0 {
-		return false
+		return 0
 	}
-	if i < n && (v[i] == 'e' || v[i] == 'E') {
-		i++
-		if i < n && (v[i] == '+' || v[i] == '-') {
-			i++
+	if i < len(v) && v[i]|0x20 == 'e' {
+		j := i + 1
+		if j < len(v) && (v[j] == '+' || v[j] == '-') {
+			j++
 		}
-		ed := 0
-		for i < n && v[i] >= '0' && v[i] <= '9' {
-			i++
-			ed++
+		start = j
+		for j < len(v) && v[j]-'0' < 10 {
+			j++
 		}
-		if ed == 0 {
-			return false
+		if j > start {
+			i = j
 		}
 	}
-	return i == n
+	return i
 }

@@ -6,7 +6,8 @@ import "bytes"
 // The fields alias rec or t.scratch and live until the next call.
 func (t *tabular) splitCSV(rec []byte) ([][]byte, bool) {
 	fields := t.fields[:0]
-	if bytes.IndexByte(rec, '"') < 0 {
+	t.quoted = bytes.IndexByte(rec, '"') >= 0
+	if !t.quoted {
 		for {
 			i := bytes.IndexByte(rec, ',')
 			if i < 0 {
@@ -71,4 +72,44 @@ func (t *tabular) splitCSV(rec []byte) ([][]byte, bool) {
 	}
 	t.fields = fields
 	return fields, true
+}
+
+// plainRow checks a record without quotes and with the header's field count in one pass over
+// it: a field that is a plain number (most cells of a numeric CSV) is found and checked by the
+// same scan, the rest go through cell as splitCSV's fields do. It reports false, having done
+// nothing, for any other record.
+func (t *tabular) plainRow(rec []byte) bool {
+	if bytes.IndexByte(rec, '"') >= 0 || bytes.Count(rec, []byte{','})+1 != len(t.cols) {
+		return false
+	}
+	t.quoted = false
+	for i := range t.cols {
+		n := numberLen(rec)
+		if n > 0 && (n == len(rec) || rec[n] == ',') {
+			t.numberCell(i, rec[:n])
+		} else {
+			if n = bytes.IndexByte(rec, ','); n < 0 {
+				n = len(rec)
+			}
+			t.cell(i, rec[:n], false)
+		}
+		rec = rec[min(n+1, len(rec)):]
+	}
+	return true
+}
+
+// numberCell is cell for a value numberLen accepted whole, which is never null: the common
+// case (a numeric column, neither the label nor ranged) without cell's other branches.
+func (t *tabular) numberCell(i int, v []byte) {
+	c := &t.cols[i]
+	if i == t.labelIdx || c.kind == colString || c.ranged {
+		t.cell(i, v, false)
+		return
+	}
+	t.cells++
+	c.values++
+	if c.kind == colUnknown {
+		c.kind, c.inferred = colNumber, true
+	}
+	c.offer(v)
 }

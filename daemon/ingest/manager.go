@@ -79,6 +79,10 @@ type Manager struct {
 	big         chan struct{} // semaphore: files read by streaming
 }
 
+// ParallelFiles is how many big files (over 1 MiB) are read at once, each hashed on its own
+// core while it is parsed: more would only make them compete for the same cores and disk.
+const ParallelFiles = 2
+
 // Status is what ingest is doing, for `kiln status` and the API.
 type Status struct {
 	Paused    string    `json:"paused,omitempty"` // why ingest is paused; "" when running
@@ -101,7 +105,7 @@ func New(opt Options) (*Manager, error) {
 	if opt.Log == nil {
 		opt.Log = slog.New(slog.DiscardHandler)
 	}
-	m := &Manager{opt: opt, log: opt.Log, specsCh: make(chan struct{}, 1), index: newIndex(), big: make(chan struct{}, 2)}
+	m := &Manager{opt: opt, log: opt.Log, specsCh: make(chan struct{}, 1), index: newIndex(), big: make(chan struct{}, ParallelFiles)}
 	empty := map[string]*config.Pipeline{}
 	m.specs.Store(&empty)
 	return m, nil

@@ -136,6 +136,7 @@ type tabular struct {
 	jstr      []bool   // jsonl: which of them are JSON strings
 
 	fields  [][]byte
+	quoted  bool // the record splitCSV split last had a quote
 	pairs   []jsonPair
 	scratch []byte
 	rec     []byte
@@ -458,6 +459,37 @@ func (t *tabular) dupKey(vals [][]byte, str []bool) {
 	t.dupDone = true
 }
 
+// csvDupKey records a CSV row's duplicate key without copying it where it can: its fields
+// joined by commas, hashed as split hashes the row (so an unquoted row's key is its split
+// hash, and "a",1 is a,1), unless a field holds a comma, quote or line break, which only
+// dupKey's length-prefixed encoding keeps apart. A row that did not parse is keyed by its
+// split hash too (see row), and can match no joined row: it holds a quote or has another
+// field count.
+func (t *tabular) csvDupKey(rec []byte, fields [][]byte) {
+	if t.rules.MaxDuplicateFraction == nil || t.feedback {
+		return
+	}
+	if !t.quoted {
+		t.hashes = append(t.hashes, t.rowHash)
+		t.dupDone = true
+		return
+	}
+	b := t.dupBuf[:0]
+	for i, f := range fields {
+		if bytes.ContainsAny(f, ",\"\r\n") {
+			t.dupKey(fields, nil)
+			return
+		}
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, f...)
+	}
+	t.dupBuf = b
+	t.hashes = append(t.hashes, xxh64(b, t.seed))
+	t.dupDone = true
+}
+
 // split writes a row to the train or holdout part: holdout when xxh64(row, seed)/2^64 is
 // below the fraction.
 func (t *tabular) split(rec []byte) {
@@ -481,6 +513,10 @@ func (t *tabular) check(rec []byte) {
 	}
 	switch t.format {
 	case config.FormatCSV:
+		if t.plainRow(rec) {
+			t.csvDupKey(rec, nil)
+			return
+		}
 		fields, ok := t.splitCSV(rec)
 		if !ok {
 			t.fail("csv_syntax", "", clipValue(string(rec)), "RFC 4180 quoting")
@@ -493,7 +529,7 @@ func (t *tabular) check(rec []byte) {
 		for i, f := range fields {
 			t.cell(i, f, false)
 		}
-		t.dupKey(fields, nil)
+		t.csvDupKey(rec, fields)
 	case config.FormatJSONL:
 		pairs, ok := scanObject(rec, t.pairs[:0])
 		t.pairs = pairs
@@ -511,7 +547,7 @@ func (t *tabular) cell(i int, v []byte, quotedString bool) {
 	t.cells++
 	c := &t.cols[i]
 	name := t.header[i]
-	if isNull(v, quotedString) {
+	if !numberStart(v) && isNull(v, quotedString) {
 		t.nulls++
 		c.nulls++
 		if i == t.labelIdx {
