@@ -122,6 +122,18 @@ func (l *predictionLogs) Scan(p string, since time.Time, fn func(monitor.Logged)
 	return r.ScanBorrowed(since, func(rec serve.Record) error { return fn(logged(rec)) })
 }
 
+func (l *predictionLogs) ScanFrom(p string, since time.Time, cur monitor.LogCursor, fn func(monitor.Logged) error) (monitor.LogCursor, error) {
+	r, err := l.reader(p)
+	if err != nil {
+		return cur, err
+	}
+	next, err := r.ScanFrom(serve.LogCursor(cur), since, func(rec serve.Record) error { return fn(logged(rec)) })
+	if errors.Is(err, serve.ErrCursorStale) {
+		err = fmt.Errorf("%w: %w", monitor.ErrLogCursorStale, err)
+	}
+	return monitor.LogCursor(next), err
+}
+
 func logged(r serve.Record) monitor.Logged {
 	out := monitor.Logged{Model: r.Model, Protocol: r.Protocol, ContentType: r.ContentType, Time: r.Time,
 		Status: r.Status, LatencyUS: r.LatencyUS, Rows: r.Rows, Output: r.Output, Truncated: r.OutputTruncated}

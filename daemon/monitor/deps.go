@@ -78,7 +78,27 @@ type PredictionLog interface {
 	// Scan reads pipeline's records from since on, in time order. A
 	// record's Input and Output are valid only until fn returns.
 	Scan(pipeline string, since time.Time, fn func(Logged) error) error
+	// ScanFrom is Scan from a position: it reads the records appended
+	// after cur (the zero LogCursor: from since on), and returns the
+	// position after the last one, so the next call reads only what was
+	// appended since. Positions follow the log's append order, not Time: a
+	// slow request logged after later ones is read once, when it is
+	// appended. An error wrapping ErrLogCursorStale says the log was
+	// rewritten under cur (a purge, retention): read again from the zero
+	// LogCursor.
+	ScanFrom(pipeline string, since time.Time, cur LogCursor, fn func(Logged) error) (LogCursor, error)
 }
+
+// LogCursor is a position in a pipeline's prediction log (the segment read
+// last, its inode then, and the offset after its last whole record).
+type LogCursor struct {
+	Segment, Inode uint64
+	Offset         int64
+}
+
+// ErrLogCursorStale is what PredictionLog.ScanFrom wraps when cur no longer
+// points into the log as it is.
+var ErrLogCursorStale = errors.New("prediction log position is stale")
 
 // Deps are what a Monitor is built from.
 type Deps struct {

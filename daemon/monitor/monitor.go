@@ -27,6 +27,9 @@ type Monitor struct {
 
 	train *trainCache
 	stats statistics
+	// probation is what probe has read of each pipeline's log since its
+	// promotion (probation.go).
+	probation probations
 }
 
 // worker serialises one pipeline's scoring; kick wakes it.

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -102,8 +103,17 @@ func (f *memFeedback) CommitJoined(ctx context.Context, pipeline, source string,
 	return d, err
 }
 
-// memLog is a prediction log held in memory.
-type memLog struct{ recs map[string]Logged }
+// memLog is a prediction log held in memory. ScanFrom reads it as an
+// append-only log: records enter its order when a ScanFrom first sees
+// them (ids sorted), and a cursor is a place in that order, valid while
+// rewrites (a purge, in the real log) stays what it was. visited counts
+// the records ScanFrom read.
+type memLog struct {
+	recs     map[string]Logged
+	order    []string
+	rewrites uint64
+	visited  int
+}
 
 func (l *memLog) Flush(context.Context, string) error { return nil }
 func (l *memLog) Lookup(_, id string) (Logged, error) {
@@ -122,6 +132,42 @@ func (l *memLog) Scan(_ string, since time.Time, fn func(Logged) error) error {
 		}
 	}
 	return nil
+}
+
+func (l *memLog) ScanFrom(_ string, since time.Time, cur LogCursor, fn func(Logged) error) (LogCursor, error) {
+	if cur != (LogCursor{}) && cur.Inode != l.rewrites+1 {
+		return cur, fmt.Errorf("memLog at %d: %w", cur.Offset, ErrLogCursorStale)
+	}
+	seen := make(map[string]bool, len(l.order))
+	for _, id := range l.order {
+		seen[id] = true
+	}
+	var fresh []string
+	for id := range l.recs {
+		if !seen[id] {
+			fresh = append(fresh, id)
+		}
+	}
+	slices.Sort(fresh)
+	l.order = append(l.order, fresh...)
+	for i := cur.Offset; i < int64(len(l.order)); i++ {
+		r, ok := l.recs[l.order[i]]
+		l.visited++
+		if !ok || r.Time.Before(since) {
+			continue
+		}
+		if err := fn(r); err != nil {
+			return LogCursor{Inode: l.rewrites + 1, Offset: i}, err
+		}
+	}
+	return LogCursor{Inode: l.rewrites + 1, Offset: int64(len(l.order))}, nil
+}
+
+// purge deletes the record id, rewriting the log: cursors into it go stale.
+func (l *memLog) purge(id string) {
+	delete(l.recs, id)
+	l.order = slices.DeleteFunc(l.order, func(x string) bool { return x == id })
+	l.rewrites++
 }
 
 type fixture struct {

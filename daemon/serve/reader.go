@@ -353,7 +353,8 @@ func (r *LogReader) scanFor(s *rseg, id string) (Record, bool, error) {
 // their index. Scan reads files of its own, so a slow fn never holds up
 // lookups.
 func (r *LogReader) Scan(since time.Time, fn func(Record) error) error {
-	return r.scan(since, false, fn)
+	_, err := r.scan(LogCursor{}, since, false, fn)
+	return err
 }
 
 // ScanBorrowed is Scan without a copy per record: each Record's ID, Input
@@ -362,38 +363,79 @@ func (r *LogReader) Scan(since time.Time, fn func(Record) error) error {
 // kept). A pass over a day's log that keeps only what it derives (the
 // monitor's hourly signals, probation) allocates next to nothing this way.
 func (r *LogReader) ScanBorrowed(since time.Time, fn func(Record) error) error {
-	return r.scan(since, true, fn)
+	_, err := r.scan(LogCursor{}, since, true, fn)
+	return err
 }
 
-func (r *LogReader) scan(since time.Time, borrow bool, fn func(Record) error) error {
+// LogCursor is a position in a pipeline's log, as ScanFrom returns it:
+// the records before it have been read. The zero LogCursor is the start.
+type LogCursor struct {
+	Segment uint64 // the segment read last
+	Inode   uint64 // its inode then: a segment rewritten by a purge has a new one
+	Offset  int64  // after its last whole frame read
+}
+
+// ErrCursorStale is returned (wrapped) by ScanFrom when the segment its
+// cursor points into is gone or was rewritten (retention, a purge), so
+// offsets into it mean nothing now: read again from the zero LogCursor.
+var ErrCursorStale = errors.New("log position is stale")
+
+// ScanFrom is ScanBorrowed from cur on: it calls fn for each record after
+// cur with a Time at or after since, and returns the cursor after the last
+// whole record of the log, so the next call reads only records appended
+// since. Positions are append order, not Time (a record's Time is when its
+// request came in, and a slow answer is appended after faster later ones),
+// so no record is read twice or skipped however late it was answered. A
+// frame still being written ends the read of its segment; the cursor stays
+// before it until it is whole. When fn fails, the cursor returned is
+// before the record it failed on. It is how a reader that keeps running
+// totals (the monitor's probation) avoids reading the log again and again.
+func (r *LogReader) ScanFrom(cur LogCursor, since time.Time, fn func(Record) error) (LogCursor, error) {
+	return r.scan(cur, since, true, fn)
+}
+
+func (r *LogReader) scan(cur LogCursor, since time.Time, borrow bool, fn func(Record) error) (LogCursor, error) {
 	intern := map[string]string{}
 	if err := r.refresh(); err != nil {
-		return err
+		return cur, err
 	}
 	type seg struct {
-		num  uint64
-		maxT int64
-		ok   bool
+		num, ino       uint64
+		maxT, idxBytes int64
+		ok             bool
 	}
 	r.mu.RLock()
 	segs := make([]seg, 0, len(r.segs))
 	for _, s := range r.segs {
-		x := seg{num: s.num}
+		x := seg{num: s.num, ino: s.ino}
 		if s.idx != nil {
-			x.maxT, x.ok = s.idx.maxT, true
+			x.maxT, x.idxBytes, x.ok = s.idx.maxT, s.idx.segSize, true
 		}
 		segs = append(segs, x)
 	}
 	r.mu.RUnlock()
+	resume := cur != LogCursor{}
+	if resume && !slices.ContainsFunc(segs, func(s seg) bool { return s.num == cur.Segment && s.ino == cur.Inode }) {
+		return cur, fmt.Errorf("prediction log %s at segment %d offset %d: %w", r.dir, cur.Segment, cur.Offset, ErrCursorStale)
+	}
 	sinceNS := since.UnixNano()
 	if since.IsZero() {
 		sinceNS = 0
 	}
 	for _, s := range segs {
-		if s.ok && s.maxT < sinceNS {
+		atCursor := resume && s.num == cur.Segment
+		from := int64(0)
+		switch {
+		case resume && s.num < cur.Segment:
+			continue
+		case atCursor:
+			from = cur.Offset
+		case s.ok && s.maxT < sinceNS:
+			// Closed and wholly before since: its index says so.
+			cur = LogCursor{Segment: s.num, Inode: s.ino, Offset: s.idxBytes}
 			continue
 		}
-		_, err := scanSegment(segPath(r.dir, s.num), func(_ int64, f *frame) error {
+		end, ino, err := scanSegmentFrom(segPath(r.dir, s.num), from, func(_ int64, f *frame) error {
 			if f.time < sinceNS {
 				return nil
 			}
@@ -402,14 +444,43 @@ func (r *LogReader) scan(since time.Time, borrow bool, fn func(Record) error) er
 			}
 			return fn(r.toRecord(f))
 		})
-		if errors.Is(err, os.ErrNotExist) {
+		stale := fmt.Errorf("prediction log %s segment %d: %w", r.dir, s.num, ErrCursorStale)
+		switch {
+		case ino == 0 && errors.Is(err, os.ErrNotExist) && atCursor:
+			return cur, stale // removed since the listing
+		case ino == 0 && errors.Is(err, os.ErrNotExist):
 			continue // removed by retention meanwhile
+		case ino == 0:
+			return cur, err // not opened: nothing read
+		case atCursor && ino != cur.Inode:
+			return cur, stale // rewritten since the listing
 		}
+		cur = LogCursor{Segment: s.num, Inode: ino, Offset: end}
 		if err != nil {
-			return err
+			return cur, err
 		}
 	}
-	return nil
+	return cur, nil
+}
+
+// scanSegmentFrom is scanSegment from offset from (0: the header) of the
+// file at path, and also returns the file's inode.
+func scanSegmentFrom(path string, from int64, fn func(off int64, f *frame) error) (end int64, ino uint64, err error) {
+	file, err := os.Open(path)
+	if err != nil {
+		return from, 0, err
+	}
+	defer func() { _ = file.Close() }() // read-only
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(file.Fd()), &st); err != nil {
+		return from, 0, fmt.Errorf("stat %s: %w", path, err)
+	}
+	if from == 0 {
+		end, err = scanFrames(file, 0, fn)
+	} else {
+		end, err = scanFrames(io.NewSectionReader(file, from, 1<<62), from, fn)
+	}
+	return end, st.Ino, err
 }
 
 // segmentNumbers is for tests: the segments the reader holds.
