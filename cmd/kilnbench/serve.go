@@ -182,24 +182,24 @@ http {
 
 // svStartNginx runs nginx self-contained in dir as a reverse proxy from
 // a unix socket (returned) to sock, one worker per core.
-func svStartNginx(dir, sock string) (listen string, stop func(), err error) {
+func svStartNginx(dir, sock string) (listen string, pid int, stop func(), err error) {
 	ndir := filepath.Join(dir, "nginx")
 	if err := os.MkdirAll(ndir, 0o755); err != nil {
-		return "", nil, err
+		return "", 0, nil, err
 	}
 	listen = filepath.Join(dir, "nginx.sock")
 	conf := strings.NewReplacer("{{DIR}}", ndir, "{{SOCK}}", sock, "{{LISTEN}}", listen,
 		"{{WORKERS}}", strconv.Itoa(goruntime.NumCPU())).Replace(svNginxConf)
 	confPath := filepath.Join(ndir, "nginx.conf")
 	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
-		return "", nil, err
+		return "", 0, nil, err
 	}
 	cmd := exec.Command("nginx", "-p", ndir, "-c", confPath, "-e", filepath.Join(ndir, "error.log"), "-g", "daemon off;")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
-		return "", nil, err
+		return "", 0, nil, err
 	}
 	exited := make(chan struct{})
 	var waitErr error
@@ -216,17 +216,17 @@ func svStartNginx(dir, sock string) (listen string, stop func(), err error) {
 	for deadline := time.Now().Add(5 * time.Second); ; {
 		if c, err := net.Dial("unix", listen); err == nil {
 			_ = c.Close()
-			return listen, stop, nil
+			return listen, cmd.Process.Pid, stop, nil
 		}
 		select {
 		case <-exited:
 			log, _ := os.ReadFile(filepath.Join(ndir, "error.log"))
-			return "", nil, fmt.Errorf("nginx exited: %v: %s %s", waitErr, strings.TrimSpace(stderr.String()), strings.TrimSpace(string(log)))
+			return "", 0, nil, fmt.Errorf("nginx exited: %v: %s %s", waitErr, strings.TrimSpace(stderr.String()), strings.TrimSpace(string(log)))
 		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
 			stop()
-			return "", nil, errors.New("nginx did not listen within 5 s")
+			return "", 0, nil, errors.New("nginx did not listen within 5 s")
 		}
 	}
 }
@@ -293,6 +293,9 @@ type svPath struct {
 	name, sock string
 	rps, p50   []float64 // per round: 32 connections rps, 1 connection p50 (us)
 	p99        []float64 // per round: 32 connections p99 (us)
+	cpu        func() time.Duration
+	proxyUS    []float64 // per round: the proxy's CPU per request at 32 connections (us)
+	backendUS  []float64 // per round: the backend's
 	errs       int64
 	firstErr   string
 }
@@ -344,7 +347,7 @@ func benchServe(ctx context.Context, opt Options) []Figure {
 		return fail(err.Error())
 	}
 	defer svShutdown(ctx, e)
-	nginxSock, stopNginx, err := svStartNginx(dir, b.sock)
+	nginxSock, nginxPid, stopNginx, err := svStartNginx(dir, b.sock)
 	if err != nil {
 		return fail(err.Error())
 	}
@@ -352,7 +355,10 @@ func benchServe(ctx context.Context, opt Options) []Figure {
 
 	req := []byte(fmt.Sprintf("POST /invocations HTTP/1.1\r\nHost: bench\r\nContent-Type: text/csv\r\nContent-Length: %d\r\n\r\n%s",
 		len(b.body), b.body))
-	paths := []*svPath{{name: "direct", sock: b.sock}, {name: "kiln", sock: kilnSock}, {name: "nginx", sock: nginxSock}}
+	none := func() time.Duration { return 0 }
+	paths := []*svPath{{name: "direct", sock: b.sock, cpu: none}, {name: "kiln", sock: kilnSock, cpu: svSelfCPU},
+		{name: "nginx", sock: nginxSock, cpu: func() time.Duration { return svCPU(nginxPid) }}}
+	backendCPU := func() time.Duration { return svCPU(int(b.task.Pid())) }
 	load := func(p *svPath, n int, d time.Duration) (svLoadResult, error) {
 		res, err := svLoad(ctx, svLoadSpec{Sock: p.sock, Conns: n, Warm: 300 * time.Millisecond, Dur: d, Request: req})
 		if err != nil {
@@ -377,7 +383,9 @@ func benchServe(ctx context.Context, opt Options) []Figure {
 			if p.name == "kiln" && r == 0 {
 				stopProf = monProfile("serve-kiln-32")
 			}
+			c0, b0 := p.cpu(), backendCPU()
 			hi, err := load(p, conns, dur)
+			c1, b1 := p.cpu(), backendCPU()
 			stopProf()
 			if err != nil {
 				return fail(err.Error())
@@ -387,6 +395,8 @@ func benchServe(ctx context.Context, opt Options) []Figure {
 				return fail(err.Error())
 			}
 			p.rps, p.p99, p.p50 = append(p.rps, hi.RPS), append(p.p99, hi.P99us), append(p.p50, lo.P50us)
+			perReq := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(hi.Total) }
+			p.proxyUS, p.backendUS = append(p.proxyUS, perReq(c1-c0)), append(p.backendUS, perReq(b1-b0))
 		}
 	}
 	if err := e.FlushLog(ctx); err != nil {
@@ -428,8 +438,10 @@ func benchServe(ctx context.Context, opt Options) []Figure {
 			fmt.Sprintf("1 conn p50 us, median [min-max] of rounds: kiln %s, direct %s, nginx %s; per-round difference %s%s",
 				rng(kiln.p50, "%.0f"), rng(direct.p50, "%.0f"), rng(nginx.p50, "%.0f"), rng(added, "%.0f"), note)),
 		measured(nginxName, median(kiln.rps)/median(nginx.rps), "x", nginxGoal,
-			fmt.Sprintf("%d conns rps: kiln %s vs nginx %s (%d workers, keepalive 64, access_log buffer=64k); per-round ratio %s; p99 us kiln %s nginx %s%s",
-				conns, k(kiln.rps), k(nginx.rps), goruntime.NumCPU(), ratios(kiln.rps, nginx.rps), rng(kiln.p99, "%.0f"), rng(nginx.p99, "%.0f"), note)),
+			fmt.Sprintf("%d conns rps: kiln %s vs nginx %s (%d workers, keepalive 64, access_log buffer=64k); per-round ratio %s; p99 us kiln %s nginx %s; "+
+				"CPU us per request: kiln %s, nginx %s, backend %s%s",
+				conns, k(kiln.rps), k(nginx.rps), goruntime.NumCPU(), ratios(kiln.rps, nginx.rps), rng(kiln.p99, "%.0f"), rng(nginx.p99, "%.0f"),
+				rng(kiln.proxyUS, "%.1f"), rng(nginx.proxyUS, "%.1f"), rng(slices.Concat(direct.backendUS, kiln.backendUS, nginx.backendUS), "%.0f"), note)),
 		measured(directName, median(kiln.rps)/median(direct.rps), "x", directGoal,
 			fmt.Sprintf("%d conns rps: kiln %s vs direct %s; per-round ratio %s; p99 us direct %s",
 				conns, k(kiln.rps), k(direct.rps), ratios(kiln.rps, direct.rps), rng(direct.p99, "%.0f"))),

@@ -45,6 +45,7 @@ type svLoadSpec struct {
 // svLoadResult is what the child reports (JSON on stdout).
 type svLoadResult struct {
 	Requests int64   `json:"requests"` // answered inside the window
+	Total    int64   `json:"total"`    // answered at any time (for CPU per request)
 	Errors   int64   `json:"errors"`   // non-2xx answers and transport errors, any time
 	RPS      float64 `json:"rps"`
 	P50us    float64 `json:"p50_us"`
@@ -94,6 +95,7 @@ func svRunLoad(specJSON string) int {
 		wg              sync.WaitGroup
 	)
 	lats := make([][]int64, s.Conns)
+	answered := make([]int64, s.Conns)
 	fail := func(err error) {
 		errs.Add(1)
 		firstErr.CompareAndSwap(nil, err.Error())
@@ -119,6 +121,7 @@ func svRunLoad(specJSON string) int {
 						break
 					}
 					d := time.Since(t0)
+					answered[i]++
 					if status/100 != 2 {
 						fail(fmt.Errorf("HTTP %d", status))
 					}
@@ -144,7 +147,7 @@ func svRunLoad(specJSON string) int {
 	wg.Wait()
 	all := slices.Concat(lats...)
 	slices.Sort(all)
-	res := svLoadResult{Requests: int64(len(all)), Errors: errs.Load(), RPS: float64(len(all)) / elapsed.Seconds()}
+	res := svLoadResult{Requests: int64(len(all)), Total: sum(answered), Errors: errs.Load(), RPS: float64(len(all)) / elapsed.Seconds()}
 	if n := len(all); n > 0 {
 		res.P50us = float64(all[n/2]) / 1e3
 		res.P99us = float64(all[min(n-1, n*99/100)]) / 1e3
@@ -195,4 +198,11 @@ func svReadResponse(br *bufio.Reader) (status int, err error) {
 	}
 	_, err = br.Discard(n)
 	return status, err
+}
+
+func sum(xs []int64) (n int64) {
+	for _, x := range xs {
+		n += x
+	}
+	return n
 }
