@@ -87,7 +87,7 @@ func (c *colStats) count(v []byte) {
 var nullWords = []string{"null", "na", "n/a", "nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity", "none"}
 
 // numberStart: v starts as a number does (a digit, or a sign or point and a digit), which
-// no null spelling does. Small enough to inline: most cells of a numeric CSV end here.
+// no null spelling does; small enough to inline, so numbers skip isNull's loop.
 func numberStart(v []byte) bool {
 	return len(v) > 0 && (v[0]-'0' < 10 || len(v) > 1 && v[1]-'0' < 10 && (v[0] == '-' || v[0] == '+' || v[0] == '.'))
 }

@@ -465,7 +465,7 @@ func (t *tabular) dupKey(vals [][]byte, str []bool) {
 // dupKey's length-prefixed encoding keeps apart. A row that did not parse is keyed by its
 // split hash too (see row), and can match no joined row: it holds a quote or has another
 // field count.
-func (t *tabular) csvDupKey(rec []byte, fields [][]byte) {
+func (t *tabular) csvDupKey(fields [][]byte) {
 	if t.rules.MaxDuplicateFraction == nil || t.feedback {
 		return
 	}
@@ -514,7 +514,7 @@ func (t *tabular) check(rec []byte) {
 	switch t.format {
 	case config.FormatCSV:
 		if t.plainRow(rec) {
-			t.csvDupKey(rec, nil)
+			t.csvDupKey(nil)
 			return
 		}
 		fields, ok := t.splitCSV(rec)
@@ -529,7 +529,7 @@ func (t *tabular) check(rec []byte) {
 		for i, f := range fields {
 			t.cell(i, f, false)
 		}
-		t.csvDupKey(rec, fields)
+		t.csvDupKey(fields)
 	case config.FormatJSONL:
 		pairs, ok := scanObject(rec, t.pairs[:0])
 		t.pairs = pairs
