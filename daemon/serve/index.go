@@ -226,6 +226,11 @@ func openIndex(path string, segSize int64) (*mappedIndex, error) {
 		_ = unix.Munmap(data)
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
+	// The crc check read every page; a lookup needs a few. Unmap the
+	// pages from this process (they stay in the page cache, and a lookup
+	// faults in what it reads), so an idle kilnd does not carry every
+	// index it holds in its resident memory.
+	_ = unix.Madvise(data, unix.MADV_DONTNEED) // advice only: on failure the pages just stay mapped
 	return x, nil
 }
 
