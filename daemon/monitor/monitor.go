@@ -103,6 +103,7 @@ func (m *Monitor) Apply(specs map[string]*config.Pipeline) {
 		if _, ok := next[name]; !ok {
 			w.stop()
 			delete(m.workers, name)
+			m.probation.set(name, nil)
 		}
 	}
 	for name := range next {
