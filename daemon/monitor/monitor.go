@@ -30,6 +30,9 @@ type Monitor struct {
 	// probation is what probe has read of each pipeline's log since its
 	// promotion (probation.go).
 	probation probations
+	// signals is each pipeline's reading of its log for the hourly
+	// signals, kept between passes (signalpass.go).
+	signals signalStates
 }
 
 // worker serialises one pipeline's scoring; kick wakes it.

@@ -3,7 +3,6 @@ package monitor
 import (
 	"context"
 	"fmt"
-	"maps"
 	"math"
 	"math/bits"
 	"slices"
@@ -41,30 +40,6 @@ const maxHourValues = 2000
 // are exact.
 const sampledPerHour = 1000
 
-func (m *Monitor) runSignals(ctx context.Context) {
-	t := time.NewTimer(time.Minute) // let the start settle first
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		m.mu.Lock()
-		specs := make([]pipelineSpec, 0, len(m.specs))
-		for _, s := range m.specs {
-			specs = append(specs, s)
-		}
-		m.mu.Unlock()
-		for _, s := range specs {
-			if err := m.Signals(ctx, s.name); err != nil && ctx.Err() == nil {
-				m.log.Warn("label-free signals", "pipeline", s.name, "err", err)
-			}
-		}
-		t.Reset(signalEvery)
-	}
-}
-
 // hourAgg gathers one hour of the log.
 type hourAgg struct {
 	requests, rows int64
@@ -74,93 +49,59 @@ type hourAgg struct {
 	values         map[string][]float64
 }
 
-// Signals brings pipeline's hourly signals up to now: the hour of its last
-// signal (it may have been partial) onwards. An hour that has ended and
-// shows drift raises one monitor.drift event.
+func newHourAgg() *hourAgg {
+	return &hourAgg{models: map[string]int64{}, classes: map[string]int64{}, values: map[string][]float64{}}
+}
+
+// add counts r, a 2xx answer of a, and reads it into the sample when the
+// sampling rule picks it. The rule depends only on how many requests the
+// hour has counted before r, so a reading carried on from where it stopped
+// picks the same requests as one from the hour's start.
+func (a *hourAgg) add(r Logged, m *Monitor, spec pipelineSpec) {
+	a.requests++
+	a.rows += int64(r.Rows)
+	a.models[r.Model]++
+	// Past the first sampledPerHour requests, every k-th, k doubling
+	// as the hour fills: a bounded sample spread over the hour.
+	if n := a.requests; n > sampledPerHour && n%(1<<bits.Len64(uint64(n/sampledPerHour))) != 0 {
+		return
+	}
+	a.sampled++
+	preds, err := contract.ParseAnswer(r.Protocol, r.Output)
+	if err != nil {
+		return // an answer kiln cannot read says nothing of the mix
+	}
+	if !contract.LowerIsBetter(spec.metric) {
+		for _, p := range preds {
+			a.classes[strings.TrimSpace(p)]++
+		}
+	}
+	if r.Input != nil {
+		if in, err := contract.DecodeRequest(r.Protocol, r.ContentType, r.Input); err == nil {
+			a.addInputs(r.Model, in, m, spec)
+		}
+	}
+}
+
+// Signals brings pipeline's hourly signals up to now: it reads what was
+// appended to the log since its last pass (the first pass: from the hour
+// of the last signal, or the hour after it when that signal was taken
+// after its hour ended) and records every hour it holds. An hour that has
+// ended and shows drift raises one monitor.drift event.
 func (m *Monitor) Signals(ctx context.Context, pipeline string) error {
 	spec, ok := m.spec(pipeline)
 	if !ok {
+		m.signals.drop(pipeline)
 		return nil
 	}
-	now := m.deps.Now().UTC()
-	var last []storage.Signal
-	err := m.deps.Store.View(func(tx *storage.Tx) (err error) {
-		last, err = tx.Signals(pipeline, now.Add(-signalLookback).Truncate(time.Hour))
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	from := now.Add(-signalLookback).Truncate(time.Hour)
-	done := map[time.Time]bool{} // hours whose signal was taken after they ended
-	for _, s := range last {
-		from = s.Hour
-		done[s.Hour] = !s.Created.Before(s.Hour.Add(time.Hour))
-	}
-	hours := map[time.Time]*hourAgg{}
-	// The log is in time order (up to request latency): an hour two hours
-	// behind the record being read is complete, so it is recorded and its
-	// sample freed then, and the pass holds at most a few hours at a time.
-	flushBefore := func(cut time.Time) error {
-		for _, h := range slices.SortedFunc(maps.Keys(hours), func(a, b time.Time) int { return a.Compare(b) }) {
-			if !h.Before(cut) {
-				break
-			}
-			if err := m.recordHour(ctx, spec, h, hours[h], now, done[h]); err != nil {
-				return err
-			}
-			delete(hours, h)
-		}
-		return nil
-	}
-	err = m.deps.Log.Scan(pipeline, from, func(r Logged) error {
-		if r.Time.Before(from) || r.Status/100 != 2 {
-			return nil
-		}
-		h := r.Time.UTC().Truncate(time.Hour)
-		a := hours[h]
-		if a == nil {
-			if err := flushBefore(h.Add(-time.Hour)); err != nil {
-				return err
-			}
-			a = &hourAgg{models: map[string]int64{}, classes: map[string]int64{}, values: map[string][]float64{}}
-			hours[h] = a
-		}
-		a.requests++
-		a.rows += int64(r.Rows)
-		a.models[r.Model]++
-		// Past the first sampledPerHour requests, every k-th, k doubling
-		// as the hour fills: a bounded sample spread over the hour.
-		if n := a.requests; n > sampledPerHour && n%(1<<bits.Len64(uint64(n/sampledPerHour))) != 0 {
-			return nil
-		}
-		a.sampled++
-		preds, err := contract.ParseAnswer(r.Protocol, r.Output)
-		if err != nil {
-			return nil // an answer kiln cannot read says nothing of the mix
-		}
-		if !contract.LowerIsBetter(spec.metric) {
-			for _, p := range preds {
-				a.classes[strings.TrimSpace(p)]++
-			}
-		}
-		if r.Input != nil {
-			if in, err := contract.DecodeRequest(r.Protocol, r.ContentType, r.Input); err == nil {
-				a.addInputs(r.Model, in, m, spec)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	return flushBefore(now.Add(time.Hour))
+	return m.signalsPass(ctx, spec, false)
 }
 
 // recordHour computes one hour's signal and records it, with a
-// monitor.drift event when the hour has ended, was not recorded ended
-// before (done), and shows drift.
-func (m *Monitor) recordHour(ctx context.Context, spec pipelineSpec, h time.Time, a *hourAgg, now time.Time, done bool) error {
+// monitor.drift event when the hour has ended and shows drift. An hour is
+// recorded ended once: its records are read no more after that (the
+// floor of signalState), so its event is raised once.
+func (m *Monitor) recordHour(ctx context.Context, spec pipelineSpec, h time.Time, a *hourAgg, now time.Time) error {
 	pipeline := spec.name
 	model := topModel(a.models)
 	sig := storage.Signal{Pipeline: pipeline, Hour: h, Model: model, Requests: a.requests, Rows: a.rows, Created: now}
@@ -189,7 +130,7 @@ func (m *Monitor) recordHour(ctx context.Context, spec pipelineSpec, h time.Time
 		if err := tx.PutSignal(sig); err != nil {
 			return err
 		}
-		if !ended || done || len(alerts) == 0 {
+		if !ended || len(alerts) == 0 {
 			return nil
 		}
 		slices.Sort(alerts)

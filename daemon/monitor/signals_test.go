@@ -16,31 +16,7 @@ import (
 // hour like the training data raises none. Both hours get a signal with the
 // class mix and the requests counted exactly.
 func TestSignalsAlertOnShiftedInputs(t *testing.T) {
-	st := storagetest.OpenAt(t, t.TempDir(), storage.Options{})
-	var train strings.Builder
-	train.WriteString("x,label\n")
-	for i := range 400 {
-		fmt.Fprintf(&train, "%d,%s\n", i%100, map[bool]string{true: "yes", false: "no"}[i%2 == 0])
-	}
-	ref, err := st.PutBlob(t.Context(), strings.NewReader(train.String()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = st.Update(t.Context(), func(tx *storage.Tx) error {
-		d, err := tx.CreateDataset(storage.Dataset{Pipeline: "p", Kind: storage.KindData, State: storage.DatasetAccepted, Train: &ref})
-		if err != nil {
-			return err
-		}
-		r, err := tx.CreateRun(storage.Run{Pipeline: "p", State: storage.RunSucceeded, Datasets: []string{d.ID}})
-		if err != nil {
-			return err
-		}
-		_, err = tx.CreateModel(storage.Model{Pipeline: "p", Run: r.ID, State: storage.ModelLive})
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := signalsStore(t)
 	now := time.Date(2026, 11, 30, 12, 30, 0, 0, time.UTC)
 	log := &memLog{recs: map[string]Logged{}}
 	for i := range 300 {
@@ -52,8 +28,7 @@ func TestSignalsAlertOnShiftedInputs(t *testing.T) {
 		}
 	}
 	m := New(Deps{Store: st, Log: log, Now: func() time.Time { return now }})
-	m.Apply(map[string]*config.Pipeline{"p": {Name: "p", Data: config.Data{Format: "csv", Label: "label"},
-		Serve: config.Serve{Protocol: "sagemaker"}, Evaluate: config.Evaluate{Metric: "accuracy"}}})
+	m.Apply(signalsSpecs())
 	if err := m.Signals(t.Context(), "p"); err != nil {
 		t.Fatal(err)
 	}
@@ -94,4 +69,41 @@ func TestSignalsAlertOnShiftedInputs(t *testing.T) {
 	if n != len(drift) {
 		t.Errorf("a second pass raised %d more drift events", n-len(drift))
 	}
+}
+
+// signalsStore is a store holding pipeline p's live model p/m1, trained
+// on x in 0..99 (each value 4 times), half of it labelled yes, half no.
+func signalsStore(t *testing.T) *storage.Store {
+	t.Helper()
+	st := storagetest.OpenAt(t, t.TempDir(), storage.Options{})
+	var train strings.Builder
+	train.WriteString("x,label\n")
+	for i := range 400 {
+		fmt.Fprintf(&train, "%d,%s\n", i%100, map[bool]string{true: "yes", false: "no"}[i%2 == 0])
+	}
+	ref, err := st.PutBlob(t.Context(), strings.NewReader(train.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = st.Update(t.Context(), func(tx *storage.Tx) error {
+		d, err := tx.CreateDataset(storage.Dataset{Pipeline: "p", Kind: storage.KindData, State: storage.DatasetAccepted, Train: &ref})
+		if err != nil {
+			return err
+		}
+		r, err := tx.CreateRun(storage.Run{Pipeline: "p", State: storage.RunSucceeded, Datasets: []string{d.ID}})
+		if err != nil {
+			return err
+		}
+		_, err = tx.CreateModel(storage.Model{Pipeline: "p", Run: r.ID, State: storage.ModelLive})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func signalsSpecs() map[string]*config.Pipeline {
+	return map[string]*config.Pipeline{"p": {Name: "p", Data: config.Data{Format: "csv", Label: "label"},
+		Serve: config.Serve{Protocol: "sagemaker"}, Evaluate: config.Evaluate{Metric: "accuracy"}}}
 }
