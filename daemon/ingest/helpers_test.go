@@ -126,6 +126,25 @@ func (e *env) waitFor(what string, d time.Duration, cond func() bool) {
 	}
 }
 
+// waitProgress waits until cond reports done, failing only when its progress
+// count has not moved for stall.
+func (e *env) waitProgress(what string, stall time.Duration, cond func() (progress int64, done bool)) {
+	e.t.Helper()
+	last, moved := int64(-1), time.Now()
+	for {
+		n, done := cond()
+		if done {
+			return
+		}
+		if n != last {
+			last, moved = n, time.Now()
+		} else if time.Since(moved) > stall {
+			e.t.Fatalf("waiting for %s: no progress for %s (at %d)", what, stall, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 func (e *env) datasets(p string) []storage.Dataset {
 	e.t.Helper()
 	var ds []storage.Dataset
