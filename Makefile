@@ -78,8 +78,8 @@ soak: deps build ## Run kilnd for SOAK (default 10m) under drops, load, feedback
 	@mkdir -p bench
 	.ci/with-containerd bin/kilnbench -bin bin -only soak -soak $(or $(SOAK),10m) -soak-csv bench/soak.csv -json bench/soak.json
 
-demo: deps build images ## Run the whole loop, narrated: real data trained and served, a quarantine, a corrupted batch rolled back, drift retrained; charts in bin/demo/.
-	@GO='$(GO)' .ci/with-containerd .ci/demo
+demo: deps build images ## Run the whole loop, narrated: real data trained and served, a quarantine, a corrupted batch rolled back, drift retrained; charts and dashboard screenshots in bin/demo/ (UI=1: keep the dashboard up until Ctrl-C).
+	@GO='$(GO)' .ci/with-containerd .ci/demo $(if $(UI),-ui)
 
 clean: ## Remove build outputs (bench/results.json is committed and stays).
 	rm -rf bin bench/soak.csv bench/soak.json

@@ -117,6 +117,29 @@ func TestDemo(t *testing.T) {
 	if b, r, g := near(img, plot, blue), near(img, edge, red), near(img, plot, green); b < 20 || r < 5 || g < 300 {
 		t.Errorf("PNG %s: %d blue, %d red, %d green pixels in the plot; want the three models' series", rep.PNG, b, r, g)
 	}
+	// The dashboard through kiln ui showed the same story; with chromium
+	// (make deps installs it), each page's screenshot is a real picture.
+	if want := []string{"overview", "pipeline", "lineage", "events"}; !slices.Equal(rep.UIPages, want) {
+		t.Errorf("dashboard pages checked %v; want %v", rep.UIPages, want)
+	}
+	if _, err := exec.LookPath("chromium"); err != nil {
+		if os.Getenv("KILN_REQUIRE_REAL") == "1" {
+			t.Errorf("KILN_REQUIRE_REAL=1 but chromium is not installed (make deps): no dashboard screenshots")
+		}
+	} else if len(rep.UIShots) != len(rep.UIPages) {
+		t.Errorf("dashboard screenshots %v; want one per page", rep.UIShots)
+	}
+	for _, shot := range rep.UIShots {
+		img := readPNG(t, shot)
+		if b := img.Bounds(); b.Dx() != 1280 || b.Dy() != 1600 {
+			t.Errorf("screenshot %s is %v; want 1280x1600", shot, b)
+		}
+		// A page, not a blank or an error: many pixels neither white nor
+		// near it (text, tables, the chart).
+		if n := img.Bounds().Dx()*img.Bounds().Dy() - near(img, img.Bounds(), color.RGBA{255, 255, 255, 255}); n < 5000 {
+			t.Errorf("screenshot %s: %d pixels not white; want a drawn page", shot, n)
+		}
+	}
 	for i := 1; i <= 6; i++ {
 		if !strings.Contains(narration.String(), "["+string(rune('0'+i))+"/6") {
 			t.Errorf("narration lacks step %d", i)

@@ -22,6 +22,7 @@ type options struct {
 	data       string // the breast cancer CSV
 	out        string // where the accuracy charts go
 	containerd string // a containerd's socket (with-containerd's, private)
+	ui         bool   // keep kilnd and kiln ui running at the end, until SIGINT or SIGTERM
 }
 
 // box is kilnd running on a scratch root against the given containerd,
@@ -64,6 +65,9 @@ func startBox(ctx context.Context, opt options) (*box, error) {
 	}
 	b.proc = exec.Command(filepath.Join(opt.bin, "kilnd"), "--root", root)
 	b.proc.Stdout, b.proc.Stderr = logf, logf
+	// A process group of its own: a Ctrl-C at the terminal reaches the
+	// demo, which stops kilnd when it is done with it, then cleans up.
+	b.proc.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	err = b.proc.Start()
 	_ = logf.Close() // kilnd holds its own copy
 	if err != nil {

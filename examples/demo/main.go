@@ -10,7 +10,11 @@
 //  4. labelled feedback from the true distribution: the monitor rolls back;
 //  5. a shift that hurts live and standby alike: a retraining run;
 //  6. the live model's lineage, the event timeline, and the accuracy
-//     picture as SVG and PNG files.
+//     picture as SVG and PNG files; the dashboard (`kiln ui`) on this
+//     state, checked and, with chromium, screenshotted.
+//
+// With -ui (make demo UI=1) kilnd and `kiln ui` stay up at the end until
+// Ctrl-C, then everything is cleaned up as without it.
 //
 // Every step is read back with `kiln ... -o json`; the demo exits non-zero
 // when one did not happen, and when anything of it is left behind. Its test
@@ -32,7 +36,8 @@ func main() {
 	flag.StringVar(&opt.bin, "bin", "bin", "folder holding kilnd and kiln (make build)")
 	flag.StringVar(&opt.images, "images", "bin/images", "folder holding the example image archives (make images)")
 	flag.StringVar(&opt.data, "data", "examples/tabular/data/breast_cancer.csv", "the breast cancer CSV")
-	flag.StringVar(&opt.out, "out", "bin/demo", "folder the accuracy charts are written to")
+	flag.StringVar(&opt.out, "out", "bin/demo", "folder the accuracy charts and the dashboard's screenshots are written to")
+	flag.BoolVar(&opt.ui, "ui", false, "at the end, keep kilnd and kiln ui --listen 127.0.0.1:8400 running until Ctrl-C, then clean up")
 	flag.Parse()
 	opt.containerd = os.Getenv("KILN_TEST_CONTAINERD")
 	if opt.containerd == "" {

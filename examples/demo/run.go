@@ -20,6 +20,9 @@ func demoRun(ctx context.Context, opt options, out io.Writer) (report, error) {
 	}
 	fmt.Fprintf(out, "kilnd started under %s (containerd namespace %s)\n", b.root, b.ns)
 	rep, err := runScenario(ctx, b, data, out)
+	if err == nil && opt.ui {
+		err = holdUI(ctx, b, out)
+	}
 	if err != nil {
 		fmt.Fprintf(out, "\nkilnd's log, last lines:\n%s\n", b.logTail(15))
 	}

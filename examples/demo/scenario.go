@@ -55,6 +55,8 @@ type report struct {
 	Events  int
 	SVG     string
 	PNG     string
+	UIPages []string // the dashboard's pages that showed what they should
+	UIShots []string // their screenshots, when chromium is installed
 }
 
 // demo is one run of the scenario on a box.

@@ -12,7 +12,8 @@ import (
 )
 
 // Step 6: what kiln kept of all this: the live model's lineage, the event
-// timeline and the accuracy picture, as SVG (kiln draws it) and PNG.
+// timeline and the accuracy picture, as SVG (kiln draws it) and PNG; then
+// the same state on kilnd's dashboard through `kiln ui`.
 func (d *demo) story(ctx context.Context) error {
 	d.step(6, "What kiln kept: the live model's lineage, the event timeline, the accuracy picture")
 	a, err := d.accuracy(ctx)
@@ -88,7 +89,7 @@ func (d *demo) story(ctx context.Context) error {
 	d.say("the accuracy picture (%d points, %d models, promotions and rollbacks marked):", wrote.Points, len(a.Models))
 	d.say("  %s", svg)
 	d.say("  %s", png)
-	return nil
+	return d.dashboard(ctx, evs)
 }
 
 // timelineLine is an event of the loop as one short line, or "" for the
