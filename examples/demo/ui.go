@@ -63,6 +63,7 @@ const uiEventsListed = 200
 // as a browser would (a cookie jar), checks what the pages show and, with
 // Debian's chromium at hand, saves a screenshot of each under -out.
 func (d *demo) dashboard(ctx context.Context, evs []api.Event) error {
+	t0 := time.Now()
 	pages := d.uiPages(evs)
 	ui, err := startKilnUI(d.b, "127.0.0.1:0")
 	if err != nil {
@@ -102,7 +103,10 @@ func (d *demo) dashboard(ctx context.Context, evs []api.Event) error {
 		return err
 	}
 	d.rep.UIShots = shots
-	d.say("the dashboard on this state: %s", strings.Join(shots, " "))
+	d.say("the dashboard on this state (kiln ui, %d pages checked and screenshotted in %.1fs):", len(pages), time.Since(t0).Seconds())
+	for _, s := range shots {
+		d.say("  %s", s)
+	}
 	return nil
 }
 
