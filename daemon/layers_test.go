@@ -25,7 +25,7 @@ var allowedImports = map[string][]string{
 	"daemon/apiclient":      {"daemon/api"},
 	"daemon/localapi":       {"daemon/api"},
 	"daemon/ui":             {"daemon/api"},
-	"cmd/kiln":              {"daemon/api", "daemon/apiclient", "daemon/config", "daemon/contract", "daemon/ui/chart"},
+	"cmd/kiln":              {"daemon/api", "daemon/apiclient", "daemon/config", "daemon/contract", "daemon/ui/chart", "storage/atomicfile"},
 }
 
 // TestLeavesImportOnlyWhatDesignAllows keeps the layering honest: the leaves

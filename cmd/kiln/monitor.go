@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/kiln-edge/kiln/daemon/api"
+	"github.com/kiln-edge/kiln/storage/atomicfile"
 )
 
 // modelsAccuracyCmd is `kiln models accuracy P`: the monitor's series.
@@ -43,7 +44,7 @@ func (c modelsAccuracyCmd) Run(e *cmdEnv) error {
 	}
 	switch {
 	case c.SVG != "":
-		if err := writeFileAtomic(c.SVG, accuracySVG(a)); err != nil {
+		if err := atomicfile.Write(c.SVG, accuracySVG(a), 0o644); err != nil {
 			return err
 		}
 		if e.json() {

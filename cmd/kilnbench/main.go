@@ -29,6 +29,8 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
+
+	"github.com/kiln-edge/kiln/storage/atomicfile"
 )
 
 // groups holds every group, registered by init functions in this package's
@@ -109,7 +111,7 @@ func main() {
 		if *jsonOut == "" {
 			res.Groups = ran
 		}
-		if err := writeFileAtomic(*mdOut, []byte(markdown(res))); err != nil {
+		if err := atomicfile.Write(*mdOut, []byte(markdown(res)), 0o644); err != nil {
 			fatal(1, err)
 		}
 	}
@@ -157,7 +159,7 @@ func writeReport(resultsPath, mdOut string) error {
 		_, err = os.Stdout.WriteString(markdown(r))
 		return err
 	}
-	return writeFileAtomic(mdOut, []byte(markdown(r)))
+	return atomicfile.Write(mdOut, []byte(markdown(r)), 0o644)
 }
 
 // gitDescribe names the commit measured, -dirty when the tree differs.

@@ -7,11 +7,12 @@ import (
 	"io/fs"
 	"math"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/kiln-edge/kiln/storage/atomicfile"
 )
 
 // Results is bench/results.json: every group's runs, the medians reported
@@ -221,39 +222,7 @@ func writeResults(path string, r Results) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(path, append(b, '\n'))
-}
-
-// writeFileAtomic writes, fsyncs and renames into place, so an interrupted
-// run leaves the previous file whole.
-func writeFileAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	_, err = tmp.Write(data)
-	if err == nil {
-		err = tmp.Chmod(0o644)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp.Name()) // best effort: the temp file only
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync() // the rename's durability; a failure leaves a whole file either way
-		_ = d.Close()
-	}
-	return nil
+	return atomicfile.Write(path, append(b, '\n'), 0o644)
 }
 
 // fmtNum prints a figure with three significant digits, thousands grouped.
