@@ -52,10 +52,16 @@ func TestDemo(t *testing.T) {
 	}
 	before, _ := filepath.Glob(filepath.Join(os.TempDir(), "kdemo*"))
 
+	// The charts and the dashboard's screenshots: kept under
+	// $KILN_TEST_ARTIFACTS when CI sets it.
+	out := t.TempDir()
+	if a := os.Getenv("KILN_TEST_ARTIFACTS"); a != "" {
+		out = filepath.Join(a, "kiln-demo")
+	}
 	var narration strings.Builder
 	t0 := time.Now()
 	rep, err := demoRun(ctx, options{bin: bin, images: filepath.Join(bin, "images"), data: "../tabular/data/breast_cancer.csv",
-		out: t.TempDir(), containerd: addr}, &narration)
+		out: out, containerd: addr}, &narration)
 	t.Logf("narration (%.0fs):\n%s", time.Since(t0).Seconds(), narration.String())
 	if err != nil {
 		t.Fatal(err)
