@@ -135,17 +135,25 @@ func mapValues(m map[string]string) []string {
 	return out
 }
 
-func TestDiskFullPausesIngest(t *testing.T) {
-	needRoot(t)
-	// min_free 0: no early pause, so the write itself hits ENOSPC.
-	root := newRoot(t, "containerd: {address: /nonexistent.sock}\ndisk: {min_free: 0}\n")
-	state := filepath.Join(root, "var/lib/kiln")
+// ingestOnTmpfs is a kilnd root with no containerd, disk.min_free minFree,
+// its state folder on a tmpfs of size, and the ingest-only cancer pipeline.
+func ingestOnTmpfs(t *testing.T, minFree, size string) (root, state string) {
+	t.Helper()
+	root = newRoot(t, "containerd: {address: /nonexistent.sock}\ndisk: {min_free: "+minFree+"}\n")
+	state = filepath.Join(root, "var/lib/kiln")
 	if err := os.MkdirAll(state, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	mountFS(t, "-t", "tmpfs", "-o", "size=8m", "tmpfs", state)
+	mountFS(t, "-t", "tmpfs", "-o", "size="+size, "tmpfs", state)
 	unmountLater(t, state)
 	writeFile(t, filepath.Join(root, "etc/kiln/pipelines/cancer.yaml"), strings.Replace(ingestOnlySpec, "SETTLE", "0s", 1))
+	return root, state
+}
+
+func TestDiskFullPausesIngest(t *testing.T) {
+	needRoot(t)
+	// min_free 0: no early pause, so the write itself hits ENOSPC.
+	root, state := ingestOnTmpfs(t, "0", "8m")
 	k := startKilnd(t, root)
 	k.expect("READY=1")
 

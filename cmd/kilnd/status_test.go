@@ -19,14 +19,7 @@ import (
 // and status says running.
 func TestStatusShowsMinFreePause(t *testing.T) {
 	needRoot(t) // a tmpfs state disk
-	root := newRoot(t, "containerd: {address: /nonexistent.sock}\ndisk: {min_free: 12Mi}\n")
-	state := filepath.Join(root, "var/lib/kiln")
-	if err := os.MkdirAll(state, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	mountFS(t, "-t", "tmpfs", "-o", "size=16m", "tmpfs", state)
-	unmountLater(t, state)
-	writeFile(t, filepath.Join(root, "etc/kiln/pipelines/cancer.yaml"), strings.Replace(ingestOnlySpec, "SETTLE", "0s", 1))
+	root, state := ingestOnTmpfs(t, "12Mi", "16m")
 	k := startKilnd(t, root)
 	k.expect("READY=1")
 	fillTo := filepath.Join(state, "filler")
