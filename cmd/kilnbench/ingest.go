@@ -395,7 +395,7 @@ func inBenchHash(opt Options) Figure {
 // inBenchLatency drops small CSVs one at a time (renamed in, settle 0) and times the
 // rename -> seen and rename -> committed steps.
 func inBenchLatency(ctx context.Context, dir string, opt Options) []Figure {
-	n := 300
+	n := 1000 // BENCH.md: a p99 from >= 1,000 samples
 	if opt.Quick {
 		n = 60
 	}
