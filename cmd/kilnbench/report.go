@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -116,7 +117,7 @@ func aggregateOne(runs []*Figure) FigureResult {
 		}
 		return r
 	}
-	slices.SortStableFunc(measuredIdx, func(a, b int) int { return cmpFloat(*r.Runs[a], *r.Runs[b]) })
+	slices.SortStableFunc(measuredIdx, func(a, b int) int { return cmp.Compare(*r.Runs[a], *r.Runs[b]) })
 	mid := measuredIdx[(len(measuredIdx)+1)/2-1] // nearest rank, as median()
 	lo, hi := *r.Runs[measuredIdx[0]], *r.Runs[measuredIdx[len(measuredIdx)-1]]
 	med := *r.Runs[mid]
@@ -141,16 +142,6 @@ func aggregateOne(runs []*Figure) FigureResult {
 	}
 	r.Detail = strings.Join(pre, "; ") + "; " + runs[mid].Detail
 	return r
-}
-
-func cmpFloat(a, b float64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // runList numbers runs from 1 as a reader counts them: "2, 4".

@@ -29,10 +29,10 @@ type Monitor struct {
 	stats statistics
 	// probation is what probe has read of each pipeline's log since its
 	// promotion (probation.go).
-	probation probations
+	probation perPipeline[probationTally]
 	// signals is each pipeline's reading of its log for the hourly
 	// signals, kept between passes (signalpass.go).
-	signals signalStates
+	signals perPipeline[signalState]
 }
 
 // worker serialises one pipeline's scoring; kick wakes it.

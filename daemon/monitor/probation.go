@@ -7,7 +7,6 @@ import (
 	"math"
 	"math/bits"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/kiln-edge/kiln/storage"
@@ -36,33 +35,6 @@ const (
 	probationSlower   = 3.0  // p99 latency, live over standby
 	probationEvery    = 15 * time.Second
 )
-
-// probations holds, per pipeline, what probe has read of its log for the
-// promotion on probation now. In memory only: a restarted kilnd reads the
-// log once more.
-type probations struct {
-	mu sync.Mutex
-	m  map[string]*probationTally
-}
-
-func (p *probations) get(pipeline string) *probationTally {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.m[pipeline]
-}
-
-func (p *probations) set(pipeline string, t *probationTally) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if t == nil {
-		delete(p.m, pipeline)
-		return
-	}
-	if p.m == nil {
-		p.m = map[string]*probationTally{}
-	}
-	p.m[pipeline] = t
-}
 
 // probationTally is one promotion's reading of the log up to cur.
 type probationTally struct {

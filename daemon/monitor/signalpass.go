@@ -40,33 +40,6 @@ import (
 // the answers in flight and buffered at its end are in the log.
 const signalSettle = time.Minute
 
-// signalStates holds each pipeline's reading of its log.
-type signalStates struct {
-	mu sync.Mutex
-	m  map[string]*signalState
-}
-
-// get returns pipeline's reading, empty if it has none.
-func (s *signalStates) get(pipeline string) *signalState {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.m == nil {
-		s.m = map[string]*signalState{}
-	}
-	st := s.m[pipeline]
-	if st == nil {
-		st = &signalState{}
-		s.m[pipeline] = st
-	}
-	return st
-}
-
-func (s *signalStates) drop(pipeline string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.m, pipeline)
-}
-
 // signalState is one pipeline's reading of its log up to cur.
 type signalState struct {
 	mu    sync.Mutex // held for a whole pass
@@ -114,7 +87,7 @@ var errStopRead = errors.New("signals: the open hour waits for its end")
 // ended hours only: it stops reading at the first record signalSettle into
 // the open hour and keeps what it read of that hour for the next pass.
 func (m *Monitor) signalsPass(ctx context.Context, spec pipelineSpec, catchUp bool) error {
-	st := m.signals.get(spec.name)
+	st := m.signals.getOrNew(spec.name)
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	now := m.deps.Now().UTC()
@@ -262,7 +235,7 @@ func (m *Monitor) runSignals(ctx context.Context) {
 		for name := range next {
 			if !slices.ContainsFunc(specs, func(s pipelineSpec) bool { return s.name == name }) {
 				delete(next, name)
-				m.signals.drop(name)
+				m.signals.set(name, nil)
 			}
 		}
 		wait := time.Minute

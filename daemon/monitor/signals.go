@@ -91,7 +91,7 @@ func (a *hourAgg) add(r Logged, m *Monitor, spec pipelineSpec) {
 func (m *Monitor) Signals(ctx context.Context, pipeline string) error {
 	spec, ok := m.spec(pipeline)
 	if !ok {
-		m.signals.drop(pipeline)
+		m.signals.set(pipeline, nil)
 		return nil
 	}
 	return m.signalsPass(ctx, spec, false)
