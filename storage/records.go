@@ -89,10 +89,15 @@ type BlobRef struct {
 	Size   int64  `json:"size"`
 }
 
-// FileRef is one named file of a dataset or model manifest.
+// FileRef is one named file of a dataset or model manifest. The files of an
+// images version are its parts: each carries its label and which part it
+// is in (train, or holdout by stable content hash), so the parts are
+// manifests of the same blobs and nothing is stored twice.
 type FileRef struct {
-	Path string  `json:"path"`
-	Blob BlobRef `json:"blob"`
+	Path    string  `json:"path"`
+	Blob    BlobRef `json:"blob"`
+	Label   string  `json:"label,omitempty"`   // images: the class
+	Holdout bool    `json:"holdout,omitempty"` // images: in the holdout part
 }
 
 // Dataset is a batch: an accepted (or quarantined, then released) dataset
@@ -107,6 +112,9 @@ type Dataset struct {
 	// Source is the labels version a joined version was made from.
 	Source   string       `json:"source,omitempty"`
 	State    DatasetState `json:"state"`
+	// Format is the data format the version was read as (csv, jsonl,
+	// images, files): its parts keep it when the spec changes later.
+	Format   string       `json:"format,omitempty"`
 	Digest   string       `json:"digest,omitempty"` // sha256 of the manifest
 	Rows     int64        `json:"rows,omitempty"`
 	Files    []FileRef    `json:"files,omitempty"`
