@@ -110,18 +110,18 @@ type Dataset struct {
 	// or FeedbackJoined (empty for data).
 	Feedback string `json:"feedback,omitempty"`
 	// Source is the labels version a joined version was made from.
-	Source   string       `json:"source,omitempty"`
-	State    DatasetState `json:"state"`
+	Source string       `json:"source,omitempty"`
+	State  DatasetState `json:"state"`
 	// Format is the data format the version was read as (csv, jsonl,
 	// images, files): its parts keep it when the spec changes later.
-	Format   string       `json:"format,omitempty"`
-	Digest   string       `json:"digest,omitempty"` // sha256 of the manifest
-	Rows     int64        `json:"rows,omitempty"`
-	Files    []FileRef    `json:"files,omitempty"`
-	Train    *BlobRef     `json:"train,omitempty"`
-	Holdout  *BlobRef     `json:"holdout,omitempty"`
-	Reason   string       `json:"reason,omitempty"` // why quarantined
-	Released string       `json:"released_by,omitempty"`
+	Format   string    `json:"format,omitempty"`
+	Digest   string    `json:"digest,omitempty"` // sha256 of the manifest
+	Rows     int64     `json:"rows,omitempty"`
+	Files    []FileRef `json:"files,omitempty"`
+	Train    *BlobRef  `json:"train,omitempty"`
+	Holdout  *BlobRef  `json:"holdout,omitempty"`
+	Reason   string    `json:"reason,omitempty"` // why quarantined
+	Released string    `json:"released_by,omitempty"`
 	// Suspect names the rolled-back model whose training window held this
 	// data version and the restored model's did not: such a version leaves
 	// training windows until a person releases it (kiln datasets release).
