@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -128,6 +129,29 @@ type Dataset struct {
 	Suspect string    `json:"suspect,omitempty"`
 	Created time.Time `json:"created"`
 	Updated time.Time `json:"updated"`
+}
+
+// Format values of Dataset.Format beyond the spec's csv and jsonl.
+const (
+	FormatImages = "images"
+	FormatFiles  = "files"
+)
+
+// HasTrainPart reports whether the version holds anything to train on: a
+// train part (csv, jsonl) or labelled images outside the holdout.
+func (d *Dataset) HasTrainPart() bool {
+	if d.Train != nil {
+		return true
+	}
+	return d.Format == FormatImages && slices.ContainsFunc(d.Files, func(f FileRef) bool { return f.Label != "" && !f.Holdout })
+}
+
+// HasHoldoutPart is HasTrainPart for the holdout part.
+func (d *Dataset) HasHoldoutPart() bool {
+	if d.Holdout != nil {
+		return true
+	}
+	return d.Format == FormatImages && slices.ContainsFunc(d.Files, func(f FileRef) bool { return f.Label != "" && f.Holdout })
 }
 
 // Run is one training container execution.
