@@ -24,7 +24,7 @@ import (
 // trainable reports whether d is data a run on the spec's window may train
 // on: admitted data, not suspect (a rollback flagged it until a release).
 func trainable(d storage.Dataset) bool {
-	return d.Kind == storage.KindData && admitted(d) && d.Train != nil && d.Suspect == ""
+	return d.Kind == storage.KindData && admitted(d) && d.HasTrainPart() && d.Suspect == ""
 }
 
 func admitted(d storage.Dataset) bool {
@@ -203,7 +203,7 @@ func explicitWindow(tx *storage.Tx, pipeline string, ids []string) (keep, leftOu
 			return nil, nil, fmt.Errorf("window version %s is %s: %w", id, d.State, storage.ErrInvalid)
 		}
 		switch {
-		case d.Kind == storage.KindData && d.Train == nil:
+		case d.Kind == storage.KindData && !d.HasTrainPart():
 			return nil, nil, fmt.Errorf("window version %s has no train part: %w", id, storage.ErrInvalid)
 		case d.Kind == storage.KindFeedback && d.Feedback != storage.FeedbackRows && d.Feedback != storage.FeedbackJoined:
 			return nil, nil, fmt.Errorf("window version %s is feedback of type %q; only labelled rows (rows, joined) train: %w", id, d.Feedback, storage.ErrInvalid)
@@ -381,7 +381,10 @@ func resources(r config.Resources) Resources {
 
 // prepareWorkspace links each window dataset's train part (and, for a
 // validation channel, its holdout part) into the channel folders: hard
-// links, so training never copies the data.
+// links, so training never copies the data. A tabular part is one file named
+// after its version with its format's extension (d3.csv, d3.jsonl); an images
+// part is its images in the SageMaker (and torchvision ImageFolder) layout,
+// <channel>/<label>/<version>-<name>.
 func (c *controller) prepareWorkspace(run storage.Run, job TrainJob) error {
 	if err := os.RemoveAll(job.Workspace); err != nil { // a half-made one from a crash
 		return err
@@ -395,25 +398,61 @@ func (c *controller) prepareWorkspace(run storage.Run, job TrainJob) error {
 			if err != nil {
 				return err
 			}
-			part := d.Train
-			if ch == config.ChannelValidation {
-				// A feedback version's holdout rows are the gate's alone:
-				// the trainer never sees them, not even to validate.
-				part = d.Holdout
-				if d.Kind == storage.KindFeedback {
-					part = nil
-				}
-			}
-			if part == nil {
+			holdout := ch == config.ChannelValidation
+			// A feedback version's holdout rows are the gate's alone:
+			// the trainer never sees them, not even to validate.
+			if holdout && d.Kind == storage.KindFeedback {
 				continue
 			}
-			name := strings.ReplaceAll(id, "/", "-") + ".csv"
-			if err := c.deps.Store.LinkBlob(*part, filepath.Join(dir, name)); err != nil {
+			if err := c.linkPart(d, holdout, dir); err != nil {
 				return fmt.Errorf("channel %s: %w", ch, err)
 			}
 		}
 	}
 	return nil
+}
+
+// linkPart links d's train (or holdout) part into dir.
+func (c *controller) linkPart(d storage.Dataset, holdout bool, dir string) error {
+	prefix := strings.ReplaceAll(d.ID, "/", "-")
+	if d.Format == storage.FormatImages {
+		made := map[string]bool{}
+		for _, f := range d.Files {
+			if f.Label == "" || f.Holdout != holdout {
+				continue // labels.csv, or the other part
+			}
+			if !made[f.Label] {
+				// Ingest admits only labels that are one plain path element;
+				// a record saying otherwise must not write outside dir.
+				if f.Label == "." || f.Label == ".." || strings.ContainsAny(f.Label, "/\x00") {
+					return fmt.Errorf("version %s: label %q is not a folder name", d.ID, f.Label)
+				}
+				if err := os.MkdirAll(filepath.Join(dir, f.Label), 0o755); err != nil {
+					return err
+				}
+				made[f.Label] = true
+			}
+			// The version prefix keeps equal names from different batches
+			// apart; the path's folders are flattened into the name.
+			name := prefix + "-" + strings.ReplaceAll(f.Path, "/", "-")
+			if err := c.deps.Store.LinkBlob(f.Blob, filepath.Join(dir, f.Label, name)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	part := d.Train
+	if holdout {
+		part = d.Holdout
+	}
+	if part == nil {
+		return nil
+	}
+	ext := ".csv"
+	if d.Format == config.FormatJSONL {
+		ext = ".jsonl"
+	}
+	return c.deps.Store.LinkBlob(*part, filepath.Join(dir, prefix+ext))
 }
 
 func (c *controller) dataset(id string) (d storage.Dataset, err error) {
