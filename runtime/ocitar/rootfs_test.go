@@ -76,7 +76,7 @@ func TestBuildOnRootfs(t *testing.T) {
 	}
 
 	var manifest struct {
-		Config struct{ Digest string } `json:"config"`
+		Config struct{ Digest string }   `json:"config"`
 		Layers []struct{ Digest string } `json:"layers"`
 	}
 	must(t, json.Unmarshal(tarFile(t, out, "blobs/sha256/"+d1[len("sha256:"):]), &manifest))
