@@ -1,0 +1,238 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"flag"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/kiln-edge/kiln/examples/images/model"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/golden.json's responses from the server")
+
+const goldenPath = "../testdata/golden.json"
+
+// Golden is examples/images/testdata/golden.json: the image serving
+// contract pinned byte for byte for the example image server and kiln's
+// contract package. A binary request body (an image) is request_base64.
+type Golden struct {
+	Comment  string       `json:"comment"`
+	Pipeline string       `json:"pipeline"`
+	Model    *model.Model `json:"model"`
+	Cases    []GoldenCase `json:"cases"`
+}
+
+// GoldenCase is one request and the exact answer.
+type GoldenCase struct {
+	Name                string `json:"name"`
+	Method              string `json:"method"`
+	Path                string `json:"path"`
+	ContentType         string `json:"content_type,omitempty"`
+	Request             string `json:"request,omitempty"`
+	RequestBase64       string `json:"request_base64,omitempty"`
+	Status              int    `json:"status"`
+	ResponseContentType string `json:"response_content_type"`
+	Response            string `json:"response"`
+}
+
+// Body is the request's bytes.
+func (c GoldenCase) Body() ([]byte, error) {
+	if c.RequestBase64 != "" {
+		return base64.StdEncoding.DecodeString(c.RequestBase64)
+	}
+	return []byte(c.Request), nil
+}
+
+func readGolden(t *testing.T) Golden {
+	t.Helper()
+	b, err := os.ReadFile(goldenPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var g Golden
+	if err := json.Unmarshal(b, &g); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Model.Check(); err != nil {
+		t.Fatalf("golden model: %v", err)
+	}
+	return g
+}
+
+func TestGolden(t *testing.T) {
+	g := readGolden(t)
+	srv := httptest.NewServer(model.NewHandler(g.Model, g.Pipeline))
+	defer srv.Close()
+	for i, c := range g.Cases {
+		body, err := c.Body()
+		if err != nil {
+			t.Fatalf("%s: request_base64: %v", c.Name, err)
+		}
+		req, err := http.NewRequest(c.Method, srv.URL+c.Path, bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.ContentType != "" {
+			req.Header.Set("Content-Type", c.ContentType)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		ct := resp.Header.Get("Content-Type")
+		if *update {
+			g.Cases[i].Status, g.Cases[i].ResponseContentType, g.Cases[i].Response = resp.StatusCode, ct, string(got)
+			continue
+		}
+		if resp.StatusCode != c.Status || ct != c.ResponseContentType {
+			t.Errorf("%s: status %d, Content-Type %q; want %d, %q", c.Name, resp.StatusCode, ct, c.Status, c.ResponseContentType)
+		}
+		if diff := cmp.Diff(c.Response, string(got)); diff != "" {
+			t.Errorf("%s: response (-want +got):\n%s", c.Name, diff)
+		}
+		if resp.StatusCode >= 400 && strings.Count(strings.TrimSuffix(string(got), "\n"), "\n") > 0 {
+			t.Errorf("%s: error answer spans lines: %q", c.Name, got)
+		}
+	}
+	if *update {
+		out, _ := json.MarshalIndent(g, "", "  ")
+		if err := os.WriteFile(goldenPath, append(out, '\n'), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestGoldenCoversContract keeps golden.json honest: it must hold a
+// successful and a failing case of each protocol, with real PNG and JPEG
+// bodies, so that a consumer reading it checks what matters.
+func TestGoldenCoversContract(t *testing.T) {
+	g := readGolden(t)
+	seen := map[string]bool{}
+	for _, c := range g.Cases {
+		body, err := c.Body()
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case c.Path == "/invocations" && c.ContentType == model.ContentTypeImage && c.Status == 200:
+			if _, err := model.Decode(body); err != nil {
+				t.Errorf("%s: request is not an image: %v", c.Name, err)
+			}
+			seen["sagemaker ok "+string(body[1:4])] = true // "PNG" or a JPEG marker
+		case c.Path == "/invocations" && c.Status == 400:
+			seen["sagemaker bad"] = true
+		case c.Path == "/v2/models/"+g.Pipeline+"/infer" && c.Status == 200:
+			seen["v2 ok"] = true
+		case c.Path == "/v2/models/"+g.Pipeline+"/infer" && c.Status == 400:
+			seen["v2 bad"] = true
+		}
+	}
+	for _, want := range []string{"sagemaker ok PNG", "sagemaker bad", "v2 ok", "v2 bad"} {
+		if !seen[want] {
+			t.Errorf("golden.json has no %q case (has %v)", want, seen)
+		}
+	}
+	jpeg := false
+	for k := range seen {
+		jpeg = jpeg || strings.HasPrefix(k, "sagemaker ok \xd8\xff")
+	}
+	if !jpeg {
+		t.Errorf("golden.json has no successful JPEG /invocations case (has %v)", seen)
+	}
+}
+
+// TestServeUnixSocket runs the real binary on $KILN_SOCKET, as kilnd does:
+// it answers over the socket and exits 0 on SIGTERM.
+func TestServeUnixSocket(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the server binary")
+	}
+	g := readGolden(t)
+	dir, err := os.MkdirTemp("", "kis") // short: a socket path is at most 108 bytes
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	bin := filepath.Join(dir, "image-server")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	mb, _ := json.Marshal(g.Model)
+	if err := os.WriteFile(filepath.Join(dir, "model.json"), mb, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "s.sock")
+	cmd := exec.Command(bin, "-model-dir", dir, "serve")
+	cmd.Env = append(os.Environ(), "KILN_SOCKET="+sock, "KILN_PIPELINE="+g.Pipeline)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	hc := unixClient(sock)
+	var c GoldenCase
+	for _, gc := range g.Cases {
+		if gc.Path == "/invocations" && gc.Status == 200 {
+			c = gc
+			break
+		}
+	}
+	body, _ := c.Body()
+	deadline := time.Now().Add(10 * time.Second)
+	var got string
+	for {
+		resp, err := hc.Post("http://server/invocations", model.ContentTypeImage, bytes.NewReader(body))
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			_ = resp.Body.Close()
+			got = string(b)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no answer on %s in 10s: %v; output:\n%s", sock, err, out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got != c.Response {
+		t.Errorf("over the socket: %q; want %q", got, c.Response)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("exit after SIGTERM: %v; output:\n%s", err, out.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("still running 10s after SIGTERM")
+	}
+}
+
+func unixClient(sock string) *http.Client {
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		}}}
+}

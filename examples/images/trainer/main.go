@@ -1,0 +1,206 @@
+// Command image-trainer is kiln's example image training image: `train`
+// reads the "train" channel in ImageFolder layout
+// (/opt/ml/input/data/train/<label>/<file>, PNG or JPEG), fits the
+// nearest-centroid model of examples/images/model, and writes
+// /opt/ml/model/model.json and /opt/ml/output/metrics.json (train accuracy,
+// and validation accuracy when kiln mounts a "validation" channel). A
+// failure is written to /opt/ml/output/failure and the exit code is 1, as
+// SageMaker's bring-your-own-container contract asks.
+//
+// Hyperparameters (hyperparameters.json, all strings): size (8): images are
+// resized to size x size grayscale before training.
+//
+// Files whose extension is not .png, .jpg or .jpeg are skipped (kiln never
+// gives a trainer labels.csv, but a hand-made folder may hold notes); an
+// image that does not decode fails the run, naming the file.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/signal"
+	"path/filepath"
+	goruntime "runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/kiln-edge/kiln/examples/images/model"
+)
+
+func main() {
+	root := flag.String("ml-root", "/opt/ml", "root of the SageMaker layout (for local runs)")
+	flag.Parse()
+	if flag.Arg(0) != "train" {
+		fmt.Fprintf(os.Stderr, "usage: image-trainer train (got %q)\n", strings.Join(flag.Args(), " "))
+		os.Exit(2)
+	}
+	// PID 1 in a container: without a handler SIGTERM would be ignored or
+	// end us with exit 2; say why we stop instead.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	os.Exit(run(ctx, *root))
+}
+
+// run trains and returns the exit code, writing output/failure on error.
+func run(ctx context.Context, root string) int {
+	met, err := train(ctx, root)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "train: "+err.Error())
+		_ = os.MkdirAll(filepath.Join(root, "output"), 0o755)
+		_ = os.WriteFile(filepath.Join(root, "output", "failure"), []byte(err.Error()+"\n"), 0o644)
+		return 1
+	}
+	fmt.Printf("trained on %d images (%d classes, %dx%d); train accuracy %.4f in %.2fs\n",
+		met.TrainImages, met.Classes, met.Size, met.Size, met.TrainAccuracy, met.Seconds)
+	return 0
+}
+
+// Metrics is metrics.json. ValidationAccuracy is absent without a
+// validation channel.
+type Metrics struct {
+	TrainAccuracy      float64  `json:"train_accuracy"`
+	ValidationAccuracy *float64 `json:"validation_accuracy,omitempty"`
+	TrainImages        int      `json:"train_images"`
+	ValidationImages   int      `json:"validation_images"`
+	Classes            int      `json:"classes"`
+	Size               int      `json:"size"`
+	Seconds            float64  `json:"seconds"`
+}
+
+func train(ctx context.Context, root string) (Metrics, error) {
+	start := time.Now()
+	hp := map[string]string{}
+	if b, err := os.ReadFile(filepath.Join(root, "input", "config", "hyperparameters.json")); err == nil {
+		if err := json.Unmarshal(b, &hp); err != nil {
+			return Metrics{}, fmt.Errorf("hyperparameters.json: %w", err)
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return Metrics{}, err
+	}
+	size := 8
+	if v, ok := hp["size"]; ok {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > model.MaxSize {
+			return Metrics{}, fmt.Errorf("hyperparameters.json: size=%q: want an integer from 1 to %d", v, model.MaxSize)
+		}
+		size = n
+	}
+	data := filepath.Join(root, "input", "data")
+	tr, err := readChannel(ctx, filepath.Join(data, "train"), size)
+	if err != nil {
+		return Metrics{}, err
+	}
+	if len(tr) == 0 {
+		return Metrics{}, fmt.Errorf("no images in the train channel %s: want <label>/<file>.png|.jpg", filepath.Join(data, "train"))
+	}
+	var va []model.Sample
+	if _, err := os.Stat(filepath.Join(data, "validation")); err == nil {
+		if va, err = readChannel(ctx, filepath.Join(data, "validation"), size); err != nil {
+			return Metrics{}, err
+		}
+	}
+	m, err := model.Train(tr, size)
+	if err != nil {
+		return Metrics{}, err
+	}
+	met := Metrics{TrainAccuracy: m.Accuracy(tr), TrainImages: len(tr), ValidationImages: len(va),
+		Classes: len(m.Classes), Size: size}
+	if len(va) > 0 {
+		a := m.Accuracy(va)
+		met.ValidationAccuracy = &a
+	}
+	if err := writeJSON(filepath.Join(root, "model", "model.json"), m); err != nil {
+		return Metrics{}, err
+	}
+	met.Seconds = time.Since(start).Seconds()
+	if err := writeJSON(filepath.Join(root, "output", "metrics.json"), met); err != nil {
+		return Metrics{}, err
+	}
+	return met, nil
+}
+
+// imageExt are the extensions read; kiln's default validate.files list.
+var imageExt = map[string]bool{".png": true, ".jpg": true, ".jpeg": true}
+
+// readChannel decodes every image under dir/<label>/ (any depth below the
+// label folder), on all cores; the samples come back in path order.
+func readChannel(ctx context.Context, dir string, size int) ([]model.Sample, error) {
+	type job struct{ path, label string }
+	var jobs []job
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() || !imageExt[strings.ToLower(filepath.Ext(p))] {
+			return nil
+		}
+		rel, _ := filepath.Rel(dir, p)
+		label, _, nested := strings.Cut(filepath.ToSlash(rel), "/")
+		if !nested {
+			return fmt.Errorf("%s: an image outside a <label>/ folder", p)
+		}
+		jobs = append(jobs, job{p, label})
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(jobs, func(a, b job) int { return strings.Compare(a.path, b.path) })
+	out := make([]model.Sample, len(jobs))
+	errs := make([]error, len(jobs))
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for range goruntime.GOMAXPROCS(0) {
+		wg.Go(func() {
+			for i := range next {
+				b, err := os.ReadFile(jobs[i].path)
+				if err == nil {
+					img, derr := model.Decode(b)
+					if derr != nil {
+						err = fmt.Errorf("%s: %v", jobs[i].path, derr)
+					} else {
+						out[i] = model.Sample{Label: jobs[i].label, X: model.Features(img, size)}
+					}
+				}
+				errs[i] = err
+			}
+		})
+	}
+	for i := range jobs {
+		if ctx.Err() != nil {
+			break
+		}
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	if ctx.Err() != nil {
+		return nil, errors.New("stopped by SIGTERM while reading images")
+	}
+	for _, err := range errs {
+		if err != nil {
+			return nil, err // the first in path order: the same report every run
+		}
+	}
+	return out, nil
+}
+
+func writeJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
