@@ -78,7 +78,7 @@ func TestValidateReportsEveryError(t *testing.T) {
 	runErr := pipelinesValidateCmd{Files: []string{bad, good}}.Run(e)
 	os.Stderr = old
 	printed, _ := os.ReadFile(stderr.Name())
-	want := bad + ":2:26: data.format: \"xml\" is not one of csv, jsonl, files\n" +
+	want := bad + ":2:26: data.format: \"xml\" is not one of csv, jsonl, images, files\n" +
 		bad + ":3:30: train.retries: want an integer, got \"many\"\n" +
 		bad + ":5:21: retention.models: 1 is too few (want at least 2: the live model and its standby)\n"
 	if diff := cmp.Diff(want, string(printed)); diff != "" {
