@@ -2,6 +2,7 @@ package contract
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/csv"
 	"encoding/json"
 	"errors"
@@ -119,28 +120,27 @@ type v2Tensor struct {
 }
 
 // DecodeRequest turns a request body, as the prediction log keeps it, back
-// into rows: the inverse of EncodeRequest, for replaying logged requests and
-// for joining late labels to the inputs they label. Content type "" is the
-// protocol's own. v2 numbers come back formatted with strconv's 'g' format
-// and the shortest precision (41 -> "41", 2.10 -> "2.1"), whatever the
-// client wrote; v2 data may be flat or nested, and its input is the one
-// named "input" or the only one.
+// into rows: the inverse of EncodeRequest (and of Encode for jsonl), for
+// replaying logged requests and for joining late labels to the inputs they
+// label. Content type "" is the protocol's own. v2 numbers come back
+// formatted with strconv's 'g' format and the shortest precision (41 ->
+// "41", 2.10 -> "2.1"), whatever the client wrote; v2 data may be flat or
+// nested, and its input is the one named "input" or the only one.
+//
+// A sagemaker application/jsonlines body's rows hold the values in the
+// order of the keys sorted (DecodeInputs returns those names as Columns),
+// not the training order: match columns by name. An image
+// request (sagemaker application/x-image, image/png or image/jpeg; v2 with
+// a 1-D BYTES input) has no rows: the error is ErrNotTabular.
 func DecodeRequest(protocol, contentType string, body []byte) ([][]string, error) {
-	protocol, err := checkProtocol(protocol)
+	in, err := decodeInputs(protocol, contentType, body, false)
 	if err != nil {
 		return nil, err
 	}
-	want, wantName := mediaCSV, ContentTypeCSV
-	if protocol == ProtocolV2 {
-		want, wantName = mediaJSON, ContentTypeJSON
+	if in.Format == FormatImages {
+		return nil, ErrNotTabular
 	}
-	if contentType != "" && mediaType(contentType) != want {
-		return nil, fmt.Errorf("%s request with Content-Type %q: want %s", protocol, contentType, wantName)
-	}
-	if protocol == ProtocolSageMaker {
-		return decodeCSV(body)
-	}
-	return decodeV2(body)
+	return in.Rows, nil
 }
 
 func decodeCSV(body []byte) ([][]string, error) {
@@ -153,16 +153,22 @@ func decodeCSV(body []byte) ([][]string, error) {
 	return rows, nil
 }
 
-func decodeV2(body []byte) ([][]string, error) {
+// decodeV2 reads a v2 request: rows, or images when the input is a 1-D
+// BYTES tensor (kiln's images convention), base64-decoded only when
+// images is set.
+func decodeV2(body []byte, images bool) (Inputs, error) {
 	var req struct {
 		Inputs []v2Tensor `json:"inputs"`
 	}
 	if err := json.Unmarshal(body, &req); err != nil {
-		return nil, fmt.Errorf("v2 request: %w", err)
+		return Inputs{}, fmt.Errorf("v2 request: %w", err)
 	}
 	in, err := pickInput(req.Inputs)
 	if err != nil {
-		return nil, err
+		return Inputs{}, err
+	}
+	if in.Datatype == "BYTES" && len(in.Shape) == 1 {
+		return decodeV2Images(in, images)
 	}
 	var rows, features int
 	switch {
@@ -171,18 +177,40 @@ func decodeV2(body []byte) ([][]string, error) {
 	case len(in.Shape) == 1 && in.Shape[0] >= 0: // one feature a row
 		rows, features = in.Shape[0], 1
 	default:
-		return nil, fmt.Errorf("v2 request: input %q shape %v: want [rows, features]", in.Name, in.Shape)
+		return Inputs{}, fmt.Errorf("v2 request: input %q shape %v: want [rows, features]", in.Name, in.Shape)
 	}
 	flat, err := flatten(in.Data)
 	if err != nil {
-		return nil, fmt.Errorf("v2 request: input %q data: %w", in.Name, err)
+		return Inputs{}, fmt.Errorf("v2 request: input %q data: %w", in.Name, err)
 	}
 	if len(flat) != rows*features {
-		return nil, fmt.Errorf("v2 request: input %q has %d values; shape %v needs %d", in.Name, len(flat), in.Shape, rows*features)
+		return Inputs{}, fmt.Errorf("v2 request: input %q has %d values; shape %v needs %d", in.Name, len(flat), in.Shape, rows*features)
 	}
 	out := make([][]string, rows)
 	for i := range out {
 		out[i] = flat[i*features : (i+1)*features : (i+1)*features]
+	}
+	return Inputs{Format: FormatCSV, Rows: out}, nil
+}
+
+func decodeV2Images(in v2Tensor, decode bool) (Inputs, error) {
+	if !decode {
+		return Inputs{Format: FormatImages}, nil
+	}
+	var data []string
+	if err := json.Unmarshal(in.Data, &data); err != nil {
+		return Inputs{}, fmt.Errorf("v2 request: input %q data: want an array of base64 strings: %w", in.Name, err)
+	}
+	if in.Shape[0] != len(data) {
+		return Inputs{}, fmt.Errorf("v2 request: input %q has %d images; shape %v says %d", in.Name, len(data), in.Shape, in.Shape[0])
+	}
+	out := Inputs{Format: FormatImages, Images: make([][]byte, len(data))}
+	for i, s := range data {
+		b, err := base64.StdEncoding.DecodeString(s)
+		if err != nil {
+			return Inputs{}, fmt.Errorf("v2 request: input %q image %d: %w", in.Name, i+1, err)
+		}
+		out.Images[i] = b
 	}
 	return out, nil
 }

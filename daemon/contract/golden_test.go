@@ -22,7 +22,10 @@ import (
 // case, in both protocols, the golden request is decoded into rows, the rows
 // are encoded again and sent through the real example server: its answer
 // must equal the golden answer byte for byte, ParseAnswer must read the
-// golden predictions from it, and Predict must return them.
+// golden predictions from it, and Predict must return them. JSON Lines
+// requests are decoded (keys sorted) and put back in the model's training
+// order; the case marked "(kiln's encoding)" is what Encode writes, byte
+// for byte.
 func TestGoldenContract(t *testing.T) {
 	raw, err := os.ReadFile("../../examples/tabular/testdata/golden.json")
 	if err != nil {
@@ -83,24 +86,35 @@ func TestGoldenContract(t *testing.T) {
 			continue
 		}
 		t.Run(c.Name, func(t *testing.T) {
-			rows, err := contract.DecodeRequest(protocol, c.ContentType, []byte(c.Request))
+			in, err := contract.DecodeInputs(protocol, c.ContentType, []byte(c.Request))
 			if err != nil {
-				t.Fatalf("DecodeRequest(golden request): %v", err)
+				t.Fatalf("DecodeInputs(golden request): %v", err)
 			}
+			if in.Format == contract.FormatJSONL {
+				in = trainingOrder(t, in, m.Features)
+			}
+			rows := in.Rows
 			if n := contract.CountRows(c.ContentType, []byte(c.Request)); n != len(rows) {
-				t.Errorf("CountRows(golden request) = %d, DecodeRequest found %d rows", n, len(rows))
+				t.Errorf("CountRows(golden request) = %d, DecodeInputs found %d rows", n, len(rows))
 			}
 			want, err := contract.ParseAnswer(protocol, []byte(c.Response))
 			if err != nil || len(want) != len(rows) {
 				t.Fatalf("ParseAnswer(golden answer) = %q, %v; want %d predictions", want, err, len(rows))
 			}
 
-			req, err := contract.EncodeRequest(protocol, golden.Pipeline, rows)
-			if err != nil {
-				t.Fatal(err)
+			reqs, err := contract.Encode(protocol, golden.Pipeline, in)
+			if err != nil || len(reqs) != 1 {
+				t.Fatalf("Encode = %d requests, %v; want one", len(reqs), err)
 			}
+			req := reqs[0]
 			if req.Path != c.Path || req.ContentType != c.ContentType {
-				t.Errorf("EncodeRequest = POST %s (%s); golden POST %s (%s)", req.Path, req.ContentType, c.Path, c.ContentType)
+				t.Errorf("Encode = POST %s (%s); golden POST %s (%s)", req.Path, req.ContentType, c.Path, c.ContentType)
+			}
+			if strings.HasSuffix(c.Name, "(kiln's encoding)") {
+				if string(req.Body) != c.Request {
+					t.Errorf("Encode wrote\n%q\nwant the golden request\n%q", req.Body, c.Request)
+				}
+				checked["exact "+in.Format]++
 			}
 			answer := post(t, hc, req)
 			wantAnswer := c.Response
@@ -115,14 +129,21 @@ func TestGoldenContract(t *testing.T) {
 				t.Errorf("ParseAnswer(answer) = %q, %v; want %q", got, err, want)
 			}
 
-			got, err := contract.Predict(context.Background(), dial, protocol, golden.Pipeline, rows)
+			got, err := contract.PredictInputs(context.Background(), dial, protocol, golden.Pipeline, in)
 			if err != nil || !slices.Equal(got, want) {
-				t.Errorf("Predict(%s) = %q, %v; want %q", protocol, got, err, want)
+				t.Errorf("PredictInputs(%s) = %q, %v; want %q", protocol, got, err, want)
+			}
+			if in.Format == contract.FormatCSV {
+				got, err := contract.Predict(context.Background(), dial, protocol, golden.Pipeline, rows)
+				if err != nil || !slices.Equal(got, want) {
+					t.Errorf("Predict(%s) = %q, %v; want %q", protocol, got, err, want)
+				}
 			}
 			checked[protocol]++
+			checked[in.Format]++
 		})
 	}
-	if checked[contract.ProtocolSageMaker] < 2 || checked[contract.ProtocolV2] < 2 {
+	if checked[contract.ProtocolSageMaker] < 4 || checked[contract.ProtocolV2] < 2 || checked[contract.FormatJSONL] < 2 || checked["exact jsonl"] != 1 {
 		t.Fatalf("checked %v golden cases; the golden file changed shape", checked)
 	}
 }
@@ -147,4 +168,23 @@ func post(t *testing.T, hc *http.Client, r contract.Request) []byte {
 		t.Fatalf("POST %s: %s: %s", r.Path, resp.Status, b)
 	}
 	return b
+}
+
+// trainingOrder puts the sorted columns DecodeInputs gives a JSON Lines
+// request into the model's feature order, dropping other keys (the label),
+// as kiln's callers do with the columns the model was trained on.
+func trainingOrder(t *testing.T, in contract.Inputs, features []string) contract.Inputs {
+	t.Helper()
+	out := contract.Inputs{Format: in.Format, Columns: features, Rows: make([][]string, len(in.Rows))}
+	for i, r := range in.Rows {
+		out.Rows[i] = make([]string, len(features))
+		for j, f := range features {
+			k := slices.Index(in.Columns, f)
+			if k < 0 {
+				t.Fatalf("golden request has no key %q (keys %v)", f, in.Columns)
+			}
+			out.Rows[i][j] = r[k]
+		}
+	}
+	return out
 }

@@ -15,15 +15,33 @@ import (
 // Labelled is labelled rows split into the feature columns, in training
 // order (the data's column order without the label), and the labels: a
 // holdout the evaluator scores a candidate on, or feedback the monitor
-// scores the live model on. Rows[i] is labelled Labels[i].
+// scores the live model on. Rows[i] is labelled Labels[i]. For an images
+// pipeline it holds Images instead of Rows: Images[i] is labelled
+// Labels[i]. One Labelled holds rows or images, never both.
 type Labelled struct {
 	Columns []string
 	Rows    [][]string
+	Images  [][]byte
 	Labels  []string
 }
 
-// Len is the number of rows.
-func (l *Labelled) Len() int { return len(l.Rows) }
+// Len is the number of rows or images.
+func (l *Labelled) Len() int { return max(len(l.Rows), len(l.Images)) }
+
+// AddImage appends one labelled image: the bytes of a PNG or JPEG file.
+func (l *Labelled) AddImage(label string, data []byte) {
+	l.Images = append(l.Images, data)
+	l.Labels = append(l.Labels, label)
+}
+
+// Inputs is what to send the model for these rows or images, in the
+// pipeline's data format (data.format: csv, jsonl or images).
+func (l *Labelled) Inputs(format string) Inputs {
+	if format == FormatImages {
+		return Inputs{Format: format, Images: l.Images}
+	}
+	return Inputs{Format: format, Columns: l.Columns, Rows: l.Rows}
+}
 
 // AddCSV appends the rows of a CSV part (header first, as ingest stores
 // parts) whose label column is label. Every part must have the same columns

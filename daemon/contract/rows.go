@@ -3,20 +3,28 @@ package contract
 import "bytes"
 
 // CountRows returns how many rows a request body holds, cheaply and without
-// allocating: for text/csv (SageMaker) the non-empty lines (a final line
-// without newline counts); for application/json (OIP v2) the first dimension
-// of the first input's "shape". 0 when unknown: another content type, or a
-// body that does not parse far enough to say.
+// allocating: for text/csv and application/jsonlines (SageMaker) the
+// non-empty lines (a final line without newline counts); for an image
+// (application/x-image, image/png, image/jpeg: SageMaker, one image a
+// request) 1, or 0 for an empty body; for application/json (OIP v2) the
+// first dimension of the first input's "shape" (rows of FP64, images of
+// BYTES alike). 0 when unknown: another content type, or a body that does
+// not parse far enough to say.
 //
 // It does not decode the body. A CSV field with a quoted newline counts as
 // two rows; the prediction log wants a cheap count per request, and the
 // models kiln serves take numeric features, where that never happens.
 func CountRows(contentType string, body []byte) int {
 	switch mediaType(contentType) {
-	case mediaCSV:
+	case mediaCSV, mediaJSONLines:
 		return countLines(body)
 	case mediaJSON:
 		return v2Rows(body)
+	case mediaImage:
+		if len(body) == 0 {
+			return 0
+		}
+		return 1
 	}
 	return 0
 }
@@ -25,6 +33,8 @@ const (
 	mediaOther = iota
 	mediaCSV
 	mediaJSON
+	mediaJSONLines
+	mediaImage
 )
 
 // mediaType classifies a Content-Type header without allocating
@@ -43,6 +53,10 @@ func mediaType(ct string) int {
 		return mediaCSV
 	case equalFold(ct, "application/json"):
 		return mediaJSON
+	case equalFold(ct, "application/jsonlines"):
+		return mediaJSONLines
+	case equalFold(ct, "application/x-image"), equalFold(ct, "image/png"), equalFold(ct, "image/jpeg"):
+		return mediaImage
 	}
 	return mediaOther
 }

@@ -96,8 +96,13 @@ func NewHandler(m *Model, name string) http.Handler {
 }
 
 func invocations(m *Model, w http.ResponseWriter, r *http.Request) {
-	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "text/csv") {
-		http.Error(w, fmt.Sprintf("Content-Type %q: want text/csv", ct), http.StatusUnsupportedMediaType)
+	ct := r.Header.Get("Content-Type")
+	if strings.HasPrefix(ct, "application/jsonlines") {
+		jsonLines(m, w, r)
+		return
+	}
+	if ct != "" && !strings.HasPrefix(ct, "text/csv") {
+		http.Error(w, fmt.Sprintf("Content-Type %q: want text/csv or application/jsonlines", ct), http.StatusUnsupportedMediaType)
 		return
 	}
 	var out strings.Builder

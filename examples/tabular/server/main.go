@@ -3,8 +3,10 @@
 // examples/tabular/testdata/golden.json proves):
 //
 //	GET  /ping                      200 once the model is loaded
-//	POST /invocations               text/csv rows, no header, features in training order;
-//	                                one predicted label per line, in order
+//	POST /invocations               text/csv rows, no header, features in training order,
+//	                                or application/jsonlines, one object a row keyed by
+//	                                feature name (other keys ignored); one predicted
+//	                                label per line, in order
 //	GET  /v2/health/ready|live      Open Inference Protocol v2
 //	GET  /v2/models/{name}[/ready]  name = the pipeline ($KILN_PIPELINE, else "model")
 //	POST /v2/models/{name}/infer    input "input" FP64 [rows, features] -> output "label" BYTES [rows]
