@@ -55,6 +55,9 @@ func Generate(classes []string, perClass int, seed int64, opt Options) ([]File, 
 		return nil, fmt.Errorf("imagedata: size %d: want 8 to 1024", opt.Size)
 	}
 	rng := newRand(uint64(seed)) //nolint:gosec // a seed's bits as they are
+	// One reused encoder buffer: a fresh zlib writer per image costs more
+	// than the image.
+	enc := png.Encoder{BufferPool: &onePool{}}
 	var out []File
 	for k, label := range classes {
 		for i := range perClass {
@@ -66,7 +69,7 @@ func Generate(classes []string, perClass int, seed int64, opt Options) ([]File, 
 				ext = "jpg"
 				err = jpeg.Encode(&buf, img, &jpeg.Options{Quality: 90})
 			} else {
-				err = png.Encode(&buf, img)
+				err = enc.Encode(&buf, img)
 			}
 			if err != nil {
 				return nil, err
@@ -168,6 +171,12 @@ func draw(k, n int, rng *rand, opt Options) image.Image {
 func clamp(v float64) uint8 {
 	return uint8(math.Round(math.Max(0, math.Min(255, v))))
 }
+
+// onePool keeps one png encoder buffer for one goroutine's images.
+type onePool struct{ b *png.EncoderBuffer }
+
+func (p *onePool) Get() *png.EncoderBuffer  { return p.b }
+func (p *onePool) Put(b *png.EncoderBuffer) { p.b = b }
 
 // rand is splitmix64: tiny, and its stream never changes with Go releases.
 type rand struct{ s uint64 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/kiln-edge/kiln/examples/images/imagedata"
 	"github.com/kiln-edge/kiln/examples/images/model"
 )
 
@@ -235,4 +236,72 @@ func unixClient(sock string) *http.Client {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", sock)
 		}}}
+}
+
+// TestProtocolsAgree trains the example model on synthetic images and
+// sends unseen ones through both protocols: the answers must be right and
+// the same.
+func TestProtocolsAgree(t *testing.T) {
+	classes := []string{"bolt", "nut", "washer"}
+	tr, err := imagedata.Generate(classes, 30, 1, imagedata.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var samples []model.Sample
+	for _, f := range tr {
+		img, err := model.Decode(f.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		samples = append(samples, model.Sample{Label: f.Label, X: model.Features(img, 8)})
+	}
+	m, err := model.Train(samples, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(model.NewHandler(m, "parts"))
+	defer srv.Close()
+	hold, err := imagedata.Generate(classes, 10, 2, imagedata.Options{JPEG: true, Size: 24})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sm, want, b64 []string
+	for _, f := range hold {
+		resp, err := http.Post(srv.URL+"/invocations", model.ContentTypeImage, bytes.NewReader(f.Data))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s: %d %s", f.Path, resp.StatusCode, b)
+		}
+		sm = append(sm, strings.TrimSuffix(string(b), "\n"))
+		want = append(want, f.Label)
+		b64 = append(b64, base64.StdEncoding.EncodeToString(f.Data))
+	}
+	data, _ := json.Marshal(b64)
+	req, _ := json.Marshal(model.InferRequest{Inputs: []model.InferTensor{{Name: "input", Datatype: "BYTES",
+		Shape: []int{len(hold)}, Data: data}}})
+	resp, err := http.Post(srv.URL+"/v2/models/parts/infer", "application/json", bytes.NewReader(req))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ir model.InferResponse
+	if err := json.NewDecoder(resp.Body).Decode(&ir); err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	if len(ir.Outputs) != 1 || !cmp.Equal(ir.Outputs[0].Data, sm) {
+		t.Errorf("v2 answers %+v differ from /invocations %v", ir, sm)
+	}
+	ok := 0
+	for i := range want {
+		if sm[i] == want[i] {
+			ok++
+		}
+	}
+	if acc := float64(ok) / float64(len(want)); acc < 0.95 {
+		t.Errorf("accuracy on %d unseen images %.3f; want >= 0.95", len(want), acc)
+	}
 }
