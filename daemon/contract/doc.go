@@ -1,5 +1,6 @@
 // Package contract owns kiln's serving contract in one place: how a
-// pipeline's rows become a request to a model server in either protocol
+// pipeline's rows or images (Inputs) become requests to a model server in
+// either protocol
 // (SageMaker CSV on /invocations, Open Inference Protocol v2 JSON on
 // /v2/models/<pipeline>/infer), how a logged request body turns back into
 // rows, how an answer turns into one prediction per row, how labelled rows
@@ -22,6 +23,15 @@
 //	           application/json: {"inputs":[{"name":"input","datatype":"FP64",
 //	           "shape":[rows,features],"data":[...row-major...]}]}. The answer
 //	           has an output "label" with one element per row.
+//
+// For jsonl pipelines, sagemaker sends Content-Type application/jsonlines
+// instead: one JSON object a row, keyed by feature name, no label; v2 sends
+// the FP64 tensor as for csv. For images pipelines, sagemaker sends one
+// image a request (Content-Type application/x-image, the PNG or JPEG file as
+// the body; answer: one prediction line); v2 sends one BYTES tensor "input"
+// of shape [images] whose elements are the files in standard base64
+// (kiln's convention), answered like rows. docs/container-contract.md is
+// the same contract for image builders.
 //
 // CountRows runs on the serving hot path for every request and allocates
 // nothing; everything else is for the evaluator, the monitor and the CLI and

@@ -40,7 +40,15 @@ func TestCountRows(t *testing.T) {
 		{"v2 not an object", "application/json", `[{"inputs":[{"shape":[3]}]}]`, 0},
 		{"v2 unterminated string", "application/json", `{"inputs":[{"name":"abc`, 0},
 		{"v2 empty", "application/json", ``, 0},
+		{"jsonlines", "application/jsonlines", "{\"a\":1}\n\n{\"a\":2}\r\n  \n{\"a\":3}", 3},
+		{"jsonlines empty", "application/jsonlines; charset=utf-8", "\n", 0},
+		{"x-image", "application/x-image", "\x89PNG\r\n\x1a\n\n\n\n", 1},
+		{"image/jpeg", "Image/JPEG", "\xff\xd8\xff\n", 1},
+		{"image/png", "image/png", "\x89PNG", 1},
+		{"image empty", "application/x-image", "", 0},
+		{"v2 images", "application/json", `{"inputs":[{"name":"input","datatype":"BYTES","shape":[2],"data":["aGk=","aGk="]}]}`, 2},
 		{"unknown type", "application/octet-stream", "1\n2\n", 0},
+		{"image/gif is no image kiln sends", "image/gif", "GIF89a", 0},
 		{"no type", "", "1\n2\n", 0},
 		{"csv-like type prefix", "text/csvx", "1\n2\n", 0},
 	}
@@ -67,6 +75,9 @@ func TestCountRowsAllocs(t *testing.T) {
 		{"text/csv; charset=utf-8", csv, 500},
 		{"application/json", v2, 500},
 		{"application/json", []byte(`{"inputs":[{"shape":"bad"}]}`), 0},
+		{"application/jsonlines", []byte(strings.Repeat(`{"a":5.1,"b":3.5}`+"\n", 500)), 500},
+		{"application/x-image", csv, 1},
+		{"image/jpeg", csv, 1},
 	} {
 		var got int
 		allocs := testing.AllocsPerRun(100, func() { got = CountRows(c.ct, c.body) })
