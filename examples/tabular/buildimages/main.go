@@ -1,6 +1,8 @@
 // Command buildimages writes kiln's example images as OCI archives:
-// OUT/tabular-trainer.tar (kiln.local/tabular-trainer:1) and
-// OUT/tabular-server.tar (kiln.local/tabular-server:1). No Docker is needed;
+// OUT/tabular-trainer.tar (kiln.local/tabular-trainer:1),
+// OUT/tabular-server.tar (kiln.local/tabular-server:1),
+// OUT/image-trainer.tar (kiln.local/image-trainer:1) and
+// OUT/image-server.tar (kiln.local/image-server:1). No Docker is needed;
 // the digests are reproducible. `make images` runs it with -o bin/images.
 package main
 

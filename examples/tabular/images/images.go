@@ -1,8 +1,10 @@
-// Package images builds kiln's example container images from Go source: each
-// is one static binary (CGO_ENABLED=0, -trimpath, no build id) in a single
-// layer with the folders of the SageMaker layout, user 1000 and fixed
-// timestamps, written as an OCI archive by runtime/ocitar. The same toolchain
-// and source give the same digests. `make images` and the runtime tests use it.
+// Package images builds kiln's example container images from Go source: the
+// tabular trainer and server, and the image-classification trainer and
+// server of examples/images. Each is one static binary (CGO_ENABLED=0,
+// -trimpath, no build id) in a single layer with the folders of the
+// SageMaker layout, user 1000 and fixed timestamps, written as an OCI archive
+// by runtime/ocitar. The same toolchain and source give the same digests.
+// `make images` and the runtime tests use it.
 package images
 
 import (
@@ -19,8 +21,10 @@ import (
 
 // The example images and their tags.
 const (
-	TrainerRef = "kiln.local/tabular-trainer:1"
-	ServerRef  = "kiln.local/tabular-server:1"
+	TrainerRef      = "kiln.local/tabular-trainer:1"
+	ServerRef       = "kiln.local/tabular-server:1"
+	ImageTrainerRef = "kiln.local/image-trainer:1"
+	ImageServerRef  = "kiln.local/image-server:1"
 )
 
 // Image is one binary image to build.
@@ -32,12 +36,17 @@ type Image struct {
 	File    string // archive file name under the output folder
 }
 
-// Examples are the trainer and server images.
+// Examples are the trainer and server images: the tabular pair first (at
+// 0 and 1, where the runtime tests take them), then the image pair.
 var Examples = []Image{
 	{Ref: TrainerRef, Package: "github.com/kiln-edge/kiln/examples/tabular/trainer",
 		Binary: "tabular-trainer", Cmd: []string{"train"}, File: "tabular-trainer.tar"},
 	{Ref: ServerRef, Package: "github.com/kiln-edge/kiln/examples/tabular/server",
 		Binary: "tabular-server", Cmd: []string{"serve"}, File: "tabular-server.tar"},
+	{Ref: ImageTrainerRef, Package: "github.com/kiln-edge/kiln/examples/images/trainer",
+		Binary: "image-trainer", Cmd: []string{"train"}, File: "image-trainer.tar"},
+	{Ref: ImageServerRef, Package: "github.com/kiln-edge/kiln/examples/images/server",
+		Binary: "image-server", Cmd: []string{"serve"}, File: "image-server.tar"},
 }
 
 // Built is one written archive.
