@@ -65,6 +65,14 @@ func (m *Manager) process(ctx context.Context, j *job) *result {
 	}
 	start := time.Now()
 	root := filepath.Join(j.src.dir, j.name)
+	if j.spec.Data.Format == config.FormatImages && !j.batch {
+		if _, err := os.Lstat(root); errors.Is(err, fs.ErrNotExist) {
+			return res
+		}
+		m.reject(ctx, j, root, &Violation{Rule: RuleImageLayout, File: j.name, Observed: "a loose file, not a batch folder",
+			Allowed: "images come in a batch folder closed by " + SuccessMarker + " (<batch>/<class>/<image>, or images and <batch>/" + LabelsCSV + ")"})
+		return res
+	}
 	ents, rej, err := enumerate(j, root)
 	if errors.Is(err, fs.ErrNotExist) {
 		return res // gone before we got to it

@@ -48,7 +48,7 @@ func (m *Manager) commitBatch(ctx context.Context, in commitIn) (storage.Dataset
 	spec, b := in.spec, in.b
 	man := &Manifest{Format: spec.Data.Format, Files: b.files, Source: in.source}
 	rep := Report{}
-	d := storage.Dataset{Pipeline: in.pipeline, Kind: in.kind, Source: in.source, Files: slices.Clone(b.refs)}
+	d := storage.Dataset{Pipeline: in.pipeline, Kind: in.kind, Source: in.source, Format: spec.Data.Format, Files: slices.Clone(b.refs)}
 	var violations []Violation
 	if b.tab != nil {
 		t := b.tab
@@ -102,34 +102,19 @@ func (m *Manager) commitBatch(ctx context.Context, in commitIn) (storage.Dataset
 		for _, v := range t.violations {
 			violations = append(violations, *v)
 		}
-		if dr := spec.Data.Validate.Drift; dr != nil && in.kind == storage.KindData && len(violations) == 0 {
-			ref, desc, err := m.index.reference(m.opt.Store, in.pipeline)
+		if in.kind == storage.KindData && len(violations) == 0 {
+			v, err := m.driftCheck(spec, in.pipeline, prof, spec.Data.Label, &rep)
 			if err != nil {
-				return d, nil, fmt.Errorf("drift reference: %w", err)
+				return d, nil, err
 			}
-			rep.Reference = desc
-			if ref.versions == 0 {
-				rep.Checks = append(rep.Checks, Check{Rule: "drift", OK: true, Observed: "no reference yet (first version)", Allowed: "psi at most " + fmtFrac(dr.PSIMax)})
-			} else {
-				rep.Drift = ref.drift(prof, spec.Data.Label)
-				worst, worstName := -1.0, ""
-				for _, name := range sortedKeys(rep.Drift) {
-					if p := rep.Drift[name].PSI; p != nil && *p > worst {
-						worst, worstName = *p, name
-					}
-				}
-				c := Check{Rule: "drift", OK: worst <= dr.PSIMax, Allowed: "psi at most " + fmtFrac(dr.PSIMax)}
-				if worstName != "" {
-					c.Observed = fmt.Sprintf("psi %s (%s)", fmtFrac(worst), worstName)
-				} else {
-					c.Observed = "no feature with enough values to compare"
-				}
-				rep.Checks = append(rep.Checks, c)
-				if !c.OK {
-					violations = append(violations, Violation{Rule: "drift", Column: worstName,
-						Observed: "psi " + fmtFrac(worst), Allowed: "at most " + fmtFrac(dr.PSIMax) + " against " + desc})
-				}
+			if v != nil {
+				violations = append(violations, *v)
 			}
+		}
+	} else if b.img != nil {
+		var err error
+		if violations, err = m.imageVersion(in, man, &rep, &d); err != nil {
+			return d, nil, err
 		}
 	} else {
 		man.Rows = int64(len(b.files))
@@ -197,6 +182,42 @@ func (m *Manager) commitBatch(ctx context.Context, in commitIn) (storage.Dataset
 	}
 	out, err := m.record(ctx, d, parent, edge, kind, details, violations)
 	return out, meta, err
+}
+
+// driftCheck measures a data batch's profile against the pipeline's drift reference, when
+// validate.drift is set, adding the check to rep; the violation is nil when it passed.
+func (m *Manager) driftCheck(spec *config.Pipeline, pipeline string, prof map[string]ColumnProfile, label string, rep *Report) (*Violation, error) {
+	dr := spec.Data.Validate.Drift
+	if dr == nil {
+		return nil, nil
+	}
+	ref, desc, err := m.index.reference(m.opt.Store, pipeline)
+	if err != nil {
+		return nil, fmt.Errorf("drift reference: %w", err)
+	}
+	rep.Reference = desc
+	if ref.versions == 0 {
+		rep.Checks = append(rep.Checks, Check{Rule: "drift", OK: true, Observed: "no reference yet (first version)", Allowed: "psi at most " + fmtFrac(dr.PSIMax)})
+		return nil, nil
+	}
+	rep.Drift = ref.drift(prof, label)
+	worst, worstName := -1.0, ""
+	for _, name := range sortedKeys(rep.Drift) {
+		if p := rep.Drift[name].PSI; p != nil && *p > worst {
+			worst, worstName = *p, name
+		}
+	}
+	c := Check{Rule: "drift", OK: worst <= dr.PSIMax, Allowed: "psi at most " + fmtFrac(dr.PSIMax)}
+	if worstName != "" {
+		c.Observed = fmt.Sprintf("psi %s (%s)", fmtFrac(worst), worstName)
+	} else {
+		c.Observed = "no feature with enough values to compare"
+	}
+	rep.Checks = append(rep.Checks, c)
+	if c.OK {
+		return nil, nil
+	}
+	return &Violation{Rule: "drift", Column: worstName, Observed: "psi " + fmtFrac(worst), Allowed: "at most " + fmtFrac(dr.PSIMax) + " against " + desc}, nil
 }
 
 func fileRules(spec *config.Pipeline, files []ManifestFile, rep *Report) []Violation {

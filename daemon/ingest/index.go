@@ -45,6 +45,8 @@ type Manifest struct {
 	Schema   []Column                 `json:"schema,omitempty"`
 	Split    *Split                   `json:"split,omitempty"`
 	Profile  map[string]ColumnProfile `json:"profile,omitempty"`
+	// Classes counts an images version's images per class.
+	Classes map[string]int64 `json:"classes,omitempty"`
 }
 
 // ManifestFile is one dropped file, by its path inside the batch.
@@ -56,11 +58,13 @@ type ManifestFile struct {
 
 // Part is the train or holdout part of a version: a CSV (with the header) or JSONL blob; or
 // the labels part of a late-labels version (CSV request_id,label, Files entry LabelsName).
+// An images version's parts have no blob of their own (Digest empty): they are its images
+// (Files with Holdout false or true), Rows their count and Size their bytes.
 type Part struct {
 	Name   string `json:"name"` // train | holdout | labels
-	Digest string `json:"digest"`
+	Digest string `json:"digest,omitempty"`
 	Size   int64  `json:"size"`
-	Rows   int64  `json:"rows"`
+	Rows   int64  `json:"rows"` // images: images
 }
 
 // Split is how rows were split: a row goes to holdout when xxh64(row, seed) / 2^64 < fraction.

@@ -27,7 +27,7 @@ func (m *Manager) reject(ctx context.Context, j *job, root string, v *Violation)
 		m.log.Error("ingest: store rejection", "path", root, "err", err)
 		return
 	}
-	d := storage.Dataset{Pipeline: j.src.pipeline, Kind: j.src.kind, State: storage.DatasetQuarantined,
+	d := storage.Dataset{Pipeline: j.src.pipeline, Kind: j.src.kind, Format: j.spec.Data.Format, State: storage.DatasetQuarantined,
 		Files: []storage.FileRef{{Path: MetaName, Blob: ref}}, Reason: v.String()}
 	details := map[string]string{"path": quoteName(root), "rule": v.Rule, "observed": v.Observed, "allowed": v.Allowed,
 		"file": quoteName(v.File), "read": "no", "kind": string(j.src.kind)}

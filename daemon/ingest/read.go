@@ -24,6 +24,7 @@ type batchRead struct {
 	files   []ManifestFile
 	refs    []storage.FileRef
 	tab     *tabular
+	img     *imageBatch
 	train   *partSink
 	holdout *partSink
 	owner   uint32
@@ -37,8 +38,13 @@ func (m *Manager) read(ctx context.Context, j *job, ents []entry) (*batchRead, t
 	if st, ok := ents[0].fi.Sys().(*syscall.Stat_t); ok {
 		b.owner = st.Uid
 	}
-	tabularFormat := j.spec.Data.Format != config.FormatFiles
-	if tabularFormat {
+	var p parser
+	switch j.spec.Data.Format {
+	case config.FormatFiles:
+	case config.FormatImages:
+		b.img = newImageBatch(j.spec, j.src.kind, j.name, ents)
+		p = b.img
+	default:
 		// Feedback is held to the data's schema too: labelled rows must be the data's columns.
 		ref, _, err := m.index.schema(m.opt.Store, j.src.pipeline, storage.KindData)
 		if err != nil {
@@ -47,6 +53,7 @@ func (m *Manager) read(ctx context.Context, j *job, ents []entry) (*batchRead, t
 		b.train = &partSink{ctx: ctx, store: m.opt.Store}
 		b.holdout = &partSink{ctx: ctx, store: m.opt.Store}
 		b.tab = newTabular(j.spec, string(j.src.kind), ref, b.train, b.holdout)
+		p = b.tab
 	}
 	ok := false
 	defer func() {
@@ -56,7 +63,7 @@ func (m *Manager) read(ctx context.Context, j *job, ents []entry) (*batchRead, t
 		}
 	}()
 	for _, e := range ents {
-		ref, retry, err := m.readFile(ctx, e, b.tab)
+		ref, retry, err := m.readFile(ctx, e, p)
 		if err != nil || retry > 0 {
 			return nil, retry, err
 		}
@@ -73,7 +80,27 @@ var testHookAfterCopy func(path string)
 // leaseBackoff is how soon a file whose writer still has it open is looked at again.
 const leaseBackoff = 100 * time.Millisecond
 
-func (m *Manager) readFile(ctx context.Context, e entry, tab *tabular) (storage.BlobRef, time.Duration, error) {
+// parser sees a file's bytes on their way into the blob store (tabular).
+type parser interface {
+	parse(name string, r io.Reader) error
+}
+
+// wholeParser takes a file's bytes in one piece instead (images: a decoder needs them all,
+// and the split hashes them): the file is read into memory whatever its size, at most two
+// files over smallFile at a time.
+type wholeParser interface {
+	parseWhole(name string, b []byte) error
+}
+
+func (b *imageBatch) parse(name string, r io.Reader) error {
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	return b.parseWhole(name, data)
+}
+
+func (m *Manager) readFile(ctx context.Context, e entry, p parser) (storage.BlobRef, time.Duration, error) {
 	fd, err := unix.Open(e.path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
 	switch {
 	case errors.Is(err, unix.ENOENT):
@@ -104,7 +131,7 @@ func (m *Manager) readFile(ctx context.Context, e entry, tab *tabular) (storage.
 	} else {
 		m.leaseUnsupported(e.path, err)
 	}
-	ref, err := m.copyFile(ctx, f, before.Size, tab, e.rel)
+	ref, err := m.copyFile(ctx, f, before.Size, p, e.rel)
 	if err != nil {
 		return storage.BlobRef{}, 0, err
 	}
@@ -144,8 +171,17 @@ func (m *Manager) leaseUnsupported(path string, err error) {
 }
 
 // copyFile streams f into the blob store once, feeding the parser on the way.
-func (m *Manager) copyFile(ctx context.Context, f *os.File, size int64, tab *tabular, name string) (storage.BlobRef, error) {
-	if size <= smallFile {
+func (m *Manager) copyFile(ctx context.Context, f *os.File, size int64, p parser, name string) (storage.BlobRef, error) {
+	whole, isWhole := p.(wholeParser)
+	if size <= smallFile || isWhole {
+		if size > smallFile {
+			select {
+			case m.big <- struct{}{}:
+				defer func() { <-m.big }()
+			case <-ctx.Done():
+				return storage.BlobRef{}, ctx.Err()
+			}
+		}
 		buf := make([]byte, size+1)
 		n, err := io.ReadFull(f, buf)
 		if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
@@ -156,10 +192,14 @@ func (m *Manager) copyFile(ctx context.Context, f *os.File, size int64, tab *tab
 		if err != nil {
 			return storage.BlobRef{}, err
 		}
-		if tab != nil {
-			if err := tab.parse(name, bytes.NewReader(buf)); err != nil {
-				return storage.BlobRef{}, err
-			}
+		switch {
+		case isWhole:
+			err = whole.parseWhole(name, buf)
+		case p != nil:
+			err = p.parse(name, bytes.NewReader(buf))
+		}
+		if err != nil {
+			return storage.BlobRef{}, err
 		}
 		return ref, nil
 	}
@@ -169,13 +209,13 @@ func (m *Manager) copyFile(ctx context.Context, f *os.File, size int64, tab *tab
 	case <-ctx.Done():
 		return storage.BlobRef{}, ctx.Err()
 	}
-	if tab == nil {
+	if p == nil {
 		return m.opt.Store.PutBlob(ctx, f)
 	}
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
-		err := tab.parse(name, pr)
+		err := p.parse(name, pr)
 		_, _ = io.Copy(io.Discard, pr) // let the writer finish whatever the parser left
 		done <- err
 	}()
