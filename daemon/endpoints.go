@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"mime"
 	"net"
 	"net/http"
 	"os"
@@ -276,10 +277,14 @@ func (e *endpoints) Close(p string) error {
 }
 
 // predict forwards a `kiln predict` body to p's endpoint over its socket,
-// so the answer is exactly what any client of the endpoint gets.
-// CSV rows (no header, features in training order, as `kiln predict` sends
-// them) are encoded in the pipeline's protocol: an OIP v2 pipeline gets its
-// FP64 tensor, so its answer is the model's own.
+// so the answer is exactly what any client of the endpoint gets. The body
+// is one request in SageMaker's form, as `kiln predict` sends it: CSV rows
+// (text/csv, no header, features in training order), JSON Lines
+// (application/jsonlines) or one image (application/x-image, image/png,
+// image/jpeg). A sagemaker pipeline gets it as it came; an OIP v2 pipeline
+// gets it encoded in its protocol (contract.Encode: the FP64 tensor for
+// rows, a one-element BYTES tensor for an image), so its answer is the
+// model's own.
 func (e *endpoints) predict(w http.ResponseWriter, r *http.Request, p, protocol string) {
 	e.mu.Lock()
 	_, ok := e.open[p]
@@ -298,24 +303,19 @@ func (e *endpoints) predict(w http.ResponseWriter, r *http.Request, p, protocol 
 	if protocol == contract.ProtocolV2 {
 		raw, err := io.ReadAll(io.LimitReader(r.Body, serve.DefaultMaxRequestBytes+1))
 		if err != nil {
-			localapi.WriteError(w, http.StatusBadRequest, "read the rows: "+err.Error())
+			localapi.WriteError(w, http.StatusBadRequest, "read the request: "+err.Error())
 			return
 		}
 		if len(raw) > serve.DefaultMaxRequestBytes {
-			localapi.WriteError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("more than %d bytes of rows", serve.DefaultMaxRequestBytes))
+			localapi.WriteError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("more than %d bytes of input", serve.DefaultMaxRequestBytes))
 			return
 		}
-		rows, err := contract.DecodeRequest(contract.ProtocolSageMaker, contract.ContentTypeCSV, raw)
-		if err == nil {
-			var enc contract.Request
-			if enc, err = contract.EncodeRequest(protocol, p, rows); err == nil {
-				path, ctype, body = enc.Path, enc.ContentType, bytes.NewReader(enc.Body)
-			}
-		}
+		enc, status, err := encodeV2(p, ctype, raw)
 		if err != nil {
-			localapi.WriteError(w, http.StatusBadRequest, fmt.Sprintf("pipeline %s speaks OIP v2: rows must be CSV numbers: %v", p, err))
+			localapi.WriteError(w, status, err.Error())
 			return
 		}
+		path, ctype, body = enc.Path, enc.ContentType, bytes.NewReader(enc.Body)
 	}
 	req, err := http.NewRequestWithContext(r.Context(), http.MethodPost, "http://endpoint"+path, body)
 	if err != nil {
@@ -336,6 +336,39 @@ func (e *endpoints) predict(w http.ResponseWriter, r *http.Request, p, protocol 
 	}
 	w.WriteHeader(resp.StatusCode)
 	_, _ = io.Copy(w, resp.Body) // the client went away: nothing to do
+}
+
+// encodeV2 turns a `kiln predict` body in SageMaker's form into p's OIP
+// v2 request; the status goes with the error.
+func encodeV2(p, ctype string, raw []byte) (contract.Request, int, error) {
+	mt := contract.ContentTypeCSV
+	if ctype != "" {
+		var err error
+		if mt, _, err = mime.ParseMediaType(ctype); err != nil {
+			return contract.Request{}, http.StatusUnsupportedMediaType, fmt.Errorf("Content-Type %q: %w", ctype, err)
+		}
+	}
+	var in contract.Inputs
+	switch mt {
+	case contract.ContentTypeCSV:
+		rows, err := contract.DecodeRequest(contract.ProtocolSageMaker, contract.ContentTypeCSV, raw)
+		if err != nil {
+			return contract.Request{}, http.StatusBadRequest, fmt.Errorf("pipeline %s speaks OIP v2: rows must be CSV numbers: %w", p, err)
+		}
+		in = contract.Inputs{Format: contract.FormatCSV, Rows: rows}
+	case contract.ContentTypeImage, "image/png", "image/jpeg":
+		in = contract.Inputs{Format: contract.FormatImages, Images: [][]byte{raw}}
+	case contract.ContentTypeJSONLines:
+		// v2's tensor is in training order, which JSON Lines keys do not carry.
+		return contract.Request{}, http.StatusUnsupportedMediaType, fmt.Errorf("pipeline %s speaks OIP v2, whose rows are in training order: send CSV rows in that order (kiln predict converts JSON Lines)", p)
+	default:
+		return contract.Request{}, http.StatusUnsupportedMediaType, fmt.Errorf("Content-Type %q: want %s, %s or %s", ctype, contract.ContentTypeCSV, contract.ContentTypeImage, contract.ContentTypeJSONLines)
+	}
+	reqs, err := contract.Encode(contract.ProtocolV2, p, in)
+	if err != nil {
+		return contract.Request{}, http.StatusBadRequest, fmt.Errorf("pipeline %s speaks OIP v2: %w", p, err)
+	}
+	return reqs[0], 0, nil
 }
 
 // shutdownAll drains every endpoint at kilnd stop. Sockets stay: the next
