@@ -149,11 +149,18 @@ func (c *Client) Lineage(ctx context.Context, id, direction string, depth int) (
 // Predict sends rows (text/csv: no header, one row per line) through the
 // pipeline's endpoint and copies the answer (one prediction per line) to w.
 func (c *Client) Predict(ctx context.Context, pipeline string, rows io.Reader, w io.Writer) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://kilnd"+withName(api.PathPredict, pipeline), rows)
+	return c.PredictBody(ctx, pipeline, "text/csv", rows, w)
+}
+
+// PredictBody is Predict for a body of any content type the predict route
+// takes: text/csv, application/jsonlines, or one image
+// (application/x-image).
+func (c *Client) PredictBody(ctx context.Context, pipeline, contentType string, body io.Reader, w io.Writer) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://kilnd"+withName(api.PathPredict, pipeline), body)
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Content-Type", "text/csv")
+	req.Header.Set("Content-Type", contentType)
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		return c.dialError(err)
