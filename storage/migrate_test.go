@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -159,5 +160,103 @@ func TestMigrateFromV1Fixture(t *testing.T) {
 	})
 	if after, _ := os.ReadFile(fixtureV1); string(after) != string(src) {
 		t.Errorf("the test changed the committed fixture")
+	}
+}
+
+// TestMigrateDatasetFormats: migration 8 gives every dataset of a schema-7 database its
+// format: csv or jsonl by a part's first byte (by the files' extensions when the part's blob
+// is gone), files for a version holding files and no part, the late labels' by their files;
+// a version rejected unread keeps none, and one that has a format keeps it.
+func TestMigrateDatasetFormats(t *testing.T) {
+	dir := t.TempDir()
+	s, err := storage.Open(dir, storage.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	blob := func(content string) *storage.BlobRef {
+		ref, err := s.PutBlob(ctx, strings.NewReader(content))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &ref
+	}
+	meta := storage.FileRef{Path: ".kiln-dataset.json", Blob: *blob(`{"v":1}`)}
+	file := func(name string) storage.FileRef { return storage.FileRef{Path: name, Blob: *blob("content of " + name)} }
+	gone := storage.BlobRef{Digest: "sha256:" + strings.Repeat("ab", 32), Size: 5}
+	cases := []struct {
+		d    storage.Dataset
+		want string
+	}{
+		{storage.Dataset{Train: blob("x,label\n1,a\n"), Files: []storage.FileRef{file("a.txt"), meta}}, "csv"},
+		{storage.Dataset{Train: blob("\uFEFF \n{\"x\": 1, \"label\": \"a\"}\n"), Files: []storage.FileRef{file("a.data"), meta}}, "jsonl"},
+		{storage.Dataset{Holdout: blob("{\"x\": 1}\n"), Files: []storage.FileRef{file("h.csv"), meta}}, "jsonl"},
+		{storage.Dataset{Train: &gone, Files: []storage.FileRef{file("b.NDJSON"), meta}}, "jsonl"},
+		{storage.Dataset{Train: &gone, Files: []storage.FileRef{file("b.csv"), meta}}, "csv"},
+		{storage.Dataset{Files: []storage.FileRef{file("cam/1.jpg"), file("cam/2.jpg"), meta}}, "files"},
+		{storage.Dataset{Kind: storage.KindFeedback, Feedback: storage.FeedbackLabels,
+			Files: []storage.FileRef{file("late.jsonl"), file(".kiln-labels.csv"), meta}}, "jsonl"},
+		{storage.Dataset{Kind: storage.KindFeedback, Feedback: storage.FeedbackLabels,
+			Files: []storage.FileRef{file("late.csv"), file(".kiln-labels.csv"), meta}}, "csv"},
+		{storage.Dataset{State: storage.DatasetQuarantined, Files: []storage.FileRef{meta}}, ""},
+		{storage.Dataset{Format: "images", Files: []storage.FileRef{file("cat/1.png"), meta}}, "images"},
+	}
+	mustUpdate(t, s, func(tx *storage.Tx) error {
+		for i := range cases {
+			d := cases[i].d
+			d.Pipeline = "p"
+			if d.Kind == "" {
+				d.Kind = storage.KindData
+			}
+			if d.State == "" {
+				d.State = storage.DatasetAccepted
+			}
+			if _, err := tx.CreateDataset(d); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Make it a schema-7 database: the records as schema 7 wrote them (no format, except the
+	// one case that checks a format is kept), and its schema number.
+	db, err := bolt.Open(filepath.Join(dir, "kiln.db"), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket([]byte("meta")).Put([]byte("schema"), binary.BigEndian.AppendUint64(nil, 7))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = storagetest.OpenAt(t, dir, storage.Options{})
+	err = s.View(func(tx *storage.Tx) error {
+		ds, err := tx.Datasets("p")
+		if err != nil {
+			return err
+		}
+		if len(ds) != len(cases) {
+			return fmt.Errorf("%d datasets after the upgrade, want %d", len(ds), len(cases))
+		}
+		for i, d := range ds {
+			if d.Format != cases[i].want {
+				t.Errorf("%s (train %v, files %v): format %q, want %q", d.ID, d.Train, d.Files, d.Format, cases[i].want)
+			}
+			if d.Created.IsZero() || len(d.Files) != len(cases[i].d.Files) {
+				t.Errorf("%s changed beyond its format: %+v", d.ID, d)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := s.Reconcile(ctx); err != nil || len(rep.MissingBlobs) != 1 {
+		t.Errorf("Reconcile after the upgrade: %+v, %v; want only the gone part missing (blob references kept)", rep, err)
 	}
 }

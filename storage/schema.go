@@ -10,7 +10,7 @@ import (
 
 // SchemaVersion is the schema this code writes. Open upgrades older
 // databases through migrations and refuses newer ones.
-const SchemaVersion = 7
+const SchemaVersion = 8
 
 var (
 	bucketMeta      = []byte("meta")
@@ -38,14 +38,16 @@ var (
 
 // migration moves a database from version to-1 to version to. Migrations run
 // in order, all in one transaction, so a failure leaves the file untouched.
+// fn gets the store for the migrations that must read blobs, the files beside
+// the database.
 type migration struct {
 	to   uint64
 	name string
-	fn   func(*bolt.Tx) error
+	fn   func(*Store, *bolt.Tx) error
 }
 
 var migrations = []migration{
-	{1, "create meta, events, seqs, record buckets and lineage/up", func(btx *bolt.Tx) error {
+	{1, "create meta, events, seqs, record buckets and lineage/up", func(_ *Store, btx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketMeta, bucketEvents, bucketSeqs, bucketDatasets, bucketRuns, bucketModels} {
 			if _, err := btx.CreateBucketIfNotExists(b); err != nil {
 				return err
@@ -58,7 +60,7 @@ var migrations = []migration{
 		_, err = l.CreateBucketIfNotExists(bucketUp)
 		return err
 	}},
-	{2, "add lineage/down, the reverse edge index, built from lineage/up", func(btx *bolt.Tx) error {
+	{2, "add lineage/down, the reverse edge index, built from lineage/up", func(_ *Store, btx *bolt.Tx) error {
 		l := btx.Bucket(bucketLineage)
 		down, err := l.CreateBucketIfNotExists(bucketDown)
 		if err != nil {
@@ -72,7 +74,7 @@ var migrations = []migration{
 			return down.Put(edgeKey(parent, child), v)
 		})
 	}},
-	{3, "add deploys, leases and blobrefs (indexing blobs named by datasets and models)", func(btx *bolt.Tx) error {
+	{3, "add deploys, leases and blobrefs (indexing blobs named by datasets and models)", func(_ *Store, btx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketDeploys, bucketLeases, bucketBlobRefs} {
 			if _, err := btx.CreateBucketIfNotExists(b); err != nil {
 				return err
@@ -98,15 +100,15 @@ var migrations = []migration{
 		}
 		return nil
 	}},
-	{4, "add cordons (GPUs kept from placement, by UUID)", func(btx *bolt.Tx) error {
+	{4, "add cordons (GPUs kept from placement, by UUID)", func(_ *Store, btx *bolt.Tx) error {
 		_, err := btx.CreateBucketIfNotExists(bucketCordons)
 		return err
 	}},
-	{5, "add pins (pipelines held on one model, automation off)", func(btx *bolt.Tx) error {
+	{5, "add pins (pipelines held on one model, automation off)", func(_ *Store, btx *bolt.Tx) error {
 		_, err := btx.CreateBucketIfNotExists(bucketPins)
 		return err
 	}},
-	{6, "add eventrefs (events by the records they name), built from events", func(btx *bolt.Tx) error {
+	{6, "add eventrefs (events by the records they name), built from events", func(_ *Store, btx *bolt.Tx) error {
 		if _, err := btx.CreateBucketIfNotExists(bucketEventRefs); err != nil {
 			return err
 		}
@@ -118,7 +120,7 @@ var migrations = []migration{
 			return indexEventRefs(btx, e.Seq, e.Refs)
 		})
 	}},
-	{7, "add scores (feedback versions scored by the monitor), signals (hourly label-free signals) and monitor (detector state)", func(btx *bolt.Tx) error {
+	{7, "add scores (feedback versions scored by the monitor), signals (hourly label-free signals) and monitor (detector state)", func(_ *Store, btx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketScores, bucketSignals, bucketMonitor} {
 			if _, err := btx.CreateBucketIfNotExists(b); err != nil {
 				return err
@@ -126,6 +128,7 @@ var migrations = []migration{
 		}
 		return nil
 	}},
+	{8, "record each dataset's format (csv, jsonl or files; images came later)", fillDatasetFormats},
 }
 
 func (s *Store) migrate() error {
@@ -148,7 +151,7 @@ func (s *Store) migrate() error {
 			if m.to <= have {
 				continue
 			}
-			if err := m.fn(btx); err != nil {
+			if err := m.fn(s, btx); err != nil {
 				return fmt.Errorf("migrate to schema %d (%s): %w", m.to, m.name, err)
 			}
 			s.log.Info("migrated database", "path", s.path, "schema", m.to, "migration", m.name)
