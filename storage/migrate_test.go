@@ -182,7 +182,9 @@ func TestMigrateDatasetFormats(t *testing.T) {
 		return &ref
 	}
 	meta := storage.FileRef{Path: ".kiln-dataset.json", Blob: *blob(`{"v":1}`)}
-	file := func(name string) storage.FileRef { return storage.FileRef{Path: name, Blob: *blob("content of " + name)} }
+	file := func(name string) storage.FileRef {
+		return storage.FileRef{Path: name, Blob: *blob("content of " + name)}
+	}
 	gone := storage.BlobRef{Digest: "sha256:" + strings.Repeat("ab", 32), Size: 5}
 	cases := []struct {
 		d    storage.Dataset
