@@ -64,8 +64,8 @@
 // ranges, and drift: the PSI of every feature against the live model's data window, or
 // before there is one, against all admitted versions (see drift.go for the binning that keeps
 // small batches from reading noise as drift). Format files is checked by extension, size
-// and count. The first violation of each rule is kept with file, line, column, observed and
-// allowed values.
+// and count; images below. The first violation of each rule is kept with file, line, column,
+// observed and allowed values.
 //
 // Every row goes to the holdout part when xxh64(row, evaluate.holdout.seed)/2^64 is below
 // evaluate.holdout.fraction, else to the train part: the same row always lands on the same
@@ -75,9 +75,31 @@
 // (see Feedback). With evaluate.holdout.file every row is train. A JSONL pipeline's column
 // order is its first version's key order: later objects may write keys in any order.
 //
+// # Images
+//
+// Format images takes batch folders only (a loose file is quarantined, rule image_layout): in
+// torchvision's ImageFolder layout (<class>/<image>, deeper folders belong to their top
+// folder's class) or with a labels.csv (LabelsCSV: header path,label) at the batch's top,
+// which then names every image's class and is kept in Files with no label. An image file is
+// read whole into memory (a decoder needs all of it; at most two files over 1 MiB at a time),
+// stored, and decoded in full from the same bytes by image/png or image/jpeg, as its extension
+// says (validate.files.extensions, default .png .jpg .jpeg); a header declaring more than 64
+// megapixels is refused before decoding. Only a few numbers of each image are kept, so a batch
+// of 10,000 images costs memory for one image and a small record each. Checks: decode
+// (image_decode), layout, labels.csv against the files, validate.labels, files.max_size and
+// max_count, min_per_class (data only), and drift on six statistics per image (the mean and
+// standard deviation of each channel, ImageStats) through the same PSI as features: a cheap
+// proxy for lighting, exposure and camera changes, not for what the images show. Reasons name
+// files as <batch>/<path>. An image goes to the holdout part by the rows' rule, xxh64 of its
+// bytes and evaluate.holdout.seed against the fraction; the version's Files carry each image's
+// Label and Holdout, Train and Holdout stay nil, Rows counts the images, and the manifest's
+// parts count the images of each side (no blob of their own) and Classes those of each class.
+// A labelled image batch in feedback/<p>/ is a feedback version of type rows.
+//
 // A batch becomes one storage.Dataset: Files are the dropped files plus MetaName, a JSON blob
 // holding the Manifest (files, parts with rows, schema, split, a profile of each column for
-// later drift checks) and the validation Report; Digest is the sha256 of the manifest's JSON;
+// later drift checks) and the validation Report; Format is the format it was read as (every
+// version, one rejected unread included); Digest is the sha256 of the manifest's JSON;
 // lineage links the file owner's uid (edge "dropped") and, when quarantined, "check:<rule>"
 // (edge quarantined). Events: dataset.accepted, dataset.quarantined, dataset.duplicate,
 // dataset.released, ingest.rejected, ingest.paused, ingest.resumed. The dataset events carry

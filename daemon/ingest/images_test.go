@@ -345,3 +345,24 @@ func TestImageStats(t *testing.T) {
 		t.Errorf("decoding a PNG declaring 16384x16384 pixels: %v, want refused by its header", err)
 	}
 }
+
+// TestFormatRecorded: every version records the format it was read as, one rejected unread
+// included.
+func TestFormatRecorded(t *testing.T) {
+	e := newEnv(t,
+		spec(t, "c", "format: csv\nlabel: label\nsettle: 0s\n"),
+		spec(t, "j", "format: jsonl\nlabel: label\nsettle: 0s\n"),
+		spec(t, "f", "format: files\nsettle: 0s\n"))
+	renameIn(t, e.drop("c"), "a.csv", csvRows(5, 0))
+	renameIn(t, e.drop("c"), "empty.csv", "")
+	renameIn(t, e.drop("j"), "a.jsonl", `{"x": 1, "label": "a"}`+"\n")
+	renameIn(t, e.drop("f"), "a.bin", "opaque")
+	for p, want := range map[string][]string{"c": {"csv", "csv"}, "j": {"jsonl"}, "f": {"files"}} {
+		ds := e.waitDatasets(p, len(want), 5*time.Second)
+		for i, d := range ds {
+			if d.Format != want[i] {
+				t.Errorf("%s (%s): format %q, want %q", d.ID, d.State, d.Format, want[i])
+			}
+		}
+	}
+}
