@@ -113,8 +113,10 @@ func Close(dir string) error {
 func Corrupt() []byte {
 	var buf bytes.Buffer
 	img := image.NewGray(image.Rect(0, 0, 16, 16))
+	var v byte
 	for i := range img.Pix {
-		img.Pix[i] = uint8(i * 7)
+		img.Pix[i] = v
+		v += 7
 	}
 	if err := png.Encode(&buf, img); err != nil {
 		panic(err) // encoding an in-memory image cannot fail

@@ -70,11 +70,10 @@ func TestDecodeErrors(t *testing.T) {
 
 func TestTrainPredictCheckLoad(t *testing.T) {
 	s := []Sample{{"b", []float64{1, 0}}, {"a", []float64{0, 1}}, {"b", []float64{3, 0}}}
-	m, err := Train(s, 1)
-	if err == nil {
+	if _, err := Train(s, 1); err == nil {
 		t.Fatal("1x1 model took 2 features")
 	}
-	m = &Model{Kind: Kind, Size: 1, Classes: []string{"a", "b"}, Centroids: [][]float64{{-1}, {1}}}
+	m := &Model{Kind: Kind, Size: 1, Classes: []string{"a", "b"}, Centroids: [][]float64{{-1}, {1}}}
 	if got := m.PredictFeatures([]float64{0.4}); got != "b" {
 		t.Errorf("0.4 -> %s; want b", got)
 	}
