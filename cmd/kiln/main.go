@@ -54,7 +54,7 @@ type cli struct {
 	Pin         pinCmd         `cmd:"" help:"Hold a pipeline on a model; automatic promotion and rollback stop."`
 	Unpin       unpinCmd       `cmd:"" help:"Turn a pipeline's automation back on."`
 	Lineage     lineageCmd     `cmd:"" help:"What an ID descends from (--up) or what descends from it (--down); --dot for Graphviz."`
-	Predict     predictCmd     `cmd:"" help:"Send CSV rows on stdin through a pipeline's endpoint."`
+	Predict     predictCmd     `cmd:"" help:"Send rows (CSV or JSON Lines, on stdin or in a file) or image files through a pipeline's endpoint."`
 	Predictions predictionsCmd `cmd:"" help:"Purge records from a pipeline's prediction log."`
 	Feedback    feedbackCmd    `cmd:"" help:"Send labelled rows or late labels (FILE or stdin) to a pipeline's monitor."`
 	GC          gcCmd          `cmd:"" name:"gc" help:"Collect garbage now: pruned models' files, unreferenced blobs, expired quarantine and logs; --images and --foreign (other installations' containers) on request."`
