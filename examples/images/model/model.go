@@ -88,29 +88,74 @@ func Decode(data []byte) (image.Image, error) {
 func Features(img image.Image, size int) []float64 {
 	b := img.Bounds()
 	w, h := b.Dx(), b.Dy()
-	// Gray of every source pixel once (ITU-R 601 luma, 0-255).
-	gray := make([]float64, w*h)
-	for y := range h {
-		for x := range w {
-			r, g, bl, _ := img.At(b.Min.X+x, b.Min.Y+y).RGBA()
-			gray[y*w+x] = (0.299*float64(r) + 0.587*float64(g) + 0.114*float64(bl)) / 257
-		}
-	}
+	at := grayAt(img)
 	out := make([]float64, size*size)
-	for oy := range size {
-		y0, y1 := span(oy, size, h)
-		for ox := range size {
-			x0, x1 := span(ox, size, w)
-			var sum float64
-			for y := y0; y < y1; y++ {
-				for x := x0; x < x1; x++ {
-					sum += gray[y*w+x]
-				}
+	if w >= size && h >= size {
+		// Downscaling: every source pixel falls in exactly one cell; add it
+		// there in one row-major pass, with no copy of the picture.
+		cellX, cellY := cells(w, size), cells(h, size)
+		for y := range h {
+			row := out[cellY[y]*size:]
+			for x := range w {
+				row[cellX[x]] += at(b.Min.X+x, b.Min.Y+y)
 			}
-			out[oy*size+ox] = sum / float64((y1-y0)*(x1-x0))
+		}
+		for oy := range size {
+			y0, y1 := span(oy, size, h)
+			for ox := range size {
+				x0, x1 := span(ox, size, w)
+				out[oy*size+ox] /= float64((y1 - y0) * (x1 - x0))
+			}
+		}
+	} else {
+		// Upscaling (a side under size pixels): cells share pixels.
+		for oy := range size {
+			y0, y1 := span(oy, size, h)
+			for ox := range size {
+				x0, x1 := span(ox, size, w)
+				var sum float64
+				for y := y0; y < y1; y++ {
+					for x := x0; x < x1; x++ {
+						sum += at(b.Min.X+x, b.Min.Y+y)
+					}
+				}
+				out[oy*size+ox] = sum / float64((y1-y0)*(x1-x0))
+			}
 		}
 	}
 	standardize(out)
+	return out
+}
+
+// grayAt is img's luma (ITU-R 601, 0-255) at a pixel. The usual decoded
+// types are read from their concrete colour without img.At's interface
+// allocation; the values are the same as through At.
+func grayAt(img image.Image) func(x, y int) float64 {
+	luma := func(r, g, b uint32) float64 {
+		return (0.299*float64(r) + 0.587*float64(g) + 0.114*float64(b)) / 257
+	}
+	switch m := img.(type) {
+	case *image.Gray:
+		return func(x, y int) float64 { r, g, b, _ := m.GrayAt(x, y).RGBA(); return luma(r, g, b) }
+	case *image.RGBA:
+		return func(x, y int) float64 { r, g, b, _ := m.RGBAAt(x, y).RGBA(); return luma(r, g, b) }
+	case *image.NRGBA:
+		return func(x, y int) float64 { r, g, b, _ := m.NRGBAAt(x, y).RGBA(); return luma(r, g, b) }
+	case *image.YCbCr:
+		return func(x, y int) float64 { r, g, b, _ := m.YCbCrAt(x, y).RGBA(); return luma(r, g, b) }
+	}
+	return func(x, y int) float64 { r, g, b, _ := img.At(x, y).RGBA(); return luma(r, g, b) }
+}
+
+// cells maps each of src source positions to its output cell of n (src >= n).
+func cells(src, n int) []int {
+	out := make([]int, src)
+	for i := range n {
+		lo, hi := span(i, n, src)
+		for j := lo; j < hi; j++ {
+			out[j] = i
+		}
+	}
 	return out
 }
 

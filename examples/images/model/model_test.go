@@ -108,3 +108,37 @@ func TestTrainPredictCheckLoad(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// opaque hides an image's concrete type, forcing Features' generic path.
+type opaque struct{ image.Image }
+
+// TestFeaturesFastPathsMatchAt: the per-type readers give exactly what
+// img.At gives, downscaling and upscaling, for each decoded image type.
+func TestFeaturesFastPathsMatchAt(t *testing.T) {
+	r := image.Rect(1, 2, 41, 32)
+	rgba, nrgba, gray := image.NewRGBA(r), image.NewNRGBA(r), image.NewGray(r)
+	ycc := image.NewYCbCr(r, image.YCbCrSubsampleRatio420)
+	for i := range rgba.Pix {
+		rgba.Pix[i] = byte(i * 31)
+		nrgba.Pix[i] = byte(i * 17)
+	}
+	for i := range gray.Pix {
+		gray.Pix[i] = byte(i * 13)
+	}
+	for i := range ycc.Y {
+		ycc.Y[i] = byte(i * 7)
+	}
+	for i := range ycc.Cb {
+		ycc.Cb[i], ycc.Cr[i] = byte(i*3), byte(i*5)
+	}
+	for _, img := range []image.Image{rgba, nrgba, gray, ycc} {
+		for _, size := range []int{4, 7, 48} {
+			fast, slow := Features(img, size), Features(opaque{img}, size)
+			for i := range fast {
+				if fast[i] != slow[i] {
+					t.Fatalf("%T size %d: feature %d fast %v, through At %v", img, size, i, fast[i], slow[i])
+				}
+			}
+		}
+	}
+}
