@@ -141,6 +141,15 @@ func (b *imageBatch) parseWhole(rel string, data []byte) error {
 	return nil
 }
 
+// parse is parseWhole for a caller with a reader (copyFile hands images over whole).
+func (b *imageBatch) parse(name string, r io.Reader) error {
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	return b.parseWhole(name, data)
+}
+
 // decodeImage decodes data as the format its extension names. The size is read from the
 // header first, so an image declaring more than maxImagePixels is refused before decoding.
 func decodeImage(ext string, data []byte) (image.Image, string, error) {

@@ -366,3 +366,30 @@ func TestFormatRecorded(t *testing.T) {
 		}
 	}
 }
+
+// TestBigImage: an image over 1 MiB is read whole (the streaming path is for tabular data)
+// and decoded from the bytes that were stored.
+func TestBigImage(t *testing.T) {
+	e := newEnv(t, spec(t, "p", "format: images\nsettle: 0s\n"))
+	img := image.NewNRGBA(image.Rect(0, 0, 640, 640))
+	for i := range img.Pix {
+		img.Pix[i] = byte(xxh64([]byte{byte(i), byte(i >> 8), byte(i >> 16)}, 3))
+	}
+	big := pngBytes(t, img)
+	if len(big) <= smallFile {
+		t.Fatalf("test image is %d bytes, want over %d", len(big), smallFile)
+	}
+	dropBatch(t, e.drop("p"), "b1", map[string][]byte{"noise/big.png": big})
+	d := e.nth("p", 1)
+	if d.State != storage.DatasetAccepted {
+		t.Fatalf("%s: %s", d.State, d.Reason)
+	}
+	f := DataFiles(d)
+	if len(f) != 1 || f[0].Blob.Size != int64(len(big)) || f[0].Label != "noise" {
+		t.Fatalf("files %+v", f)
+	}
+	want := imageStats(img)
+	if got := e.meta(d).Manifest.Profile["std_g"].Sample; len(got) != 1 || got[0] != want[4] {
+		t.Errorf("std_g sample %v, want [%v]", got, want[4])
+	}
+}

@@ -92,14 +92,6 @@ type wholeParser interface {
 	parseWhole(name string, b []byte) error
 }
 
-func (b *imageBatch) parse(name string, r io.Reader) error {
-	data, err := io.ReadAll(r)
-	if err != nil {
-		return err
-	}
-	return b.parseWhole(name, data)
-}
-
 func (m *Manager) readFile(ctx context.Context, e entry, p parser) (storage.BlobRef, time.Duration, error) {
 	fd, err := unix.Open(e.path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
 	switch {
