@@ -28,6 +28,7 @@ func FuzzPipelineRoundTrip(f *testing.F) {
 		"name: p\ndata: {format: jsonl, label: y, settle: 0s, validate: {max_null_fraction: 0.05, max_duplicate_fraction: 1, labels: [a, 'b,c'], ranges: {x: {min: -1e300, max: 5}}}}\ntrain: {image: 'sha256:" + "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef" + "', gpus: {count: 1, min_free: 8Gi}, timeout: 1h30m}\nserve: {image: kiln.local/s:1, protocol: v2}\n",
 		"name: p\ndata: {format: csv}\ntrain: {image: kiln.local/t:1, resources: {memory: 1.5Gi, cpus: 0.25}}\nserve: {image: kiln.local/s:1}\nwindow: {days: 30}\nretention: {models: 1}\n",
 		"name: p\ndata: {format: csv}\ntrain: {image: kiln.local/t:1}\nserve: {image: kiln.local/s:1}\ntriggers: {schedule: '*/5 1-3 * jan mon', degradation: alert}\nmonitor: {cooldown: 90s}\n",
+		"name: p\ndata: {format: images, validate: {labels: [cat, dog], min_per_class: 3, drift: {psi_max: 0.2}, files: {extensions: [.png], max_count: 10}}}\ntrain: {image: kiln.local/t:1}\nserve: {image: kiln.local/s:1}\n",
 	} {
 		f.Add([]byte(s))
 	}
