@@ -12,6 +12,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -391,5 +392,39 @@ func TestBigImage(t *testing.T) {
 	want := imageStats(img)
 	if got := e.meta(d).Manifest.Profile["std_g"].Sample; len(got) != 1 || got[0] != want[4] {
 		t.Errorf("std_g sample %v, want [%v]", got, want[4])
+	}
+}
+
+// TestImageBatchMemory: a batch keeps a small record per image, never the image: 10,000
+// images of 16 KiB each leave well under their 160 MiB on the heap.
+func TestImageBatchMemory(t *testing.T) {
+	img := image.NewNRGBA(image.Rect(0, 0, 64, 64))
+	for i := range img.Pix {
+		img.Pix[i] = byte(xxh64([]byte{byte(i), byte(i >> 8)}, 5))
+	}
+	one := pngBytes(t, img)
+	p := spec(t, "p", "format: images\n")
+	b := newImageBatch(p, storage.KindData, "b1", nil)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for i := range 10_000 {
+		data := bytes.Clone(one) // a fresh buffer each, as copyFile reads them
+		if err := b.parseWhole(fmt.Sprintf("c%d/%05d.png", i%10, i), data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	classes := b.finish()
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if len(b.violations) > 0 || len(classes) != 10 || classes["c3"] != 1000 {
+		t.Fatalf("violations %v, classes %v", b.violations, classes)
+	}
+	grew := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+	if limit := int64(16 << 20); grew > limit {
+		t.Errorf("heap grew %d MiB for 10,000 images of %d bytes; want under %d MiB", grew>>20, len(one), limit>>20)
+	}
+	if len(one)*10_000 < 100<<20 {
+		t.Fatalf("test images are %d bytes: too small to tell kept bytes from records", len(one))
 	}
 }
