@@ -57,6 +57,8 @@ type Feedback struct {
 //
 // Rows come train part first, then holdout, each in its stored order. label is the label
 // column ("" takes the one the version was ingested with). A quarantined version is refused.
+// An images version (labelled images, type rows) has no rows to read here: its images are
+// its Files, each with its Label.
 func ReadFeedback(store BlobOpener, d storage.Dataset, label string) (*Feedback, error) {
 	if d.Kind != storage.KindFeedback {
 		return nil, fmt.Errorf("dataset %s is %s, not feedback: %w", d.ID, d.Kind, storage.ErrInvalid)
