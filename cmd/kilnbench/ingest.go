@@ -37,6 +37,7 @@ func benchIngest(ctx context.Context, opt Options) []Figure {
 			unmeasured("ingest.seen_p99_ms", "ms", "<= 5", why),
 			unmeasured("ingest.commit_p99_ms", "ms", "<= 50", why),
 			unmeasured("ingest.burst_missed", "files", "== 0", why),
+			unmeasured(imagesName, "x", ">= 1.0", why),
 		}
 	}
 	defer func() { _ = os.RemoveAll(root) }() // best-effort cleanup of scratch data
@@ -45,6 +46,7 @@ func benchIngest(ctx context.Context, opt Options) []Figure {
 	figs = append(figs, inBenchHash(opt))
 	figs = append(figs, inBenchLatency(ctx, filepath.Join(root, "lat"), opt)...)
 	figs = append(figs, inBenchBurst(ctx, filepath.Join(root, "burst"), opt))
+	figs = append(figs, inBenchImages(ctx, filepath.Join(root, "img"), opt))
 	return figs
 }
 
