@@ -1,8 +1,10 @@
 package pipeline
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"io"
 	"math"
 	"net"
 	"os"
@@ -22,11 +24,11 @@ type Backend interface {
 	DialContext(ctx context.Context) (net.Conn, error)
 }
 
-// predict sends rows through b in the serving contract's format (package
-// contract) and returns one prediction per row, in order; errors name the
-// model as well as the rows.
-func predict(ctx context.Context, b Backend, protocol, pipeline string, rows [][]string) ([]string, error) {
-	preds, err := contract.Predict(ctx, b.DialContext, protocol, pipeline, rows)
+// predict sends inputs (rows or images) through b in the serving
+// contract's format (package contract) and returns one prediction per input,
+// in order; errors name the model as well as the inputs.
+func predict(ctx context.Context, b Backend, protocol, pipeline string, in contract.Inputs) ([]string, error) {
+	preds, err := contract.PredictInputs(ctx, b.DialContext, protocol, pipeline, in)
 	if err != nil {
 		return nil, fmt.Errorf("model %s: %w", b.Model(), err)
 	}
@@ -107,7 +109,7 @@ func (c *controller) execEval(ctx context.Context, model string, live Serving) e
 	var verdicts []contract.Verdict
 	for _, set := range sets {
 		s := setScore{name: set.name, rows: set.rows.Len()}
-		preds, err := predict(ctx, srv, spec.Serve.Protocol, c.name, set.rows.Rows)
+		preds, err := predict(ctx, srv, spec.Serve.Protocol, c.name, set.rows.Inputs(spec.Data.Format))
 		if err != nil {
 			res.err = fmt.Errorf("score the candidate on the %s rows: %w", set.name, err)
 			return res
@@ -120,7 +122,7 @@ func (c *controller) execEval(ctx context.Context, model string, live Serving) e
 			s.absErrP90 = absErrQuantile(set.rows.Labels, preds, 0.9)
 		}
 		if live != nil {
-			lp, err := predict(ctx, live, spec.Serve.Protocol, c.name, set.rows.Rows)
+			lp, err := predict(ctx, live, spec.Serve.Protocol, c.name, set.rows.Inputs(spec.Data.Format))
 			if err != nil {
 				// The live model failing to answer is no reason to keep a good
 				// candidate out; say so and gate on the floor alone.
@@ -166,18 +168,9 @@ type evalSet struct {
 // explicit window: Manager.Retrain), so the gate also asks "better than the
 // live model on recent labelled rows?".
 func (c *controller) evalSets(spec *config.Pipeline, m storage.Model) ([]evalSet, error) {
-	if spec.Data.Format != config.FormatCSV {
-		return nil, fmt.Errorf("kilnd evaluates csv pipelines; %s is %s", c.name, spec.Data.Format)
-	}
 	hold, fb := &contract.Labelled{}, &contract.Labelled{}
 	if f := spec.Evaluate.Holdout.File; f != "" {
-		fh, err := os.Open(f)
-		if err != nil {
-			return nil, fmt.Errorf("evaluate.holdout.file: %w", err)
-		}
-		err = hold.AddCSV(fh, spec.Data.Label, f)
-		_ = fh.Close() // opened read-only
-		if err != nil {
+		if err := addHoldoutFile(hold, spec, f); err != nil {
 			return nil, err
 		}
 	}
@@ -197,16 +190,7 @@ func (c *controller) evalSets(spec *config.Pipeline, m storage.Model) ([]evalSet
 		case spec.Evaluate.Holdout.File != "":
 			continue
 		}
-		if d.Holdout == nil {
-			continue
-		}
-		f, err := c.deps.Store.OpenBlob(*d.Holdout)
-		if err != nil {
-			return nil, err
-		}
-		err = into.AddCSV(f, spec.Data.Label, id)
-		_ = f.Close() // blob opened read-only
-		if err != nil {
+		if err := c.addHoldout(into, spec, d); err != nil {
 			return nil, err
 		}
 	}
@@ -221,6 +205,69 @@ func (c *controller) evalSets(spec *config.Pipeline, m storage.Model) ([]evalSet
 		return nil, fmt.Errorf("no holdout rows in %v (evaluate.holdout.fraction is too small for so little data?)", run.Datasets)
 	}
 	return sets, nil
+}
+
+// addHoldoutFile reads the spec's holdout file (csv or jsonl).
+func addHoldoutFile(into *contract.Labelled, spec *config.Pipeline, name string) error {
+	fh, err := os.Open(name)
+	if err != nil {
+		return fmt.Errorf("evaluate.holdout.file: %w", err)
+	}
+	defer fh.Close() //nolint:errcheck // opened read-only
+	switch spec.Data.Format {
+	case config.FormatCSV:
+		return into.AddCSV(fh, spec.Data.Label, name)
+	case config.FormatJSONL:
+		return into.AddJSONL(fh, spec.Data.Label, name)
+	}
+	return fmt.Errorf("evaluate.holdout.file: a %s pipeline is scored on its holdout part", spec.Data.Format)
+}
+
+// maxEvalImage bounds one holdout image read into memory; ingest's size
+// rules keep real ones far smaller.
+const maxEvalImage = 64 << 20
+
+// addHoldout appends d's holdout part: its rows (csv, jsonl, in the
+// version's own format) or its labelled holdout images.
+func (c *controller) addHoldout(into *contract.Labelled, spec *config.Pipeline, d storage.Dataset) error {
+	format := cmp.Or(d.Format, spec.Data.Format)
+	switch format {
+	case storage.FormatImages:
+		for _, f := range d.Files {
+			if f.Label == "" || !f.Holdout {
+				continue
+			}
+			if f.Blob.Size > maxEvalImage {
+				return fmt.Errorf("%s %s: %d bytes is over the evaluator's %d", d.ID, f.Path, f.Blob.Size, maxEvalImage)
+			}
+			r, err := c.deps.Store.OpenBlob(f.Blob)
+			if err != nil {
+				return err
+			}
+			data, err := io.ReadAll(r)
+			_ = r.Close() // blob opened read-only
+			if err != nil {
+				return fmt.Errorf("%s %s: %w", d.ID, f.Path, err)
+			}
+			into.AddImage(f.Label, data)
+		}
+		return nil
+	case config.FormatCSV, config.FormatJSONL:
+	default:
+		return fmt.Errorf("kilnd evaluates csv, jsonl and images pipelines; %s is %s", d.ID, format)
+	}
+	if d.Holdout == nil {
+		return nil
+	}
+	f, err := c.deps.Store.OpenBlob(*d.Holdout)
+	if err != nil {
+		return err
+	}
+	defer f.Close() //nolint:errcheck // blob opened read-only
+	if format == config.FormatJSONL {
+		return into.AddJSONL(f, spec.Data.Label, d.ID)
+	}
+	return into.AddCSV(f, spec.Data.Label, d.ID)
 }
 
 // evalMetrics are the numbers an evaluation records on the model: metric,
