@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Data is what lands in drop/<name>/ and how a batch is checked before it becomes a version.
@@ -105,10 +107,13 @@ func (d *Data) validate(c *checker, path string) {
 	seen := map[string]bool{}
 	for i, l := range v.Labels {
 		p := fmt.Sprintf("%s.labels[%d]", vp, i)
-		if l == "" {
+		switch {
+		case l == "":
 			c.failf(p, "empty label")
-		} else if seen[l] {
+		case seen[l]:
 			c.failf(p, "%q is listed twice", l)
+		case d.Format == FormatImages && !ClassName(l):
+			c.failf(p, "%q is not a class an image folder can have (no /, no control characters, not . or ..)", l)
 		}
 		seen[l] = true
 	}
@@ -152,6 +157,13 @@ func (d *Data) validate(c *checker, path string) {
 	if d.MaxFileSize <= 0 {
 		c.failf(path+".max_file_size", "must be above 0")
 	}
+}
+
+// ClassName reports whether s can be an images class: a class is a folder name (in a batch,
+// and in a trainer's input, train/<class>/), so one path element with no control characters.
+func ClassName(s string) bool {
+	return s != "" && s != "." && s != ".." && utf8.ValidString(s) &&
+		!strings.ContainsFunc(s, func(r rune) bool { return r == '/' || r == '\\' || unicode.IsControl(r) })
 }
 
 // ImageExtensions are the extensions format images decodes (image/png, image/jpeg), and the

@@ -360,6 +360,8 @@ func TestParsePipelineErrors(t *testing.T) {
 			`pumps.yaml:2:31: data.label: not used for format images (an image's class is its folder, or its row in labels.csv)`},
 		{"image extension", "", mergeTop(base, "data: {format: images, validate: {files: {extensions: [.png, .gif]}}}\n"),
 			`pumps.yaml:2:62: data.validate.files.extensions[1]: ".gif" is not an image format kiln decodes (want .png, .jpg, .jpeg)`},
+		{"images class", "", mergeTop(base, "data: {format: images, validate: {labels: [cat, a/b]}}\n"),
+			`pumps.yaml:2:49: data.validate.labels[1]: "a/b" is not a class an image folder can have (no /, no control characters, not . or ..)`},
 		{"negative min_per_class", "", mergeTop(base, "data: {format: images, validate: {min_per_class: -1}}\n"),
 			`pumps.yaml:2:50: data.validate.min_per_class: must not be negative (0 is no minimum)`},
 		{"holdout file for images", "", mergeTop(base, "data: {format: images}\n") + "evaluate: {holdout: {file: /srv/h.csv}}\n",

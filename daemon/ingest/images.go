@@ -127,8 +127,10 @@ func (b *imageBatch) parseWhole(rel string, data []byte) error {
 	h := xxh64(data, b.seed)
 	info.holdout = b.fraction > 0 && float64(h>>11)/(1<<53) < b.fraction
 	if !b.labelsCSV {
-		if class, _, ok := strings.Cut(rel, "/"); ok {
+		if class, _, ok := strings.Cut(rel, "/"); ok && config.ClassName(class) {
 			info.label = class
+		} else if ok {
+			b.fail(RuleImageLayout, rel, 0, "the class folder "+clipValue(class), "a folder name with no control characters")
 		}
 	}
 	img, format, err := decodeImage(ext, data)
@@ -257,6 +259,8 @@ func (b *imageBatch) parseLabels(data []byte) {
 			b.fail(RuleLabelsCSV, LabelsCSV, int64(line), "the path "+clipValue(rec[0]), "a path to an image inside the batch folder")
 		case label == "":
 			b.fail(RuleLabelsCSV, LabelsCSV, int64(line), "an empty label for "+clipValue(p), "a class for every image")
+		case !config.ClassName(label):
+			b.fail(RuleLabelsCSV, LabelsCSV, int64(line), "the class "+clipValue(label), "a class usable as a folder name (no /, no control characters, not . or ..)")
 		case b.listLine[p] != 0:
 			b.fail(RuleLabelsCSV, LabelsCSV, int64(line), clipValue(p)+" listed again", fmt.Sprintf("one row per image (first at line %d)", b.listLine[p]))
 		default:
@@ -276,6 +280,8 @@ func (b *imageBatch) finish() (classes map[string]int64) {
 	for i := range b.images {
 		im := &b.images[i]
 		switch {
+		case im.label == "" && !b.labelsCSV && strings.Contains(im.path, "/"):
+			// A class folder of a name no class may have: reported by parseWhole.
 		case im.label == "" && !b.labelsCSV:
 			b.fail(RuleImageLayout, im.path, 0, "an image at the top of the batch",
 				"images in one folder per class (<class>/<image>), or listed in "+LabelsCSV)

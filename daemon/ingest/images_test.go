@@ -193,6 +193,8 @@ func TestImageBatchQuarantined(t *testing.T) {
 		{"not in labels.csv", "", map[string][]byte{"a.png": good(1), "b.png": good(2), "labels.csv": []byte("path,label\na.png,cat\n")}, RuleLabelsCSV, "b1/b.png", "not listed in labels.csv"},
 		{"labels.csv names a missing file", "", map[string][]byte{"a.png": good(1), "labels.csv": []byte("path,label\na.png,cat\nzz.png,dog\n")}, RuleLabelsCSV, "b1/labels.csv", `"zz.png": no such file in the batch`},
 		{"labels.csv header", "", map[string][]byte{"a.png": good(1), "labels.csv": []byte("file,class\na.png,cat\n")}, RuleLabelsCSV, "b1/labels.csv", `the header "file,class"`},
+		{"class in labels.csv is not a folder name", "", map[string][]byte{"a.png": good(1), "labels.csv": []byte("path,label\na.png,../up\n")}, RuleLabelsCSV, "b1/labels.csv", `the class "../up"`},
+		{"class folder with a newline", "", map[string][]byte{"ca\nt/1.png": good(1)}, RuleImageLayout, "b1/ca\nt/1.png", `the class folder "ca\nt"`},
 		{"max count", "validate: {files: {max_count: 1}}\n", map[string][]byte{"cat/1.png": good(1), "cat/2.png": good(2)}, "files.max_count", "", "2 files"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -206,7 +208,7 @@ func TestImageBatchQuarantined(t *testing.T) {
 			if r.Rule != tc.rule || r.File != tc.file || !strings.Contains(r.Observed, tc.observed) || !r.Read {
 				t.Errorf("REASON.json rule %q file %q observed %q read %v; want %q, %q, containing %q, read", r.Rule, r.File, r.Observed, r.Read, tc.rule, tc.file, tc.observed)
 			}
-			if tc.file != "" && !strings.Contains(r.Message, tc.file) {
+			if tc.file != "" && !strings.Contains(r.Message, quoteName(tc.file)) {
 				t.Errorf("message %q does not name %s", r.Message, tc.file)
 			}
 			if _, err := os.Stat(filepath.Join(e.quarantine("p"), strings.TrimPrefix(d.ID, "p/"), "b1")); err != nil {
