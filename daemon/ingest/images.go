@@ -124,8 +124,7 @@ func (b *imageBatch) parseWhole(rel string, data []byte) error {
 		return nil
 	}
 	info := imageInfo{path: rel, size: int64(len(data))}
-	h := xxh64(data, b.seed)
-	info.holdout = b.fraction > 0 && float64(h>>11)/(1<<53) < b.fraction
+	info.holdout = heldOut(xxh64(data, b.seed), b.fraction)
 	if !b.labelsCSV {
 		if class, _, ok := strings.Cut(rel, "/"); ok && config.ClassName(class) {
 			info.label = class

@@ -76,8 +76,9 @@ func dropBatch(t testing.TB, dir, name string, files map[string][]byte) {
 	}
 }
 
-func heldOut(content []byte, seed uint64, fraction float64) bool {
-	return float64(xxh64(content, seed)>>11)/(1<<53) < fraction
+// wantHoldout is the split rule written out: xxh64 of the bytes as a fraction of 2^64.
+func wantHoldout(content []byte, seed uint64, fraction float64) bool {
+	return float64(xxh64(content, seed))/math.Pow(2, 64) < fraction
 }
 
 // TestImageFolderBatch: a class-per-folder batch of PNG and JPEG images becomes one accepted
@@ -109,7 +110,7 @@ func TestImageFolderBatch(t *testing.T) {
 		if want, _, _ := strings.Cut(f.Path, "/"); f.Label != want {
 			t.Errorf("%s: label %q, want %q", f.Path, f.Label, want)
 		}
-		if want := heldOut(content, 1, 0.2); f.Holdout != want {
+		if want := wantHoldout(content, 1, 0.2); f.Holdout != want {
 			t.Errorf("%s: holdout %v, want %v (xxh64 of its bytes, seed 1, fraction 0.2)", f.Path, f.Holdout, want)
 		}
 		if e.blob(&f.Blob) != string(content) {

@@ -490,12 +490,18 @@ func (t *tabular) csvDupKey(fields [][]byte) {
 	t.dupDone = true
 }
 
+// heldOut is the split rule of rows and images alike: h, the xxh64 of a row or of an image's
+// bytes with evaluate.holdout.seed, as a fraction of 2^64, below the holdout fraction.
+func heldOut(h uint64, fraction float64) bool {
+	return fraction > 0 && float64(h>>11)/(1<<53) < fraction
+}
+
 // split writes a row to the train or holdout part: holdout when xxh64(row, seed)/2^64 is
 // below the fraction.
 func (t *tabular) split(rec []byte) {
 	h := xxh64(rec, t.seed)
 	w := t.trainW
-	if t.fraction > 0 && float64(h>>11)/(1<<53) < t.fraction {
+	if heldOut(h, t.fraction) {
 		w = t.holdoutW
 		t.holdout++
 	} else {
