@@ -25,10 +25,10 @@ PKG_VERSION = $(shell packaging/version.sh $(VERSION))
 # systemd end-to-end test use them).
 IMAGES_DEP := $(shell grep -qE '^images:' $(firstword $(MAKEFILE_LIST)) && echo images)
 
-.PHONY: help deps build test lint bench soak demo clean images packages bundle fuzz
+.PHONY: help deps build test lint bench soak demo clean images packages bundle fuzz images-torch test-torch
 
 help: ## List the targets.
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 deps: ## Install containerd, runc and the test/bench baselines from the distribution (root; idempotent).
 	@.ci/deps
@@ -50,6 +50,23 @@ bundle: packages $(IMAGES_DEP) ## Build bin/kiln-VERSION-offline.tar.gz: package
 
 images: ## Build the example images as OCI archives: bin/images/tabular-{trainer,server}.tar (no Docker).
 	$(GO) run ./examples/tabular/buildimages -o bin/images
+
+# The PyTorch example (examples/torch) is apart from images and test: its image is built on a
+# Debian bookworm rootfs with python3-torch (~1.3 GB, debootstrapped once in ~5 min, root) cached
+# under /var/cache/kiln, keyed by a hash of mkrootfs.sh (its package list and preparation).
+TORCH_ROOTFS ?= /var/cache/kiln/torch-rootfs-$(shell sha256sum examples/torch/mkrootfs.sh 2>/dev/null | cut -c1-12)
+TORCH_SRC := $(filter-out %_test.go,$(wildcard examples/torch/*.go examples/torch/image/* examples/torch/buildimage/*.go runtime/ocitar/*.go))
+images-torch: bin/images/torch-digits.tar ## Build bin/images/torch-digits.tar (kiln.local/torch-digits:1, Debian's CPU-only PyTorch) on a cached debootstrapped rootfs (root; not part of images or test).
+
+bin/images/torch-digits.tar: $(TORCH_ROOTFS)/.kiln-complete $(TORCH_SRC)
+	$(GO) run ./examples/torch/buildimage -rootfs $(TORCH_ROOTFS) -o bin/images
+
+$(TORCH_ROOTFS)/.kiln-complete:
+	@echo "images-torch: debootstrapping $(TORCH_ROOTFS) (once; ~5 min, ~650 MB of packages)"
+	examples/torch/mkrootfs.sh $(TORCH_ROOTFS)
+
+test-torch: deps images-torch ## Train and serve the PyTorch example through kiln's runtime in a private containerd (holdout accuracy >= 0.9, training < 60 s).
+	KILN_TORCH=1 .ci/with-containerd $(GO) test -count=1 -v -timeout 10m ./examples/torch/
 
 # Each fuzz target runs alone for FUZZTIME (go test -fuzz takes one target at a time); their
 # seed corpora (f.Add and testdata/fuzz/) already run in `make test`.

@@ -32,8 +32,9 @@ var programs embed.FS
 // AppDir is where the Python programs live in the image.
 const AppDir = "/opt/kiln/torch-digits"
 
-// RootfsExclude are the cache's own files at the rootfs top, left out of the image.
-var RootfsExclude = []string{".kiln-complete", ".kiln-build.log"}
+// RootfsExclude are left out of the image: the cache's own files at the
+// rootfs top, and libtorch's C++ unit tests (50 MB python3-torch pulls in).
+var RootfsExclude = []string{".kiln-complete", ".kiln-build.log", "usr/lib/libtorch-test"}
 
 // Spec is the image's own layer and config, on top of the rootfs.
 func Spec() (ocitar.Spec, error) {

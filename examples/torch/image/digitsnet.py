@@ -22,15 +22,15 @@ class DigitsNet(nn.Module):
     def __init__(self, classes, size):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
             nn.MaxPool2d(2),
         )
         self.head = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(64 * (size // 2) * (size // 2), 128), nn.ReLU(),
+            nn.Linear(32 * (size // 2) * (size // 2), 64), nn.ReLU(),
             nn.Dropout(0.25),
-            nn.Linear(128, classes),
+            nn.Linear(64, classes),
         )
 
     def forward(self, x):

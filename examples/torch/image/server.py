@@ -31,6 +31,7 @@ import sys
 import threading
 
 import torch
+from PIL import UnidentifiedImageError
 
 import digitsnet
 
@@ -49,6 +50,8 @@ class Model:
         for i, b in enumerate(images, start=1):
             try:
                 xs.append(digitsnet.load_image(b, self.size))
+            except UnidentifiedImageError:
+                raise ValueError("image %d: not a PNG or JPEG image (%d bytes)" % (i, len(b))) from None
             except Exception as e:
                 raise ValueError("image %d: not a decodable image: %s" % (i, e)) from None
         if not xs:
@@ -144,7 +147,7 @@ def main():
     parser.add_argument("command", choices=["serve"])
     parser.add_argument("--model-dir", default="/opt/ml/model")
     args = parser.parse_args()
-    torch.set_num_threads(min(2, digitsnet.cpu_threads()))
+    torch.set_num_threads(1)  # one forward of a few small images: see trainer.py on threads
     Handler.model = Model(args.model_dir)
 
     sock = os.environ.get("KILN_SOCKET")
