@@ -37,10 +37,10 @@ func (d *Daemon) handleDatasets(w http.ResponseWriter, r *http.Request) {
 }
 
 func datasetView(x storage.Dataset) api.Dataset {
-	v := api.Dataset{ID: x.ID, Pipeline: x.Pipeline, Kind: string(x.Kind), State: string(x.State), Created: x.Created,
+	v := api.Dataset{ID: x.ID, Pipeline: x.Pipeline, Kind: string(x.Kind), Format: x.Format, State: string(x.State), Created: x.Created,
 		Digest: x.Digest, Rows: x.Rows, Files: []api.DatasetFile{}, ReleasedBy: x.Released, Suspect: x.Suspect}
 	for _, f := range ingest.DataFiles(x) {
-		v.Files = append(v.Files, api.DatasetFile{Path: f.Path, Size: f.Blob.Size, Digest: f.Blob.Digest})
+		v.Files = append(v.Files, api.DatasetFile{Path: f.Path, Size: f.Blob.Size, Digest: f.Blob.Digest, Label: f.Label, Holdout: f.Holdout})
 	}
 	if x.State == storage.DatasetQuarantined || x.State == storage.DatasetReleased || x.State == storage.DatasetExpired {
 		v.Reason = x.Reason

@@ -14,8 +14,9 @@ const (
 type Dataset struct {
 	ID         string        `json:"id"`
 	Pipeline   string        `json:"pipeline"`
-	Kind       string        `json:"kind"`  // data | feedback
-	State      string        `json:"state"` // accepted | quarantined | released | expired
+	Kind       string        `json:"kind"`             // data | feedback
+	Format     string        `json:"format,omitempty"` // csv | jsonl | images | files, as it was read
+	State      string        `json:"state"`            // accepted | quarantined | released | expired
 	Created    time.Time     `json:"created"`
 	Digest     string        `json:"digest"` // sha256 of the manifest; "" when rejected unread
 	Rows       int64         `json:"rows"`
@@ -33,6 +34,9 @@ type DatasetFile struct {
 	Size   int64  `json:"size"`
 	Digest string `json:"digest"`
 	Rows   int64  `json:"rows,omitempty"` // parts only
+	// Label and Holdout: an image's class and whether it is in the holdout part.
+	Label   string `json:"label,omitempty"`
+	Holdout bool   `json:"holdout,omitempty"`
 }
 
 // DatasetDetail answers GET /v1/datasets/{pipeline}/{id}: the dataset with its manifest,
