@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"path/filepath"
 	"sync"
 	"time"
@@ -58,11 +59,38 @@ type feedbackSource struct {
 }
 
 func (f feedbackSource) ReadFeedback(d storage.Dataset, label string) (*monitor.Feedback, error) {
+	if d.Format == storage.FormatImages && d.Feedback == storage.FeedbackRows {
+		return f.readImages(d)
+	}
 	fb, err := ingest.ReadFeedback(f.store, d, label)
 	if err != nil {
 		return nil, err
 	}
 	return &monitor.Feedback{Type: fb.Type, Columns: fb.Columns, Rows: fb.Rows, Labels: fb.Labels, IDs: fb.IDs}, nil
+}
+
+// readImages reads a labelled image batch of feedback: every image with
+// its label, the holdout part's too (the monitor scores them all). Ingest
+// bounds a batch's count and sizes (validate.files).
+func (f feedbackSource) readImages(d storage.Dataset) (*monitor.Feedback, error) {
+	fb := &monitor.Feedback{Type: d.Feedback}
+	for _, file := range d.Files {
+		if file.Label == "" {
+			continue // labels.csv
+		}
+		r, err := f.store.OpenBlob(file.Blob)
+		if err != nil {
+			return nil, fmt.Errorf("%s %s: %w", d.ID, file.Path, err)
+		}
+		data, err := io.ReadAll(r)
+		_ = r.Close() // opened read-only
+		if err != nil {
+			return nil, fmt.Errorf("%s %s: %w", d.ID, file.Path, err)
+		}
+		fb.Images = append(fb.Images, data)
+		fb.Labels = append(fb.Labels, file.Label)
+	}
+	return fb, nil
 }
 
 func (f feedbackSource) CommitJoined(ctx context.Context, p, source string, cols []string, rows [][]string, labels []string) (storage.Dataset, error) {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -159,6 +160,37 @@ func TestLoopImages(t *testing.T) {
 	}
 	if out, stderr, err := k.kiln(nil, "predict", "shapes", writeImage(t, fresh[0])); err != nil || !strings.Contains(out, fresh[0].Label) {
 		t.Errorf("kiln predict after the quarantine = %q, %v, %s; want %s", out, err, stderr, fresh[0].Label)
+	}
+
+	// Labelled images as feedback: the monitor scores the live model on
+	// them, sending each image through it.
+	fbDir := filepath.Join(root, "var/lib/kiln/feedback/shapes/f1")
+	fbImages, err := imagedata.Write(fbDir, shapesClasses, 10, 3, imagedata.Options{JPEG: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := imagedata.Close(fbDir); err != nil {
+		t.Fatal(err)
+	}
+	var fb api.Dataset
+	waitLong(t, time.Minute, "the feedback batch accepted", func() bool {
+		for _, d := range listJSON[api.Dataset](t, k, "datasets", "-p", "shapes") {
+			if d.Kind == "feedback" {
+				fb = d
+				return true
+			}
+		}
+		return false
+	})
+	if fb.State != "accepted" {
+		t.Fatalf("feedback batch %s is %s: %s", fb.ID, fb.State, fb.Reason)
+	}
+	details := waitScored(t, k, fb.ID)
+	if details["live_rows"] != strconv.Itoa(len(fbImages)) {
+		t.Errorf("feedback scored on %s images; want %d: %v", details["live_rows"], len(fbImages), details)
+	}
+	if acc, err := strconv.ParseFloat(details["live_accuracy"], 64); err != nil || acc < 0.9 {
+		t.Errorf("live accuracy on the feedback images = %q; want >= 0.9: %v", details["live_accuracy"], details)
 	}
 }
 

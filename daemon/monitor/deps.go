@@ -40,7 +40,8 @@ type Feedback struct {
 	Type    string     // storage.FeedbackRows or storage.FeedbackLabels
 	Columns []string   // rows: the feature columns, label excluded
 	Rows    [][]string // rows: feature values
-	Labels  []string   // the label of each row, or of each id
+	Images  [][]byte   // rows of an images pipeline: the labelled images
+	Labels  []string   // the label of each row (image), or of each id
 	IDs     []string   // labels: "<request-id>" or "<request-id>:<row>"
 }
 

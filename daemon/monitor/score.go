@@ -52,6 +52,7 @@ func (m *Monitor) scoreVersion(ctx context.Context, spec pipelineSpec, d storage
 type scored struct {
 	label    string
 	features []string // nil when unknown (a late label whose input the log did not keep)
+	image    []byte   // images pipelines: the image (features is its digest)
 	answer   [2]string
 	has      [2]bool // has[1]: the second model scored it too
 }
@@ -67,25 +68,29 @@ func (m *Monitor) scoreRows(ctx context.Context, spec pipelineSpec, fb *Feedback
 		return nil, nil
 	}
 	models := pair{live, standby}
-	rows := make([]scored, len(fb.Rows))
+	cols := fb.Columns
+	if spec.format == contract.FormatImages {
+		cols = []string{imageColumn}
+	}
+	rows := make([]scored, len(fb.Labels))
 	for i := range rows {
-		rows[i] = scored{label: fb.Labels[i], features: fb.Rows[i]}
+		if spec.format == contract.FormatImages {
+			rows[i] = scored{label: fb.Labels[i], features: imageKey(fb.Images[i]), image: fb.Images[i]}
+		} else {
+			rows[i] = scored{label: fb.Labels[i], features: fb.Rows[i]}
+		}
 	}
 	excluded := [2]int64{}
 	for k, b := range models {
 		if b == nil {
 			continue
 		}
-		keep, n, err := m.unseen(b.Model(), spec, fb.Columns, rows)
+		keep, n, err := m.unseen(b.Model(), spec, cols, rows)
 		if err != nil {
 			return nil, err
 		}
 		excluded[k] = n
-		var batch [][]string
-		for _, i := range keep {
-			batch = append(batch, rows[i].features)
-		}
-		preds, err := contract.Predict(ctx, b.DialContext, spec.protocol, spec.name, batch)
+		preds, err := contract.PredictInputs(ctx, b.DialContext, spec.protocol, spec.name, inputsOf(spec, cols, rows, keep))
 		if err != nil {
 			return nil, fmt.Errorf("model %s: %w", b.Model(), err)
 		}
@@ -260,8 +265,9 @@ const absErrorP90 = "abs_error_p90"
 type request struct {
 	rec    Logged
 	preds  []string
-	inputs [][]string
-	err    error // why its rows cannot be joined
+	inputs [][]string // per row its features (an image's: its digest)
+	images [][]byte   // images pipelines: the logged images
+	err    error      // why its rows cannot be joined
 }
 
 // scoreLabels joins late labels to the prediction log. The logged answer is
@@ -327,6 +333,9 @@ func (m *Monitor) scoreLabels(ctx context.Context, spec pipelineSpec, d storage.
 		h := hit{scored: scored{label: fb.Labels[i], answer: [2]string{r.preds[row]}, has: [2]bool{true}}, model: r.rec.Model, at: r.rec.Time}
 		if row < len(r.inputs) {
 			h.features = r.inputs[row]
+			if row < len(r.images) {
+				h.image = r.images[row]
+			}
 		} else {
 			join.NoInput++
 		}
@@ -409,18 +418,16 @@ func (m *Monitor) scoreLabels(ctx context.Context, spec pipelineSpec, d storage.
 			}
 			continue
 		}
-		var batch [][]string
 		var at []int
 		for _, i := range keep {
-			if rows[i].features != nil {
-				batch = append(batch, rows[i].features)
+			if replayable(spec, rows[i]) {
 				at = append(at, i)
 			}
 		}
-		if len(batch) == 0 {
+		if len(at) == 0 {
 			continue
 		}
-		preds, err := contract.Predict(ctx, b.DialContext, spec.protocol, spec.name, batch)
+		preds, err := contract.PredictInputs(ctx, b.DialContext, spec.protocol, spec.name, inputsOf(spec, cols, rows, at))
 		if err != nil {
 			return nil, fmt.Errorf("replay through %s: %w", b.Model(), err)
 		}
@@ -431,6 +438,12 @@ func (m *Monitor) scoreLabels(ctx context.Context, spec pipelineSpec, d storage.
 	obs, err := tally(spec, sc, models, m.errThresholds(spec, models), rows, excluded, func(r scored, k int) bool { return r.has[k] })
 	if err != nil {
 		return nil, err
+	}
+	if spec.format == contract.FormatImages {
+		// An images pipeline's labelled images train when they come as an
+		// image batch (feedback/<pipeline>/): the log's keys are digests,
+		// not rows, so no joined version is made of them.
+		return obs, nil
 	}
 	// The joined version: every matched row whose input the log kept.
 	var jrows [][]string
@@ -475,11 +488,8 @@ func (m *Monitor) request(spec pipelineSpec, reqID string) *request {
 		r.preds = nil
 		return r
 	}
-	if rec.Input != nil {
-		in, err := contract.DecodeRequest(rec.Protocol, rec.ContentType, rec.Input)
-		if err == nil && len(in) == len(r.preds) {
-			r.inputs = in
-		}
+	if rows, images, ok := m.decodeLogged(spec, rec.Model, rec); ok && len(rows) == len(r.preds) {
+		r.inputs, r.images = rows, images
 	}
 	return r
 }

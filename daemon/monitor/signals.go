@@ -76,10 +76,10 @@ func (a *hourAgg) add(r Logged, m *Monitor, spec pipelineSpec) {
 			a.classes[strings.TrimSpace(p)]++
 		}
 	}
-	if r.Input != nil {
-		if in, err := contract.DecodeRequest(r.Protocol, r.ContentType, r.Input); err == nil {
-			a.addInputs(r.Model, in, m, spec)
-		}
+	// Input drift is per feature: an image's key is no feature (its drift is
+	// checked at ingest, on per-channel statistics).
+	if rows, images, ok := m.decodeLogged(spec, r.Model, r); ok && images == nil {
+		a.addInputs(r.Model, rows, m, spec)
 	}
 }
 

@@ -69,6 +69,9 @@ func (c *trainCache) get(model string, spec pipelineSpec) (*trainInfo, error) {
 }
 
 func (c *trainCache) load(model string, spec pipelineSpec) (*trainInfo, error) {
+	if spec.format == contract.FormatImages {
+		return c.loadImages(model)
+	}
 	var parts []storage.BlobRef
 	err := c.store.View(func(tx *storage.Tx) error {
 		m, err := tx.Model(model)
@@ -168,4 +171,41 @@ func identity(n int) []int {
 		idx[i] = i
 	}
 	return idx
+}
+
+// loadImages is load for an images pipeline: a model's training images are
+// the labelled train-part files of its window, keyed by content digest
+// (imageKey); the label mix comes from their labels. No per-feature
+// reference is kept: an image's drift is checked at ingest.
+func (c *trainCache) loadImages(model string) (*trainInfo, error) {
+	ti := &trainInfo{columns: []string{imageColumn}, keys: map[uint64]struct{}{}, values: map[string][]float64{}, labels: map[string]int64{}}
+	idx := identity(1)
+	err := c.store.View(func(tx *storage.Tx) error {
+		m, err := tx.Model(model)
+		if err != nil {
+			return err
+		}
+		run, err := tx.Run(m.Run)
+		if err != nil {
+			return err
+		}
+		for _, id := range run.Datasets {
+			d, err := tx.Dataset(id)
+			if err != nil {
+				return err
+			}
+			for _, f := range d.Files {
+				if f.Label == "" || f.Holdout {
+					continue
+				}
+				ti.keys[c.key([]string{f.Blob.Digest}, idx)] = struct{}{}
+				ti.labels[f.Label]++
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("training data of %s: %w", model, err)
+	}
+	return ti, nil
 }
