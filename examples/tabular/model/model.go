@@ -116,20 +116,29 @@ func (t *Table) appendRows(cr *csv.Reader, header []string, li int) error {
 			return err
 		}
 		line, _ := cr.FieldPos(0)
-		x := make([]float64, 0, len(header)-1)
-		for i, v := range rec {
-			if i == li {
-				continue
-			}
-			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
-				return fmt.Errorf("line %d, column %s: %q is not a finite number", line, header[i], v)
-			}
-			x = append(x, f)
+		if err := t.addRecord(header, li, rec, line); err != nil {
+			return err
 		}
-		t.X = append(t.X, x)
-		t.Y = append(t.Y, rec[li])
 	}
+}
+
+// addRecord appends one row whose values follow header, the label at li;
+// line numbers the error.
+func (t *Table) addRecord(header []string, li int, rec []string, line int) error {
+	x := make([]float64, 0, len(header)-1)
+	for i, v := range rec {
+		if i == li {
+			continue
+		}
+		f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+			return fmt.Errorf("line %d, column %s: %q is not a finite number", line, header[i], v)
+		}
+		x = append(x, f)
+	}
+	t.X = append(t.X, x)
+	t.Y = append(t.Y, rec[li])
+	return nil
 }
 
 // Split shuffles rows with seed and cuts off fraction of them for validation.

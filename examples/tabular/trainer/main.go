@@ -1,16 +1,19 @@
 // Command tabular-trainer is kiln's example training image: `train` reads
-// every CSV of the "train" channel (/opt/ml/input/data/train/), holds a
-// validation split back, fits a multinomial logistic regression, and writes
+// every CSV, or every JSON Lines file (one flat object a line), of the
+// "train" channel (/opt/ml/input/data/train/), holds a validation split
+// back, fits a multinomial logistic regression, and writes
 // /opt/ml/model/model.json and /opt/ml/output/metrics.json. A failure is
 // written to /opt/ml/output/failure and the exit code is 1, as SageMaker's
 // bring-your-own-container contract asks.
 //
-// Hyperparameters (hyperparameters.json, all strings): label (default: the
-// last column), epochs (300), learning_rate (0.5), l2 (0.001),
+// Hyperparameters (hyperparameters.json, all strings): label (kilnd sets it
+// from data.label; default: the last CSV column, or the first JSON object's
+// last key), epochs (300), learning_rate (0.5), l2 (0.001),
 // validation_fraction (0.2), seed (1).
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -69,37 +72,9 @@ func train(ctx context.Context, root string) error {
 		return err
 	}
 	channel := filepath.Join(root, "input", "data", "train")
-	files, err := filepath.Glob(filepath.Join(channel, "*.csv"))
+	table, err := readChannel(channel, hp["label"])
 	if err != nil {
 		return err
-	}
-	sub, _ := filepath.Glob(filepath.Join(channel, "*", "*.csv"))
-	files = append(files, sub...)
-	slices.Sort(files)
-	if len(files) == 0 {
-		return fmt.Errorf("no CSV files in the train channel %s", channel)
-	}
-	label := hp["label"]
-	if label == "" {
-		if label, err = lastColumn(files[0]); err != nil {
-			return err
-		}
-	}
-	var table *model.Table
-	for _, f := range files {
-		r, err := os.Open(f)
-		if err != nil {
-			return err
-		}
-		if table == nil {
-			table, err = model.ReadTable(r, label)
-		} else {
-			err = table.Append(r)
-		}
-		_ = r.Close()
-		if err != nil {
-			return fmt.Errorf("%s: %w", filepath.Base(f), err)
-		}
 	}
 	epochs, err1 := intParam(hp, "epochs", 300)
 	lr, err2 := floatParam(hp, "learning_rate", 0.5)
@@ -136,14 +111,94 @@ func train(ctx context.Context, root string) error {
 	return nil
 }
 
-func lastColumn(file string) (string, error) {
+// readChannel reads every CSV (*.csv) or every JSON Lines (*.jsonl) file of
+// the channel and its subfolders into one table, in file name order. One
+// format a channel: kilnd gives a pipeline's parts in its one data.format,
+// and a mix would leave the column order to chance. label "" means the last
+// column of the first file.
+func readChannel(channel, label string) (*model.Table, error) {
+	csvs, jsonls, err := channelFiles(channel)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case len(csvs) > 0 && len(jsonls) > 0:
+		return nil, fmt.Errorf("the train channel %s holds both CSV (%s) and JSON Lines (%s) files; want one format",
+			channel, filepath.Base(csvs[0]), filepath.Base(jsonls[0]))
+	case len(csvs) == 0 && len(jsonls) == 0:
+		return nil, fmt.Errorf("no CSV (*.csv) or JSON Lines (*.jsonl) files in the train channel %s", channel)
+	}
+	files, jsonl := csvs, false
+	if len(jsonls) > 0 {
+		files, jsonl = jsonls, true
+	}
+	if label == "" {
+		if label, err = lastColumn(files[0], jsonl); err != nil {
+			return nil, err
+		}
+	}
+	var table *model.Table
+	for _, f := range files {
+		r, err := os.Open(f)
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case table == nil && jsonl:
+			table, err = model.ReadJSONLTable(r, label)
+		case table == nil:
+			table, err = model.ReadTable(r, label)
+		case jsonl:
+			err = table.AppendJSONL(r)
+		default:
+			err = table.Append(r)
+		}
+		_ = r.Close()
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", filepath.Base(f), err)
+		}
+	}
+	return table, nil
+}
+
+// channelFiles lists the channel's CSV and JSON Lines files, at its top and
+// one folder down, each list sorted.
+func channelFiles(channel string) (csvs, jsonls []string, err error) {
+	for _, pat := range []string{"*", filepath.Join("*", "*")} {
+		for _, ext := range []string{".csv", ".jsonl"} {
+			m, err := filepath.Glob(filepath.Join(channel, pat+ext))
+			if err != nil {
+				return nil, nil, err
+			}
+			if ext == ".csv" {
+				csvs = append(csvs, m...)
+			} else {
+				jsonls = append(jsonls, m...)
+			}
+		}
+	}
+	slices.Sort(csvs)
+	slices.Sort(jsonls)
+	return csvs, jsonls, nil
+}
+
+// lastColumn is the last column of file's first record: the CSV header's
+// last name, or the last key of the first JSON object.
+func lastColumn(file string, jsonl bool) (string, error) {
 	b, err := os.ReadFile(file)
 	if err != nil {
 		return "", err
 	}
-	head, _, _ := strings.Cut(string(b), "\n")
-	cols := strings.Split(strings.TrimSpace(head), ",")
-	return cols[len(cols)-1], nil
+	if !jsonl {
+		head, _, _ := strings.Cut(string(b), "\n")
+		cols := strings.Split(strings.TrimSpace(head), ",")
+		return cols[len(cols)-1], nil
+	}
+	keys, err := model.JSONLColumns(bytes.NewReader(b))
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", filepath.Base(file), err)
+	}
+	return keys[len(keys)-1], nil
 }
 
 func intParam(hp map[string]string, key string, def int) (int, error) {
