@@ -22,12 +22,19 @@ serve: {image: kiln.local/tabular-server:1}
 triggers: {new_data: {debounce: 0s, min_rows: 1}}
 `
 
-// benchE2E times BENCH.md's e2e.drop_to_serving_s: the example data renamed
+// benchE2E times BENCH.md's e2e figures: the tabular example and the
+// PyTorch images example.
+//
+// benchE2ETabular times e2e.drop_to_serving_s: the example data renamed
 // into a drop folder until a new model answers on the endpoint, with each
 // phase (from the event log's timestamps) in the detail.
 func benchE2E(ctx context.Context, opt Options) []Figure {
+	return []Figure{benchE2ETabular(ctx, opt), benchE2EImages(ctx, opt)}
+}
+
+func benchE2ETabular(ctx context.Context, opt Options) Figure {
 	const name, unit, goal = "e2e.drop_to_serving_s", "s", "<= 2"
-	fail := func(why string) []Figure { return []Figure{unmeasured(name, unit, goal, why)} }
+	fail := func(why string) Figure { return unmeasured(name, unit, goal, why) }
 	addr := os.Getenv("KILN_TEST_CONTAINERD")
 	if addr == "" {
 		return fail("needs a containerd: run under .ci/with-containerd (make bench does)")
@@ -77,7 +84,7 @@ func benchE2E(ctx context.Context, opt Options) []Figure {
 		time.Sleep(20 * time.Millisecond)
 	}
 	total := time.Since(t0)
-	return []Figure{measured(name, total.Seconds(), unit, goal, phases(ctx, c, seq, t0)+", breast cancer CSV 569 rows, CPU-only")}
+	return measured(name, total.Seconds(), unit, goal, phases(ctx, c, seq, t0)+", breast cancer CSV 569 rows, CPU-only")
 }
 
 func lastSeq(ctx context.Context, c *apiclient.Client) (uint64, error) {
