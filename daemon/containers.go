@@ -48,6 +48,7 @@ func (c *containers) trainSpec(job pipeline.TrainJob) runtime.TrainSpec {
 		},
 		Workspace:       job.Workspace,
 		Channels:        job.Channels,
+		ContentType:     job.ContentType,
 		Hyperparameters: job.Hyperparameters,
 		JobName:         job.Env["TRAINING_JOB_NAME"],
 		RunID:           job.Run,

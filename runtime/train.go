@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -24,6 +25,10 @@ type TrainSpec struct {
 	// Channels maps a channel name ("train", "validation") to a host folder
 	// mounted read-only at /opt/ml/input/data/<name>.
 	Channels map[string]string
+	// ContentType is every channel's ContentType in inputdataconfig.json, as
+	// SageMaker names its data: text/csv (the default),
+	// application/jsonlines, application/x-image.
+	ContentType string
 	// Hyperparameters are written to hyperparameters.json (SageMaker passes
 	// every value as a string).
 	Hyperparameters map[string]string
@@ -80,7 +85,7 @@ func PrepareWorkspace(s *TrainSpec) error {
 		if st, err := os.Stat(src); err != nil || !st.IsDir() {
 			return fmt.Errorf("%w: channel %s: %s is not a folder", ErrBadSpec, ch, src)
 		}
-		idc[ch] = map[string]string{"ContentType": "text/csv", "TrainingInputMode": "File",
+		idc[ch] = map[string]string{"ContentType": cmp.Or(s.ContentType, "text/csv"), "TrainingInputMode": "File",
 			"S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}
 	}
 	rc := map[string]any{"current_host": "algo-1", "hosts": []string{"algo-1"},

@@ -37,6 +37,7 @@ type TrainJob struct {
 	Image           string // digest
 	Workspace       string // the run's host folder; the runtime builds /opt/ml in it
 	Channels        map[string]string
+	ContentType     string // the channels' SageMaker ContentType (contract.ContentType*)
 	Hyperparameters map[string]string
 	Env             map[string]string
 	Resources       Resources

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/kiln-edge/kiln/daemon/config"
+	"github.com/kiln-edge/kiln/daemon/contract"
 	"github.com/kiln-edge/kiln/daemon/crashpoint"
 	"github.com/kiln-edge/kiln/runtime"
 	"github.com/kiln-edge/kiln/storage"
@@ -367,12 +368,24 @@ func (c *controller) trainJob(ctx context.Context, spec *config.Pipeline, run st
 		Image:           image,
 		Workspace:       ws,
 		Channels:        channels,
+		ContentType:     channelContentType(spec.Data.Format),
 		Hyperparameters: hp,
 		Env:             map[string]string{"TRAINING_JOB_NAME": ctr, "KILN_RUN_ID": run.ID, "KILN_DATASET": strings.Join(run.Datasets, ",")},
 		Resources:       resources(spec.Train.Resources),
 		Timeout:         spec.Train.Timeout.Duration,
 		LogPath:         filepath.Join(ws, "train.log"),
 	}, nil
+}
+
+// channelContentType is how SageMaker names a format's channel data.
+func channelContentType(format string) string {
+	switch format {
+	case config.FormatJSONL:
+		return contract.ContentTypeJSONLines
+	case config.FormatImages:
+		return contract.ContentTypeImage
+	}
+	return contract.ContentTypeCSV
 }
 
 func resources(r config.Resources) Resources {
