@@ -10,6 +10,10 @@
 // Hyperparameters (hyperparameters.json, all strings): size (8): images are
 // resized to size x size grayscale before training.
 //
+// The model trains on the CPU; the trainer still reports how many GPUs the
+// container was given (metrics gpus_visible, and a log line), so a GPU
+// pipeline can check that kiln's CDI injection reached the container.
+//
 // Files whose extension is not .png, .jpg or .jpeg are skipped (kiln never
 // gives a trainer labels.csv, but a hand-made folder may hold notes); an
 // image that does not decode fails the run, naming the file.
@@ -38,6 +42,7 @@ import (
 
 func main() {
 	root := flag.String("ml-root", "/opt/ml", "root of the SageMaker layout (for local runs)")
+	dev := flag.String("dev", "/dev", "device folder to count GPUs in (for tests)")
 	flag.Parse()
 	if flag.Arg(0) != "train" {
 		fmt.Fprintf(os.Stderr, "usage: image-trainer train (got %q)\n", strings.Join(flag.Args(), " "))
@@ -47,12 +52,14 @@ func main() {
 	// end us with exit 2; say why we stop instead.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	os.Exit(run(ctx, *root))
+	os.Exit(run(ctx, *root, *dev))
 }
 
 // run trains and returns the exit code, writing output/failure on error.
-func run(ctx context.Context, root string) int {
-	met, err := train(ctx, root)
+func run(ctx context.Context, root, dev string) int {
+	n, how := gpusVisible(dev, os.Getenv("NVIDIA_VISIBLE_DEVICES"))
+	fmt.Printf("GPUs visible: %d (%s)\n", n, how)
+	met, err := train(ctx, root, n)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "train: "+err.Error())
 		_ = os.MkdirAll(filepath.Join(root, "output"), 0o755)
@@ -74,9 +81,10 @@ type Metrics struct {
 	Classes            int      `json:"classes"`
 	Size               int      `json:"size"`
 	Seconds            float64  `json:"seconds"`
+	GPUsVisible        int      `json:"gpus_visible"`
 }
 
-func train(ctx context.Context, root string) (Metrics, error) {
+func train(ctx context.Context, root string, gpus int) (Metrics, error) {
 	start := time.Now()
 	hp := map[string]string{}
 	if b, err := os.ReadFile(filepath.Join(root, "input", "config", "hyperparameters.json")); err == nil {
@@ -113,7 +121,7 @@ func train(ctx context.Context, root string) (Metrics, error) {
 		return Metrics{}, err
 	}
 	met := Metrics{TrainAccuracy: m.Accuracy(tr), TrainImages: len(tr), ValidationImages: len(va),
-		Classes: len(m.Classes), Size: size}
+		Classes: len(m.Classes), Size: size, GPUsVisible: gpus}
 	if len(va) > 0 {
 		a := m.Accuracy(va)
 		met.ValidationAccuracy = &a
@@ -126,6 +134,41 @@ func train(ctx context.Context, root string) (Metrics, error) {
 		return Metrics{}, err
 	}
 	return met, nil
+}
+
+// gpusVisible counts the GPUs given to the container and says how it
+// counted: the /dev/nvidia<N> device nodes, which CDI specs (nvidia-ctk's
+// and kiln's test spec) and the NVIDIA container runtime create one a GPU;
+// without any, the entries of NVIDIA_VISIBLE_DEVICES (env), unless it is
+// unset, "void" or "none". Nodes come first because nvidia-ctk's CDI specs
+// set NVIDIA_VISIBLE_DEVICES=void, which would count a real GPU as none.
+func gpusVisible(dev, env string) (int, string) {
+	var nodes []string
+	if es, err := os.ReadDir(dev); err == nil {
+		for _, e := range es {
+			if n, ok := strings.CutPrefix(e.Name(), "nvidia"); ok && n != "" && strings.Trim(n, "0123456789") == "" {
+				nodes = append(nodes, filepath.Join(dev, e.Name()))
+			}
+		}
+	}
+	desc := "NVIDIA_VISIBLE_DEVICES=" + env
+	if env == "" {
+		desc = "NVIDIA_VISIBLE_DEVICES unset"
+	}
+	if len(nodes) > 0 {
+		return len(nodes), strings.Join(nodes, " ") + "; " + desc
+	}
+	switch strings.TrimSpace(env) {
+	case "", "void", "none":
+		return 0, "no " + filepath.Join(dev, "nvidia<N>") + "; " + desc
+	}
+	n := 0
+	for _, f := range strings.Split(env, ",") {
+		if strings.TrimSpace(f) != "" {
+			n++
+		}
+	}
+	return n, "no " + filepath.Join(dev, "nvidia<N>") + "; " + desc
 }
 
 // imageExt are the extensions read; kiln's default validate.files list.

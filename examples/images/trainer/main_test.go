@@ -38,7 +38,7 @@ func TestTrainPredictsUnseenImages(t *testing.T) {
 	if _, err := imagedata.Write(filepath.Join(root, "input", "data", "validation"), classes, 10, 3, imagedata.Options{}); err != nil {
 		t.Fatal(err)
 	}
-	if code := run(context.Background(), root); code != 0 {
+	if code := run(context.Background(), root, filepath.Join(root, "dev")); code != 0 {
 		b, _ := os.ReadFile(filepath.Join(root, "output", "failure"))
 		t.Fatalf("exit %d: %s", code, b)
 	}
@@ -51,7 +51,8 @@ func TestTrainPredictsUnseenImages(t *testing.T) {
 		t.Fatal(err)
 	}
 	if met.TrainImages != 300 || met.ValidationImages != 50 || met.Classes != 5 || met.Size != 8 ||
-		met.ValidationAccuracy == nil || met.TrainAccuracy < 0.95 || *met.ValidationAccuracy < 0.95 {
+		met.ValidationAccuracy == nil || met.TrainAccuracy < 0.95 || *met.ValidationAccuracy < 0.95 ||
+		!strings.Contains(string(b), `"gpus_visible": 0`) {
 		t.Errorf("metrics.json = %s", b)
 	}
 	m, err := model.Load(filepath.Join(root, "model", "model.json"))
@@ -86,7 +87,7 @@ func TestTrainDeterministic(t *testing.T) {
 	var models [2]string
 	for i := range models {
 		root := layout(t, 20, 5, imagedata.Options{JPEG: true})
-		if code := run(context.Background(), root); code != 0 {
+		if code := run(context.Background(), root, filepath.Join(root, "dev")); code != 0 {
 			t.Fatalf("exit %d", code)
 		}
 		b, err := os.ReadFile(filepath.Join(root, "model", "model.json"))
@@ -136,7 +137,7 @@ func TestTrainFailures(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			root := layout(t, 3, 1, imagedata.Options{})
 			c.setup(t, root)
-			if code := run(context.Background(), root); code != 1 {
+			if code := run(context.Background(), root, filepath.Join(root, "dev")); code != 1 {
 				t.Fatalf("exit %d; want 1", code)
 			}
 			b, err := os.ReadFile(filepath.Join(root, "output", "failure"))
@@ -161,7 +162,7 @@ func TestTrainTenThousandImages(t *testing.T) {
 		t.Skip("writes and trains on 10,000 images")
 	}
 	root := layout(t, 2000, 9, imagedata.Options{Size: 16})
-	met, err := train(context.Background(), root)
+	met, err := train(context.Background(), root, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,5 +172,51 @@ func TestTrainTenThousandImages(t *testing.T) {
 	t.Logf("10,000 16x16 images trained in %.2fs", met.Seconds)
 	if met.Seconds > 20 {
 		t.Errorf("training took %.1fs; want seconds", met.Seconds)
+	}
+}
+
+// TestGPUsVisible: GPUs are counted by /dev/nvidia<N> nodes (not nvidiactl,
+// nvidia-uvm, nvidia-caps), else by NVIDIA_VISIBLE_DEVICES entries; "void"
+// and "none" mean no GPU; the count reaches metrics.json.
+func TestGPUsVisible(t *testing.T) {
+	empty := t.TempDir()
+	nodes := t.TempDir()
+	for _, n := range []string{"nvidia0", "nvidia3", "nvidiactl", "nvidia-uvm", "nvidia-caps", "nvidia", "null"} {
+		if err := os.WriteFile(filepath.Join(nodes, n), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	uuid := "GPU-0000a100-0000-4000-8000-000000000000"
+	for _, c := range []struct {
+		dev, env string
+		want     int
+	}{
+		{empty, "", 0},
+		{empty, "void", 0},
+		{empty, "none", 0},
+		{empty, uuid, 1},
+		{empty, "0,1", 2},
+		{empty, "all", 1}, // one entry: "all" names no count, and kiln never sets it
+		{nodes, "void", 2},
+		{nodes, "", 2},
+		{filepath.Join(empty, "missing"), uuid, 1},
+	} {
+		if n, how := gpusVisible(c.dev, c.env); n != c.want || !strings.Contains(how, "NVIDIA_VISIBLE_DEVICES") {
+			t.Errorf("gpusVisible(%s, %q) = %d, %q; want %d, saying what NVIDIA_VISIBLE_DEVICES was", c.dev, c.env, n, how, c.want)
+		}
+	}
+
+	root := layout(t, 10, 7, imagedata.Options{})
+	t.Setenv("NVIDIA_VISIBLE_DEVICES", uuid)
+	if code := run(context.Background(), root, empty); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	var met Metrics
+	b, err := os.ReadFile(filepath.Join(root, "output", "metrics.json"))
+	if err == nil {
+		err = json.Unmarshal(b, &met)
+	}
+	if err != nil || met.GPUsVisible != 1 {
+		t.Errorf("metrics.json with NVIDIA_VISIBLE_DEVICES=%s: %s, %v; want gpus_visible 1", uuid, b, err)
 	}
 }
