@@ -18,8 +18,9 @@ import (
 // options are what a demo run needs from its caller.
 type options struct {
 	bin        string // holds kilnd and kiln
-	images     string // holds tabular-trainer.tar and tabular-server.tar
+	images     string // holds tabular-trainer.tar and tabular-server.tar (and torch-digits.tar, for step 7)
 	data       string // the breast cancer CSV
+	digitsSpec string // examples/pipelines/digits.yaml, for step 7
 	out        string // where the accuracy charts go
 	containerd string // a containerd's socket (with-containerd's, private)
 	ui         bool   // keep kilnd and kiln ui running at the end, until SIGINT or SIGTERM

@@ -11,7 +11,11 @@
 //  5. a shift that hurts live and standby alike: a retraining run;
 //  6. the live model's lineage, the event timeline, and the accuracy
 //     picture as SVG and PNG files; the dashboard (`kiln ui`) on this
-//     state, checked and, with chromium, screenshotted.
+//     state, checked and, with chromium, screenshotted;
+//  7. images: the PyTorch digits (examples/torch) in two batch folders, a
+//     small CNN trained and scored by kilnd, PNG files predicted, a batch
+//     with a corrupt PNG quarantined; skipped, with one line saying so,
+//     when the images folder has no torch-digits.tar (make images-torch).
 //
 // With -ui (make demo UI=1) kilnd and `kiln ui` stay up at the end until
 // Ctrl-C, then everything is cleaned up as without it.
@@ -36,6 +40,7 @@ func main() {
 	flag.StringVar(&opt.bin, "bin", "bin", "folder holding kilnd and kiln (make build)")
 	flag.StringVar(&opt.images, "images", "bin/images", "folder holding the example image archives (make images)")
 	flag.StringVar(&opt.data, "data", "examples/tabular/data/breast_cancer.csv", "the breast cancer CSV")
+	flag.StringVar(&opt.digitsSpec, "digits-spec", "examples/pipelines/digits.yaml", "the PyTorch digits pipeline (step 7, when -images holds torch-digits.tar)")
 	flag.StringVar(&opt.out, "out", "bin/demo", "folder the accuracy charts and the dashboard's screenshots are written to")
 	flag.BoolVar(&opt.ui, "ui", false, "at the end, keep kilnd and kiln ui --listen 127.0.0.1:8400 running until Ctrl-C, then clean up")
 	flag.Parse()

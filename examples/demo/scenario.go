@@ -57,6 +57,14 @@ type report struct {
 	PNG     string
 	UIPages []string // the dashboard's pages that showed what they should
 	UIShots []string // their screenshots, when chromium is installed
+
+	// Step 7, the PyTorch digits; DigitsSkipped says why it did not run.
+	DigitsSkipped                   string
+	DigitsLive                      string
+	DigitsAccuracy                  float64 // kilnd's, on the holdout images
+	DigitsHoldout                   int
+	DigitsPredicted, DigitsTruth    []string
+	DigitsQuarantined, DigitsReason string // the corrupt batch's state and reason
 }
 
 // demo is one run of the scenario on a box.
@@ -71,14 +79,14 @@ type demo struct {
 func (d *demo) say(format string, args ...any) { fmt.Fprintf(d.out, "  "+format+"\n", args...) }
 
 func (d *demo) step(n int, title string) {
-	fmt.Fprintf(d.out, "\n[%d/6 at %4.1fs] %s\n", n, time.Since(d.b.t0).Seconds(), title)
+	fmt.Fprintf(d.out, "\n[%d/7 at %4.1fs] %s\n", n, time.Since(d.b.t0).Seconds(), title)
 }
 
-// runScenario runs the six steps on a started box, stopping at the first
+// runScenario runs the seven steps on a started box, stopping at the first
 // that did not happen.
 func runScenario(ctx context.Context, b *box, data cancer, out io.Writer) (report, error) {
 	d := &demo{b: b, data: data, out: out}
-	for _, s := range []func(context.Context) error{d.first, d.schemaError, d.corrupted, d.rollback, d.drift, d.story} {
+	for _, s := range []func(context.Context) error{d.first, d.schemaError, d.corrupted, d.rollback, d.drift, d.story, d.digits} {
 		if err := s(ctx); err != nil {
 			return d.rep, err
 		}
