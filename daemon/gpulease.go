@@ -5,6 +5,7 @@ import (
 	"errors"
 	"sync"
 
+	"github.com/kiln-edge/kiln/daemon/pipeline"
 	"github.com/kiln-edge/kiln/gpu"
 	"github.com/kiln-edge/kiln/storage"
 )
@@ -18,8 +19,9 @@ type gpuLeaser struct {
 }
 
 // Lease places count GPUs with minFree bytes free for run and records the
-// leases; it returns their CDI names, or why they cannot be had now.
-func (l *gpuLeaser) Lease(ctx context.Context, pipeline, run string, count int, minFree int64) ([]string, error) {
+// leases; it returns their UUIDs and CDI names, or why they cannot be had
+// now.
+func (l *gpuLeaser) Lease(ctx context.Context, pipe, run string, count int, minFree int64) ([]pipeline.LeasedGPU, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var leases []gpu.Lease
@@ -52,28 +54,28 @@ func (l *gpuLeaser) Lease(ctx context.Context, pipeline, run string, count int, 
 	}
 	err = l.store.Update(ctx, func(tx *storage.Tx) error {
 		for _, u := range uuids {
-			if err := tx.PutLease(storage.Lease{GPU: u, Run: run, Pipeline: pipeline}); err != nil {
+			if err := tx.PutLease(storage.Lease{GPU: u, Run: run, Pipeline: pipe}); err != nil {
 				return err
 			}
 		}
-		_, err := tx.Append(storage.Event{Actor: actorKilnd, Kind: "gpu.leased", Pipeline: pipeline, Refs: append([]string{run}, uuids...)})
+		_, err := tx.Append(storage.Event{Actor: actorKilnd, Kind: "gpu.leased", Pipeline: pipe, Refs: append([]string{run}, uuids...)})
 		return err
 	})
 	if err != nil {
 		return nil, err
 	}
-	names := make([]string, 0, len(uuids))
+	leased := make([]pipeline.LeasedGPU, 0, len(uuids))
 	for _, u := range uuids {
 		for _, d := range snap.Devices {
 			if d.UUID == u {
-				names = append(names, d.CDIName())
+				leased = append(leased, pipeline.LeasedGPU{UUID: u, CDIName: d.CDIName()})
 			}
 		}
 	}
-	if len(names) != len(uuids) {
+	if len(leased) != len(uuids) {
 		return nil, errors.New("placed GPUs vanished from the inventory")
 	}
-	return names, nil
+	return leased, nil
 }
 
 // Release drops every lease run holds.

@@ -134,11 +134,17 @@ type Endpoints interface {
 	Close(pipeline string) error
 }
 
+// LeasedGPU is one GPU leased to a run.
+type LeasedGPU struct {
+	UUID    string // recorded on the run: which GPU it trained on
+	CDIName string // injected into the container, e.g. nvidia.com/gpu=0
+}
+
 // GPUs leases GPUs to runs; the lease is persisted by the implementation.
 type GPUs interface {
-	// Lease returns the CDI names of count GPUs with minFree bytes free,
-	// leased to run, or an error saying why not (the run then waits).
-	Lease(ctx context.Context, pipeline, run string, count int, minFree int64) ([]string, error)
+	// Lease returns count GPUs with minFree bytes free, leased to run, or
+	// an error saying why not (the run then waits).
+	Lease(ctx context.Context, pipeline, run string, count int, minFree int64) ([]LeasedGPU, error)
 	// Release drops run's leases.
 	Release(ctx context.Context, run string) error
 }

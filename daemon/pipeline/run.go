@@ -474,13 +474,20 @@ func (c *controller) dataset(id string) (d storage.Dataset, err error) {
 }
 
 // waitForGPUs leases the GPUs the spec asks for, waiting (queued, with the
-// reason on the run) while none fit.
+// reason on the run) while none fit. It returns their CDI names and records
+// their UUIDs on the run (lineage names the GPU, not its index, which a
+// reboot or a swapped card can give another GPU).
 func (c *controller) waitForGPUs(ctx context.Context, spec *config.Pipeline, run *storage.Run) ([]string, error) {
 	lastReason := ""
 	for {
-		names, err := c.deps.GPUs.Lease(ctx, c.name, run.ID, spec.Train.GPUs.Count, int64(spec.Train.GPUs.MinFree))
+		leased, err := c.deps.GPUs.Lease(ctx, c.name, run.ID, spec.Train.GPUs.Count, int64(spec.Train.GPUs.MinFree))
 		if err == nil {
-			run.GPU = strings.Join(names, ",")
+			names := make([]string, len(leased))
+			uuids := make([]string, len(leased))
+			for i, g := range leased {
+				names[i], uuids[i] = g.CDIName, g.UUID
+			}
+			run.GPU = strings.Join(uuids, ",")
 			return names, nil
 		}
 		if why := err.Error(); why != lastReason {

@@ -515,7 +515,7 @@ type NoGPUs struct{}
 
 var _ pipeline.GPUs = NoGPUs{}
 
-func (NoGPUs) Lease(context.Context, string, string, int, int64) ([]string, error) {
+func (NoGPUs) Lease(context.Context, string, string, int, int64) ([]pipeline.LeasedGPU, error) {
 	return nil, errors.New("no NVIDIA driver: CPU-only")
 }
 
