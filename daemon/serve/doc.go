@@ -45,10 +45,14 @@
 // backend client cost about 42 us of CPU per request and reached ~0.7x
 // nginx, with the time in net/http's per-request background-read goroutine,
 // deadline churn and Request/Header allocations; this one costs about 21 us
-// per request (nginx: about 16), two thirds of it in the four unavoidable
-// socket syscalls. A client connection is one goroutine that reads the
-// request head into per-connection scratch and forwards the header lines as
-// they came, so the common path allocates nothing. The backend side is a
+// per request (nginx: about 16), two thirds of it in socket syscalls. A
+// client connection is one goroutine that reads the request head into
+// per-connection scratch and forwards the header lines as they came, so the
+// common path allocates nothing. A request that comes whole costs four
+// socket syscalls, as in nginx: read it, writev head and body to the
+// backend, read the answer, write it. net.Conn's reads would add one that
+// finds nothing before each wait (for the answer, for the next request);
+// rawio.go waits first where that is safe. The backend side is a
 // keep-alive pool per route (Options.MaxIdleConns, default 64, for 32+
 // concurrent clients) over the Backend's DialContext; the response head is
 // parsed just enough to frame the body and rebuilt for the client.

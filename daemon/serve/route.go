@@ -10,9 +10,11 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -89,9 +91,75 @@ func (r *route) closeIdle() {
 
 // bconn is one keep-alive connection to a backend.
 type bconn struct {
-	c  net.Conn
-	br *bufio.Reader
-	bw *bufio.Writer
+	c    net.Conn
+	rc   syscall.RawConn // nil when c has none
+	src  rawSrc          // br's source
+	br   *bufio.Reader
+	head []byte // the request head being sent
+
+	// send's state, kept here so that its callback is made once per
+	// connection rather than once per request
+	onRead     func(fd uintptr) bool
+	iov        [2][]byte
+	unsent     [][]byte
+	wrote      bool
+	werr, rerr error
+}
+
+func newBconn(nc net.Conn) *bconn {
+	c := &bconn{c: nc, rc: rawConn(nc), src: rawSrc{c: nc, fd: -1}}
+	c.br = bufio.NewReaderSize(&c.src, 8<<10)
+	c.onRead = c.writeThenWait
+	return c
+}
+
+// send writes the request (c.head, then body) and, when it can, waits for
+// the first bytes of the answer without a wasted read: the wait begins
+// before the write, inside RawConn.Read (see rawio.go). A socket too full
+// to take the request at once, or a connection without a RawConn, goes
+// through net.Conn. A failed write reports werr, a failed wait rerr.
+func (c *bconn) send(body []byte) (werr, rerr error) {
+	c.iov = [2][]byte{c.head, body}
+	c.unsent = c.iov[:]
+	if c.rc == nil || c.br.Buffered() > 0 {
+		_, werr = (*net.Buffers)(&c.unsent).WriteTo(c.c)
+		c.iov, c.unsent = [2][]byte{}, nil
+		return werr, nil
+	}
+	c.wrote, c.werr, c.rerr = false, nil, nil
+	err := c.rc.Read(c.onRead)
+	werr, rerr = c.werr, c.rerr
+	c.werr, c.rerr = nil, nil
+	switch {
+	case werr == syscall.EAGAIN: // the socket is full: net.Conn waits for room
+		_, werr = (*net.Buffers)(&c.unsent).WriteTo(c.c)
+		rerr = nil
+	case werr != nil:
+		werr = os.NewSyscallError("writev", werr)
+	case err != nil:
+		rerr = err
+	}
+	c.iov, c.unsent = [2][]byte{}, nil // the body is the client's buffer: do not hold on to it
+	return werr, rerr
+}
+
+// writeThenWait is send's RawConn.Read callback: called first, it writes
+// the request and asks to wait; called again once the socket is readable,
+// it reads the start of the answer into br.
+func (c *bconn) writeThenWait(fd uintptr) bool {
+	if !c.wrote {
+		c.wrote = true
+		c.unsent, c.werr = writeAll(int(fd), c.unsent)
+		return c.werr != nil
+	}
+	c.src.fd = int(fd)
+	_, err := c.br.Peek(1)
+	c.src.fd = -1
+	if errors.Is(err, errWouldBlock) {
+		return false // woken with nothing to read
+	}
+	c.rerr = err
+	return true
 }
 
 // get pops the most recently used idle connection (reused=true), or dials.
@@ -111,7 +179,7 @@ func (r *route) get(ctx context.Context, fresh bool) (c *bconn, reused bool, err
 	if err != nil {
 		return nil, false, fmt.Errorf("dial: %w", err)
 	}
-	return &bconn{c: nc, br: bufio.NewReaderSize(nc, 8<<10), bw: bufio.NewWriterSize(nc, 8<<10)}, false, nil
+	return newBconn(nc), false, nil
 }
 
 // put hands a connection whose exchange ended cleanly back to the pool.
@@ -179,12 +247,11 @@ func (r *route) roundTrip(c *bconn, x *exchange) (keep bool, err error) {
 	if err := c.c.SetDeadline(x.deadline); err != nil {
 		return false, fmt.Errorf("set deadline: %w", err)
 	}
-	writeRequestHead(c.bw, cl)
-	if _, err := c.bw.Write(cl.body); err != nil {
-		return false, fmt.Errorf("send request: %w", err)
-	}
-	if err := c.bw.Flush(); err != nil {
-		return false, fmt.Errorf("send request: %w", err)
+	c.head = appendRequestHead(c.head[:0], cl)
+	if werr, rerr := c.send(cl.body); werr != nil {
+		return false, fmt.Errorf("send request: %w", werr)
+	} else if rerr != nil {
+		return false, fmt.Errorf("read response: %w", rerr)
 	}
 	var hd respHead
 	for {
@@ -339,32 +406,31 @@ func (x *exchange) copyStream(src io.Reader, via *bufio.Reader, rechunk bool) er
 	}
 }
 
-// writeRequestHead writes the request line, Host, the client's forwarded
+// appendRequestHead appends the request line, Host, the client's forwarded
 // header lines as they came, the request id and kiln's own Content-Length.
-func writeRequestHead(bw *bufio.Writer, cl *conn) {
+func appendRequestHead(b []byte, cl *conn) []byte {
 	req, h := &cl.req, cl.head
-	_, _ = bw.Write(h[req.method.a:req.method.b]) // bufio errors are sticky: Flush reports them
-	_ = bw.WriteByte(' ')
-	_, _ = bw.Write(h[req.target.a:req.target.b])
-	_, _ = bw.WriteString(" HTTP/1.1\r\nHost: ")
+	b = append(b, h[req.method.a:req.method.b]...)
+	b = append(b, ' ')
+	b = append(b, h[req.target.a:req.target.b]...)
+	b = append(b, " HTTP/1.1\r\nHost: "...)
 	if req.host.b > req.host.a {
-		_, _ = bw.Write(h[req.host.a:req.host.b])
+		b = append(b, h[req.host.a:req.host.b]...)
 	} else {
-		_, _ = bw.WriteString("localhost")
+		b = append(b, "localhost"...)
 	}
 	for _, s := range req.fwd {
-		_, _ = bw.WriteString("\r\n")
-		_, _ = bw.Write(h[s.a:s.b])
+		b = append(b, "\r\n"...)
+		b = append(b, h[s.a:s.b]...)
 	}
-	_, _ = bw.WriteString("\r\n" + hdrRequestID + ": ")
-	_, _ = bw.Write(req.id)
+	b = append(b, "\r\n"+hdrRequestID+": "...)
+	b = append(b, req.id...)
 	m := string(h[req.method.a:req.method.b])
 	if n := len(cl.body); n > 0 || m == http.MethodPost || m == http.MethodPut || m == http.MethodPatch {
-		var b [20]byte
-		_, _ = bw.WriteString("\r\nContent-Length: ")
-		_, _ = bw.Write(strconv.AppendInt(b[:0], int64(n), 10))
+		b = append(b, "\r\nContent-Length: "...)
+		b = strconv.AppendInt(b, int64(n), 10)
 	}
-	_, _ = bw.WriteString("\r\n\r\n")
+	return append(b, "\r\n\r\n"...)
 }
 
 type respHead struct {

@@ -56,6 +56,12 @@ type conn struct {
 	bw    *bufio.Writer
 	state atomic.Int32
 
+	// The fast path's state (rawio.go): br reads through src; step is the
+	// RawConn.Read callback, made once per connection.
+	src          rawSrc
+	step         func(fd uintptr) bool
+	slow, closed bool // how the last step ended: a request for the blocking path, or the end
+
 	req   request
 	head  []byte // the request head, copied out of br
 	body  []byte
@@ -97,7 +103,9 @@ func (e *Endpoint) Serve(l net.Listener) error {
 			continue
 		}
 		delay = 0
-		c := &conn{e: e, c: nc, br: bufio.NewReaderSize(nc, lineBufBytes), bw: bufio.NewWriterSize(nc, 4<<10)}
+		c := &conn{e: e, c: nc, src: rawSrc{c: nc, fd: -1}, bw: bufio.NewWriterSize(nc, 4<<10)}
+		c.br = bufio.NewReaderSize(&c.src, lineBufBytes)
+		c.step = c.serveRaw
 		e.mu.Lock()
 		if e.closing.Load() {
 			e.mu.Unlock()
@@ -120,30 +128,108 @@ func (c *conn) serve() {
 		e.mu.Unlock()
 		e.connWG.Done()
 	}()
+	rc := rawConn(c.c)
 	for {
-		if c.br.Buffered() == 0 {
-			wait := idleTimeout
-			if e.closing.Load() {
-				wait = idleCloseGrace // Shutdown began: only a request already on its way
+		if rc != nil {
+			// Whole requests are served inside RawConn.Read (rawio.go).
+			c.slow, c.closed = false, false
+			if !c.idleDeadline() {
+				return
 			}
-			if err := c.c.SetReadDeadline(time.Now().Add(wait)); err != nil {
+			if err := rc.Read(c.step); err != nil || c.closed {
+				return
+			}
+			// c.slow: a request that did not fit the fast path, served below.
+		} else if c.br.Buffered() == 0 {
+			if !c.idleDeadline() {
 				return
 			}
 			if _, err := c.br.Peek(1); err != nil {
 				return
 			}
 		}
-		if !c.state.CompareAndSwap(connIdle, connActive) {
-			return // Shutdown closed it while idle
-		}
-		if !c.serveOne() || e.closing.Load() {
-			return
-		}
-		c.state.Store(connIdle)
-		if e.closing.Load() && c.state.CompareAndSwap(connIdle, connClosed) {
+		if !c.serveNext() {
 			return
 		}
 	}
+}
+
+// idleDeadline sets the read deadline of a connection waiting for a
+// request; false when the connection is done.
+func (c *conn) idleDeadline() bool {
+	wait := idleTimeout
+	if c.e.closing.Load() {
+		wait = idleCloseGrace // Shutdown began: only a request already on its way
+	}
+	return c.c.SetReadDeadline(time.Now().Add(wait)) == nil
+}
+
+// serveNext serves the request that has begun to arrive; false closes the
+// connection.
+func (c *conn) serveNext() bool {
+	e := c.e
+	if !c.state.CompareAndSwap(connIdle, connActive) {
+		return false // Shutdown closed it while idle
+	}
+	if !c.serveOne() || e.closing.Load() {
+		return false
+	}
+	c.state.Store(connIdle)
+	return !(e.closing.Load() && c.state.CompareAndSwap(connIdle, connClosed))
+}
+
+// serveRaw is the connection's RawConn.Read callback (rawio.go): it is
+// called at once and then each time the socket has become readable, reads
+// with read(2), serves each whole request it finds, and asks to wait
+// (false) after a read that emptied the socket, with no read to find that
+// out again. It returns true to leave: c.closed when the connection is
+// done, c.slow for a request the blocking path must serve (a head or body
+// larger than br's buffer).
+func (c *conn) serveRaw(fd uintptr) bool {
+	c.src.fd = int(fd)
+	woke := true // the socket may have something: this call is the first, or after an edge
+	for {
+		if n := c.br.Buffered(); n == 0 || !requestWhole(peekAll(c.br)) {
+			if n == c.br.Size() {
+				c.slow = true
+				break
+			}
+			if c.src.drained && !woke {
+				if n > 0 {
+					// Part of a request (or one the guess cannot frame):
+					// the blocking path reads the rest, or refuses it.
+					c.slow = true
+					break
+				}
+				if !c.idleDeadline() {
+					c.closed = true
+					break
+				}
+				c.src.fd = -1
+				return false // wait for the next request
+			}
+			woke = false
+			if _, err := c.br.Peek(n + 1); err != nil && !errors.Is(err, errWouldBlock) {
+				c.closed = true // the client closed, or the read failed
+				break
+			}
+			continue
+		}
+		// A whole request: the parser reads it from br alone (a read that
+		// would block fails it, which requestWhole's fuzz test rules out).
+		if !c.serveNext() {
+			c.closed = true
+			break
+		}
+	}
+	c.src.fd = -1
+	return true
+}
+
+// peekAll is br's buffered bytes, unread.
+func peekAll(br *bufio.Reader) []byte {
+	b, _ := br.Peek(br.Buffered())
+	return b
 }
 
 // serveOne reads, proxies and answers one request; false closes the
