@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -56,9 +58,91 @@ func (c ctxReader) Read(p []byte) (int, error) {
 // visible only once complete and durable (temp file, fsync, rename, dir
 // fsync); a blob already present is kept and the copy discarded.
 func (s *Store) PutBlob(ctx context.Context, r io.Reader) (BlobRef, error) {
+	ref, dir, err := s.putBlob(ctx, r)
+	if err != nil {
+		return BlobRef{}, err
+	}
+	return ref, syncDir(dir)
+}
+
+// BlobBatch puts many blobs whose names are made durable together: each blob's content is
+// fsynced as it is put, as PutBlob does, but the folders naming them are fsynced once each,
+// by Sync, instead of once a blob. A record may name a blob of the batch only once Sync has
+// returned nil: before that a crash may lose the blob's name (its content then lies in no
+// folder, or in the temp folder, which Reconcile sweeps). Put may be called from several
+// goroutines at once; Sync after every Put has returned.
+type BlobBatch struct {
+	s    *Store
+	mu   sync.Mutex
+	dirs map[string]struct{} // folders holding names not yet fsynced
+}
+
+// NewBlobBatch starts a batch of blobs (see BlobBatch).
+func (s *Store) NewBlobBatch() *BlobBatch {
+	return &BlobBatch{s: s, dirs: map[string]struct{}{}}
+}
+
+// Put stores r as PutBlob does, leaving the fsync of its folder to Sync.
+func (b *BlobBatch) Put(ctx context.Context, r io.Reader) (BlobRef, error) {
+	ref, dir, err := b.s.putBlob(ctx, r)
+	if err != nil {
+		return BlobRef{}, err
+	}
+	b.mu.Lock()
+	b.dirs[dir] = struct{}{}
+	b.mu.Unlock()
+	return ref, nil
+}
+
+// syncAtOnce is how many folders Sync fsyncs at once: concurrent fsyncs share the
+// filesystem journal's commits.
+const syncAtOnce = 16
+
+// Sync makes the names of every blob put so far durable: one fsync of each folder holding
+// one (at most the 256 of blobs/sha256/), several at once.
+func (b *BlobBatch) Sync(ctx context.Context) error {
+	b.mu.Lock()
+	dirs := make([]string, 0, len(b.dirs))
+	for d := range b.dirs {
+		dirs = append(dirs, d)
+	}
+	clear(b.dirs)
+	b.mu.Unlock()
+	errs := make([]error, len(dirs))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, syncAtOnce)
+	for i, d := range dirs {
+		if err := ctx.Err(); err != nil {
+			errs[i] = err
+			break
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			errs[i] = syncDir(d)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		// Not known to be durable: a later Sync must try these again.
+		b.mu.Lock()
+		for _, d := range dirs {
+			b.dirs[d] = struct{}{}
+		}
+		b.mu.Unlock()
+		return fmt.Errorf("put blobs: %w", err)
+	}
+	return nil
+}
+
+// putBlob stores r durably under its digest's name and returns the folder whose fsync makes
+// that name durable: the caller's to do. That is also so when the blob was there already:
+// whoever renamed it in may not have fsynced the folder yet.
+func (s *Store) putBlob(ctx context.Context, r io.Reader) (BlobRef, string, error) {
 	tmp, err := os.CreateTemp(filepath.Join(s.blobs, "tmp"), "put-*")
 	if err != nil {
-		return BlobRef{}, fmt.Errorf("put blob: %w", err)
+		return BlobRef{}, "", fmt.Errorf("put blob: %w", err)
 	}
 	ok := false
 	defer func() {
@@ -70,18 +154,34 @@ func (s *Store) PutBlob(ctx context.Context, r io.Reader) (BlobRef, error) {
 		}
 	}()
 	h := sha256.New()
-	n, err := io.CopyBuffer(io.MultiWriter(tmp, h), ctxReader{ctx, r}, make([]byte, 256<<10))
-	if err != nil {
-		return BlobRef{}, fmt.Errorf("put blob: write %s: %w", tmp.Name(), err)
+	var n int64
+	if br, isBytes := r.(*bytes.Reader); isBytes && br.Len() <= smallBlob {
+		// Small blobs (most of a batch of images) in one write, with no copy buffer.
+		buf := make([]byte, br.Len())
+		_, _ = br.Read(buf) // a bytes.Reader reads all it holds
+		if err := ctx.Err(); err != nil {
+			return BlobRef{}, "", err
+		}
+		h.Write(buf)
+		m, err := tmp.Write(buf)
+		if err != nil {
+			return BlobRef{}, "", fmt.Errorf("put blob: write %s: %w", tmp.Name(), err)
+		}
+		n = int64(m)
+	} else {
+		n, err = io.CopyBuffer(io.MultiWriter(tmp, h), ctxReader{ctx, r}, make([]byte, 256<<10))
+		if err != nil {
+			return BlobRef{}, "", fmt.Errorf("put blob: write %s: %w", tmp.Name(), err)
+		}
 	}
 	if err := tmp.Chmod(0o444); err != nil {
-		return BlobRef{}, fmt.Errorf("put blob: %w", err)
+		return BlobRef{}, "", fmt.Errorf("put blob: %w", err)
 	}
 	if err := tmp.Sync(); err != nil {
-		return BlobRef{}, fmt.Errorf("put blob: fsync %s: %w", tmp.Name(), err)
+		return BlobRef{}, "", fmt.Errorf("put blob: fsync %s: %w", tmp.Name(), err)
 	}
 	if err := tmp.Close(); err != nil {
-		return BlobRef{}, fmt.Errorf("put blob: close %s: %w", tmp.Name(), err)
+		return BlobRef{}, "", fmt.Errorf("put blob: close %s: %w", tmp.Name(), err)
 	}
 	ref := BlobRef{Digest: digestPrefix + hex.EncodeToString(h.Sum(nil)), Size: n}
 	final, _ := s.BlobPath(ref.Digest)
@@ -91,29 +191,29 @@ func (s *Store) PutBlob(ctx context.Context, r io.Reader) (BlobRef, error) {
 		// to name this blob again.
 		now := time.Now()
 		if err := os.Chtimes(final, now, now); err != nil {
-			return BlobRef{}, fmt.Errorf("put blob: refresh mtime of %s: %w", final, err)
+			return BlobRef{}, "", fmt.Errorf("put blob: refresh mtime of %s: %w", final, err)
 		}
 		_ = os.Remove(tmp.Name()) // a leftover duplicate is swept by Reconcile
 		ok = true
-		return ref, nil
+		return ref, dir, nil
 	}
 	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
 		if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
-			return BlobRef{}, fmt.Errorf("put blob: %w", err)
+			return BlobRef{}, "", fmt.Errorf("put blob: %w", err)
 		}
 		if err := syncDir(filepath.Dir(dir)); err != nil {
-			return BlobRef{}, err
+			return BlobRef{}, "", err
 		}
 	}
 	if err := os.Rename(tmp.Name(), final); err != nil {
-		return BlobRef{}, fmt.Errorf("put blob: %w", err)
+		return BlobRef{}, "", fmt.Errorf("put blob: %w", err)
 	}
 	ok = true
-	if err := syncDir(dir); err != nil {
-		return BlobRef{}, err
-	}
-	return ref, nil
+	return ref, dir, nil
 }
+
+// smallBlob is the size up to which a blob given as a bytes.Reader is written in one piece.
+const smallBlob = 1 << 20
 
 func syncDir(dir string) error {
 	d, err := os.Open(dir)

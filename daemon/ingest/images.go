@@ -65,6 +65,7 @@ type imageBatch struct {
 	rules     *config.Validation
 	exts      []string
 
+	files    []imageFile // examined by parseAt, not recorded yet (see merge)
 	images   []imageInfo
 	others   []string          // files of a wrong extension (not decoded)
 	listed   map[string]string // labels.csv: path -> class
@@ -90,6 +91,7 @@ func newImageBatch(spec *config.Pipeline, kind storage.DatasetKind, batch string
 		b.exts = f.Extensions
 	}
 	b.labelsCSV = slices.ContainsFunc(ents, func(e entry) bool { return e.rel == LabelsCSV })
+	b.files = make([]imageFile, len(ents))
 	return b
 }
 
@@ -110,36 +112,93 @@ func (b *imageBatch) fail(rule, rel string, line int64, observed, allowed string
 	b.violations = append(b.violations, v)
 }
 
-// parseWhole takes one file of the batch from the bytes just stored: labels.csv is parsed,
-// an image decoded in full, measured and split by the hash of its bytes.
-func (b *imageBatch) parseWhole(rel string, data []byte) error {
+// imageFile is what examining one file of the batch found, before it is recorded in the
+// batch: files are examined concurrently, then recorded in the batch's file order, so which
+// file a reason names never depends on which goroutine finished first.
+type imageFile struct {
+	examined bool
+	labels   []byte // labels.csv's content, parsed when recorded
+	other    bool   // a file of another extension: not decoded
+	info     imageInfo
+	classBad bool // the class folder's name cannot be a class's
+	badClass string
+	format   string
+	err      error // the decoder's
+}
+
+// examine hashes, decodes and measures one file of the batch. It reads only what
+// newImageBatch set, so any number of files may be examined at once.
+func (b *imageBatch) examine(rel string, data []byte) imageFile {
+	f := imageFile{examined: true}
 	if b.labelsCSV && rel == LabelsCSV {
-		b.parseLabels(data)
-		return nil
+		f.labels = data
+		return f
 	}
 	ext := strings.ToLower(filepath.Ext(rel))
 	if !slices.ContainsFunc(b.exts, func(e string) bool { return strings.EqualFold(e, ext) }) {
-		b.others = append(b.others, rel)
-		b.fail("files.extensions", rel, 0, strconv.Quote(filepath.Ext(rel)), strings.Join(b.exts, ", "))
-		return nil
+		f.other, f.info.path = true, rel
+		return f
 	}
-	info := imageInfo{path: rel, size: int64(len(data))}
-	info.holdout = heldOut(xxh64(data, b.seed), b.fraction)
+	f.info = imageInfo{path: rel, size: int64(len(data))}
+	f.info.holdout = heldOut(xxh64(data, b.seed), b.fraction)
 	if !b.labelsCSV {
 		if class, _, ok := strings.Cut(rel, "/"); ok && config.ClassName(class) {
-			info.label = class
+			f.info.label = class
 		} else if ok {
-			b.fail(RuleImageLayout, rel, 0, "the class folder "+clipValue(class), "a folder name with no control characters")
+			f.badClass, f.classBad = class, true
 		}
 	}
 	img, format, err := decodeImage(ext, data)
-	if err != nil {
-		b.fail(RuleImageDecode, rel, 0, fmt.Sprintf("not a decodable %s: %v", format, err), "a complete "+format+" image of at most 64 megapixels")
-	} else {
-		info.decoded, info.stats = true, imageStats(img)
+	f.format, f.err = format, err
+	if err == nil {
+		f.info.decoded, f.info.stats = true, imageStats(img)
 	}
-	b.images = append(b.images, info)
+	return f
+}
+
+// record adds an examined file to the batch.
+func (b *imageBatch) record(f *imageFile) {
+	rel := f.info.path
+	switch {
+	case f.labels != nil:
+		b.parseLabels(f.labels)
+		return
+	case f.other:
+		b.others = append(b.others, rel)
+		b.fail("files.extensions", rel, 0, strconv.Quote(filepath.Ext(rel)), strings.Join(b.exts, ", "))
+		return
+	}
+	if f.classBad {
+		b.fail(RuleImageLayout, rel, 0, "the class folder "+clipValue(f.badClass), "a folder name with no control characters")
+	}
+	if f.err != nil {
+		b.fail(RuleImageDecode, rel, 0, fmt.Sprintf("not a decodable %s: %v", f.format, f.err), "a complete "+f.format+" image of at most 64 megapixels")
+	}
+	b.images = append(b.images, f.info)
+}
+
+// parseWhole takes one file of the batch from the bytes just stored: labels.csv is parsed,
+// an image decoded in full, measured and split by the hash of its bytes.
+func (b *imageBatch) parseWhole(rel string, data []byte) error {
+	f := b.examine(rel, data)
+	b.record(&f)
 	return nil
+}
+
+// parseAt is parseWhole for the i-th file of the batch, safe to call for different files
+// at once; merge records the files in order once all are in.
+func (b *imageBatch) parseAt(i int, rel string, data []byte) {
+	b.files[i] = b.examine(rel, data)
+}
+
+// merge records the files parseAt examined, in the batch's order.
+func (b *imageBatch) merge() {
+	for i := range b.files {
+		if b.files[i].examined {
+			b.record(&b.files[i])
+		}
+	}
+	b.files = nil
 }
 
 // parse is parseWhole for a caller with a reader (copyFile hands images over whole).

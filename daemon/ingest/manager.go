@@ -24,6 +24,7 @@ import (
 // Store is what ingest needs of the lineage store (storage.Store implements it).
 type Store interface {
 	PutBlob(ctx context.Context, r io.Reader) (storage.BlobRef, error)
+	NewBlobBatch() *storage.BlobBatch
 	OpenBlob(ref storage.BlobRef) (*os.File, error)
 	Update(ctx context.Context, fn func(*storage.Tx) error) error
 	View(fn func(*storage.Tx) error) error

@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -62,16 +64,117 @@ func (m *Manager) read(ctx context.Context, j *job, ents []entry) (*batchRead, t
 			b.holdout.abort()
 		}
 	}()
-	for _, e := range ents {
-		ref, retry, err := m.readFile(ctx, e, p)
-		if err != nil || retry > 0 {
-			return nil, retry, err
+	if b.tab != nil {
+		// Rows are parsed in file order: the first file's header and types rule the rest.
+		for _, e := range ents {
+			ref, retry, err := m.readFile(ctx, m.opt.Store, e, p)
+			if err != nil || retry > 0 {
+				return nil, retry, err
+			}
+			b.add(e, ref)
 		}
-		b.files = append(b.files, ManifestFile{Path: e.rel, Digest: ref.Digest, Size: ref.Size})
-		b.refs = append(b.refs, storage.FileRef{Path: e.rel, Blob: ref})
+		ok = true
+		return b, 0, nil
+	}
+	refs, retry, err := m.readAll(ctx, ents, b.img)
+	if err != nil || retry > 0 {
+		return nil, retry, err
+	}
+	for i, e := range ents {
+		b.add(e, refs[i])
+	}
+	if b.img != nil {
+		b.img.merge()
 	}
 	ok = true
 	return b, 0, nil
+}
+
+func (b *batchRead) add(e entry, ref storage.BlobRef) {
+	b.files = append(b.files, ManifestFile{Path: e.rel, Digest: ref.Digest, Size: ref.Size})
+	b.refs = append(b.refs, storage.FileRef{Path: e.rel, Blob: ref})
+}
+
+// blobPutter stores a blob: the store itself (durable at once), or a batch of blobs
+// (durable once the batch is synced).
+type blobPutter interface {
+	PutBlob(ctx context.Context, r io.Reader) (storage.BlobRef, error)
+}
+
+// blobBatch is storage.BlobBatch as a blobPutter.
+type blobBatch struct{ *storage.BlobBatch }
+
+func (b blobBatch) PutBlob(ctx context.Context, r io.Reader) (storage.BlobRef, error) {
+	return b.Put(ctx, r)
+}
+
+// filesAtOnce is how many files of one images or files batch are read at once. Such files
+// are mostly small and each costs a blob's creation and fsyncs, which wait on the disk, not
+// the CPU: concurrent ones share the journal's commits. (Rows are parsed in order instead.)
+const filesAtOnce = 16
+
+// readAll reads the files of a batch whose files are taken one by one (images, files),
+// filesAtOnce at a time. img, when set, examines each image as it is read. The first file
+// (in batch order) that failed or must wait decides the outcome; after a failure no new file
+// is started. The blobs are put as one storage.BlobBatch: each file's content is fsynced as
+// it is stored, the blob folders once at the end, before any record can name them.
+func (m *Manager) readAll(ctx context.Context, ents []entry, img *imageBatch) ([]storage.BlobRef, time.Duration, error) {
+	refs := make([]storage.BlobRef, len(ents))
+	retries := make([]time.Duration, len(ents))
+	errs := make([]error, len(ents))
+	blobs := blobBatch{m.opt.Store.NewBlobBatch()}
+	var next atomic.Int64
+	var failed atomic.Bool
+	var wg sync.WaitGroup
+	for range min(filesAtOnce, len(ents)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for !failed.Load() {
+				i := int(next.Add(1) - 1)
+				if i >= len(ents) {
+					return
+				}
+				var p parser
+				if img != nil {
+					p = imageAt{img, i}
+				}
+				refs[i], retries[i], errs[i] = m.readFile(ctx, blobs, ents[i], p)
+				if errs[i] != nil || retries[i] > 0 {
+					failed.Store(true)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for i := range ents {
+		if errs[i] != nil || retries[i] > 0 {
+			return nil, retries[i], errs[i]
+		}
+	}
+	if err := blobs.Sync(ctx); err != nil {
+		return nil, 0, err
+	}
+	return refs, 0, nil
+}
+
+// imageAt hands the i-th file of an images batch to its examination (see imageBatch.parseAt).
+type imageAt struct {
+	b *imageBatch
+	i int
+}
+
+func (a imageAt) parseWhole(name string, data []byte) error {
+	a.b.parseAt(a.i, name, data)
+	return nil
+}
+
+func (a imageAt) parse(name string, r io.Reader) error {
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	return a.parseWhole(name, data)
 }
 
 // testHookAfterCopy lets tests change a file between its read and the checks after it.
@@ -92,7 +195,7 @@ type wholeParser interface {
 	parseWhole(name string, b []byte) error
 }
 
-func (m *Manager) readFile(ctx context.Context, e entry, p parser) (storage.BlobRef, time.Duration, error) {
+func (m *Manager) readFile(ctx context.Context, blobs blobPutter, e entry, p parser) (storage.BlobRef, time.Duration, error) {
 	fd, err := unix.Open(e.path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
 	switch {
 	case errors.Is(err, unix.ENOENT):
@@ -123,7 +226,7 @@ func (m *Manager) readFile(ctx context.Context, e entry, p parser) (storage.Blob
 	} else {
 		m.leaseUnsupported(e.path, err)
 	}
-	ref, err := m.copyFile(ctx, f, before.Size, p, e.rel)
+	ref, err := m.copyFile(ctx, blobs, f, before.Size, p, e.rel)
 	if err != nil {
 		return storage.BlobRef{}, 0, err
 	}
@@ -163,7 +266,7 @@ func (m *Manager) leaseUnsupported(path string, err error) {
 }
 
 // copyFile streams f into the blob store once, feeding the parser on the way.
-func (m *Manager) copyFile(ctx context.Context, f *os.File, size int64, p parser, name string) (storage.BlobRef, error) {
+func (m *Manager) copyFile(ctx context.Context, blobs blobPutter, f *os.File, size int64, p parser, name string) (storage.BlobRef, error) {
 	whole, isWhole := p.(wholeParser)
 	if size <= smallFile || isWhole {
 		if size > smallFile {
@@ -180,7 +283,7 @@ func (m *Manager) copyFile(ctx context.Context, f *os.File, size int64, p parser
 			return storage.BlobRef{}, fmt.Errorf("read %s: %w", f.Name(), err)
 		}
 		buf = buf[:n]
-		ref, err := m.opt.Store.PutBlob(ctx, bytes.NewReader(buf))
+		ref, err := blobs.PutBlob(ctx, bytes.NewReader(buf))
 		if err != nil {
 			return storage.BlobRef{}, err
 		}
@@ -202,7 +305,7 @@ func (m *Manager) copyFile(ctx context.Context, f *os.File, size int64, p parser
 		return storage.BlobRef{}, ctx.Err()
 	}
 	if p == nil {
-		return m.opt.Store.PutBlob(ctx, f)
+		return blobs.PutBlob(ctx, f)
 	}
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
@@ -211,7 +314,7 @@ func (m *Manager) copyFile(ctx context.Context, f *os.File, size int64, p parser
 		_, _ = io.Copy(io.Discard, pr) // let the writer finish whatever the parser left
 		done <- err
 	}()
-	ref, err := m.opt.Store.PutBlob(ctx, io.TeeReader(f, pw))
+	ref, err := blobs.PutBlob(ctx, io.TeeReader(f, pw))
 	_ = pw.CloseWithError(err) // nil closes with EOF
 	perr := <-done
 	if err != nil {
