@@ -58,6 +58,7 @@ type Daemon struct {
 
 	store   *storage.Store
 	gpus    *gpu.Manager
+	leaser  *gpuLeaser
 	rt      *runtime.Runtime
 	ctrs    *containers
 	eps     *endpoints
@@ -143,11 +144,12 @@ func New(opt Options) (*Daemon, error) {
 	d.metrics = newMetrics(d)
 	d.ctrs = &containers{rt: rt, sockets: filepath.Join(cfg.Paths.RunDir, "models"), log: d.log.With("part", "runtime")}
 	d.eps = newEndpoints(cfg.Paths, cfg.Groups.Read, cfg.Groups.Admin, int64(cfg.Disk.MinFree), d.notify, d.log.With("part", "serve"))
+	d.leaser = &gpuLeaser{gpus: d.gpus, store: store}
 	d.pipes = pipeline.New(pipeline.Deps{
 		Store:     store,
 		Runtime:   d.ctrs,
 		Endpoints: d.eps,
-		GPUs:      &gpuLeaser{gpus: d.gpus, store: store},
+		GPUs:      d.leaser,
 		Paths:     cfg.Paths,
 		Log:       d.log.With("part", "pipeline"),
 		Version:   opt.Build.Version,

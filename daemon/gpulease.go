@@ -3,6 +3,9 @@ package daemon
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
+	"strings"
 	"sync"
 
 	"github.com/kiln-edge/kiln/daemon/pipeline"
@@ -16,6 +19,8 @@ type gpuLeaser struct {
 	mu    sync.Mutex // placement and the lease write are one step
 	gpus  *gpu.Manager
 	store *storage.Store
+	// waiting are the runs whose last Lease was refused, for kiln status.
+	waiting map[string]bool
 }
 
 // Lease places count GPUs with minFree bytes free for run and records the
@@ -24,6 +29,43 @@ type gpuLeaser struct {
 func (l *gpuLeaser) Lease(ctx context.Context, pipe, run string, count int, minFree int64) ([]pipeline.LeasedGPU, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	leased, err := l.lease(ctx, pipe, run, count, minFree)
+	if err != nil {
+		if l.waiting == nil {
+			l.waiting = map[string]bool{}
+		}
+		l.waiting[run] = true
+	} else {
+		delete(l.waiting, run)
+	}
+	return leased, err
+}
+
+// Waiting are the runs refused a GPU at their last try, sorted; a run that
+// ended since may be among them (callers check its record).
+func (l *gpuLeaser) Waiting() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var ids []string
+	for id := range l.waiting {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// noGPUReason is why a run that needs GPUs waits on a machine where kilnd
+// found none: NVML is read once at start, so nothing changes until a driver
+// and GPU are installed and kilnd restarted. why is the inventory's reason.
+func noGPUReason(req gpu.Request, why string) string {
+	if why == "" {
+		why = gpu.ReasonNoDriver
+	}
+	return fmt.Sprintf("need %s, but this machine has no NVIDIA GPU kilnd can use (%s): "+
+		"the run waits until a GPU and its driver are installed and kilnd is restarted; set train.gpus: 0 to train on the CPU", req, why)
+}
+
+func (l *gpuLeaser) lease(ctx context.Context, pipe, run string, count int, minFree int64) ([]pipeline.LeasedGPU, error) {
 	var leases []gpu.Lease
 	cordoned := map[string]string{}
 	err := l.store.View(func(tx *storage.Tx) error {
@@ -47,6 +89,9 @@ func (l *gpuLeaser) Lease(ctx context.Context, pipe, run string, count int, minF
 	req := gpu.Request{Count: count}
 	if minFree > 0 {
 		req.MinFree = uint64(minFree)
+	}
+	if !snap.Available && count > 0 {
+		return nil, errors.New(noGPUReason(req, snap.Reason))
 	}
 	uuids, err := gpu.Place(snap, leases, cordoned, req)
 	if err != nil {
@@ -82,6 +127,7 @@ func (l *gpuLeaser) Lease(ctx context.Context, pipe, run string, count int, minF
 func (l *gpuLeaser) Release(ctx context.Context, run string) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	delete(l.waiting, run)
 	return l.store.Update(ctx, func(tx *storage.Tx) error {
 		ls, err := tx.Leases()
 		if err != nil {
@@ -96,4 +142,42 @@ func (l *gpuLeaser) Release(ctx context.Context, run string) error {
 		}
 		return nil
 	})
+}
+
+// gpuWaitingStatus is kiln status's word on runs queued for a GPU
+// ("1 run waiting for a GPU: digits/r3 (kiln runs -p digits says why)"),
+// or "" when none is. Runs that ended since their last try are left out.
+func (d *Daemon) gpuWaitingStatus() string {
+	ids := d.leaser.Waiting()
+	if len(ids) == 0 {
+		return ""
+	}
+	var waiting []string
+	pipes := map[string]bool{}
+	err := d.store.View(func(tx *storage.Tx) error {
+		for _, id := range ids {
+			r, err := tx.Run(id)
+			if errors.Is(err, storage.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if r.State == storage.RunQueued {
+				waiting = append(waiting, id)
+				pipes[r.Pipeline] = true
+			}
+		}
+		return nil
+	})
+	if err != nil || len(waiting) == 0 {
+		return ""
+	}
+	see := "kiln runs says why"
+	if len(pipes) == 1 {
+		for p := range pipes {
+			see = "kiln runs -p " + p + " says why"
+		}
+	}
+	return fmt.Sprintf("%s waiting for a GPU: %s (%s)", plural(len(waiting), "run"), strings.Join(waiting, ", "), see)
 }

@@ -119,6 +119,9 @@ func (d *Daemon) status(ctx context.Context) api.Status {
 	if s.Ingest.Paused != "" {
 		s.Message += "; ingest paused: " + s.Ingest.Paused
 	}
+	if w := d.gpuWaitingStatus(); w != "" {
+		s.Message += "; " + w
+	}
 	if s.LastReload != nil && !s.LastReload.OK {
 		s.Message += "; last pipeline reload rejected: " + firstLine(s.LastReload.Error)
 	}
