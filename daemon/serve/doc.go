@@ -52,7 +52,10 @@
 // socket syscalls, as in nginx: read it, writev head and body to the
 // backend, read the answer, write it. net.Conn's reads would add one that
 // finds nothing before each wait (for the answer, for the next request);
-// rawio.go waits first where that is safe. The backend side is a
+// rawio.go waits first where that is safe. No timer is set per request:
+// client connections' limits are enforced by a sweep once a second
+// (Endpoint.reap), and a backend connection's deadline moves only when a
+// request's would fall outside the slack below. The backend side is a
 // keep-alive pool per route (Options.MaxIdleConns, default 64, for 32+
 // concurrent clients) over the Backend's DialContext; the response head is
 // parsed just enough to frame the body and rebuilt for the client.
@@ -69,7 +72,8 @@
 // X-Forwarded-For: the backend is a container only kilnd can reach.
 // Upgrades (WebSocket) and HTTP/2 are not served. A client connection is
 // closed after 5 minutes idle; a request must be read and answered within
-// 30 s plus Options.Timeout. There is no read while the backend works, so a
+// 30 s plus Options.Timeout (each up to a second late: the sweep's period).
+// There is no read while the backend works, so a
 // client that hangs up is noticed when its answer is written (the backend
 // still finishes, bounded by Options.Timeout).
 //
@@ -86,7 +90,9 @@
 // so token streams stream.
 //
 // A backend that fails before the response head has been passed on gives 502
-// (504 when Options.Timeout passed) with a JSON body naming the model; one
+// (504 when Options.Timeout passed, cut between Timeout and Timeout plus a
+// sixteenth of it, at most a second: the slack that lets a busy connection
+// keep its deadline over many requests) with a JSON body naming the model; one
 // that fails in the middle of a body aborts the client connection, so a
 // truncated answer is never mistaken for a whole one.
 //

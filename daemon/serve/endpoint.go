@@ -99,6 +99,7 @@ type Endpoint struct {
 	listeners map[net.Listener]struct{}
 	conns     map[*conn]struct{}
 	connWG    sync.WaitGroup
+	reaping   bool // a reap goroutine runs
 	closing   atomic.Bool
 
 	// dialCtx is the context of backend dials: the endpoint's lifetime, not
@@ -358,6 +359,33 @@ func (e *Endpoint) Shutdown(ctx context.Context) error {
 		err = errors.Join(err, e.plog.close())
 	}
 	return err
+}
+
+// reapEvery is how often reap looks for connections past their time.
+const reapEvery = time.Second
+
+// reap enforces the client connections' timeouts (conn.expire) while any is
+// open: the socket deadline of a connection whose time ran out is set in
+// the past, which fails its pending and later reads and writes. Setting a
+// deadline per request instead costs two timer updates on every request;
+// this sweep costs nothing per request, for timeouts up to reapEvery late.
+func (e *Endpoint) reap() {
+	for {
+		time.Sleep(reapEvery)
+		now := time.Now().UnixNano()
+		e.mu.Lock()
+		if len(e.conns) == 0 {
+			e.reaping = false
+			e.mu.Unlock()
+			return
+		}
+		for c := range e.conns {
+			if exp := c.expire.Load(); now > exp {
+				_ = c.c.SetDeadline(time.Unix(1, 0)) // fails only on a closed connection, which is going anyway
+			}
+		}
+		e.mu.Unlock()
+	}
 }
 
 // acquire returns the live route with this request counted in flight on it,

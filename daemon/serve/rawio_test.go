@@ -116,3 +116,54 @@ func TestRawPathFallbacks(t *testing.T) {
 	exchange("4 MiB body", head(len(big))+big)
 	exchange("whole again", head(4)+"1,2\n")
 }
+
+// TestReapClosesExpired: a client connection whose time ran out (here set
+// in the past by hand: the real limits are minutes) is closed by the reaper
+// within reapEvery, whether it waits for a request or for the rest of one.
+func TestReapClosesExpired(t *testing.T) {
+	te := startEndpoint(t, Options{})
+	te.Flip(startBackend(t, "iris/m1"))
+	addr := strings.TrimPrefix(te.url, "http://")
+	idle, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	partial, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer partial.Close()
+	if _, err := io.WriteString(partial, "POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n1,"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		te.mu.Lock()
+		n := len(te.conns)
+		te.mu.Unlock()
+		if n == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections, want 2", n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond) // the partial request is being read
+	te.mu.Lock()
+	for c := range te.conns {
+		c.expire.Store(time.Now().Add(-time.Second).UnixNano())
+	}
+	te.mu.Unlock()
+	start := time.Now()
+	for _, c := range []net.Conn{idle, partial} {
+		c.SetReadDeadline(time.Now().Add(3 * reapEvery))
+		if n, err := c.Read(make([]byte, 1)); err != io.EOF {
+			t.Fatalf("read %d bytes, %v: want EOF (closed by the reaper)", n, err)
+		}
+	}
+	if d := time.Since(start); d > 2*reapEvery+time.Second { // one sweep, with room for a loaded machine
+		t.Errorf("closed after %v, want within reapEvery (%v)", d, reapEvery)
+	}
+}

@@ -28,6 +28,7 @@ type route struct {
 	modelHdr []string
 	maxIdle  int
 	timeout  time.Duration
+	slack    time.Duration // how late past timeout a backend exchange may be cut
 
 	inflight  atomic.Int64
 	retired   atomic.Bool
@@ -42,7 +43,7 @@ type route struct {
 func newRoute(b Backend, maxIdle int, timeout time.Duration) *route {
 	m := b.Model()
 	return &route{b: b, model: m, modelHdr: []string{m}[:1:1], maxIdle: maxIdle, timeout: timeout,
-		drained: make(chan struct{})}
+		slack: min(timeout/16, time.Second), drained: make(chan struct{})}
 }
 
 func (r *route) release() {
@@ -91,11 +92,12 @@ func (r *route) closeIdle() {
 
 // bconn is one keep-alive connection to a backend.
 type bconn struct {
-	c    net.Conn
-	rc   syscall.RawConn // nil when c has none
-	src  rawSrc          // br's source
-	br   *bufio.Reader
-	head []byte // the request head being sent
+	c        net.Conn
+	rc       syscall.RawConn // nil when c has none
+	src      rawSrc          // br's source
+	br       *bufio.Reader
+	head     []byte    // the request head being sent
+	deadline time.Time // c's read and write deadline
 
 	// send's state, kept here so that its callback is made once per
 	// connection rather than once per request
@@ -244,8 +246,14 @@ func (r *route) do(x *exchange) error {
 func (r *route) roundTrip(c *bconn, x *exchange) (keep bool, err error) {
 	cl := x.c
 	req := &cl.req
-	if err := c.c.SetDeadline(x.deadline); err != nil {
-		return false, fmt.Errorf("set deadline: %w", err)
+	// The deadline moves only when this request's would fall outside
+	// [x.deadline, x.deadline+slack]: once per slack per connection under
+	// load rather than two timer updates per request.
+	if c.deadline.Before(x.deadline) || c.deadline.After(x.deadline.Add(r.slack)) {
+		c.deadline = x.deadline.Add(r.slack)
+		if err := c.c.SetDeadline(c.deadline); err != nil {
+			return false, fmt.Errorf("set deadline: %w", err)
+		}
 	}
 	c.head = appendRequestHead(c.head[:0], cl)
 	if werr, rerr := c.send(cl.body); werr != nil {

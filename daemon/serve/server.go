@@ -55,6 +55,9 @@ type conn struct {
 	br    *bufio.Reader
 	bw    *bufio.Writer
 	state atomic.Int32
+	// expire is when the connection's wait for a request, or its request,
+	// runs out (unix nanoseconds); Endpoint.reap enforces it.
+	expire atomic.Int64
 
 	// The fast path's state (rawio.go): br reads through src; step is the
 	// RawConn.Read callback, made once per connection.
@@ -106,6 +109,7 @@ func (e *Endpoint) Serve(l net.Listener) error {
 		c := &conn{e: e, c: nc, src: rawSrc{c: nc, fd: -1}, bw: bufio.NewWriterSize(nc, 4<<10)}
 		c.br = bufio.NewReaderSize(&c.src, lineBufBytes)
 		c.step = c.serveRaw
+		c.expire.Store(time.Now().Add(idleTimeout).UnixNano())
 		e.mu.Lock()
 		if e.closing.Load() {
 			e.mu.Unlock()
@@ -113,6 +117,10 @@ func (e *Endpoint) Serve(l net.Listener) error {
 			return ErrClosed
 		}
 		e.conns[c] = struct{}{}
+		if !e.reaping {
+			e.reaping = true
+			go e.reap()
+		}
 		e.connWG.Add(1)
 		e.mu.Unlock()
 		go c.serve()
@@ -154,14 +162,14 @@ func (c *conn) serve() {
 	}
 }
 
-// idleDeadline sets the read deadline of a connection waiting for a
-// request; false when the connection is done.
+// idleDeadline bounds the wait for the next request; false when the
+// connection is done.
 func (c *conn) idleDeadline() bool {
-	wait := idleTimeout
-	if c.e.closing.Load() {
-		wait = idleCloseGrace // Shutdown began: only a request already on its way
+	if c.e.closing.Load() { // Shutdown began: only a request already on its way
+		return c.c.SetReadDeadline(time.Now().Add(idleCloseGrace)) == nil
 	}
-	return c.c.SetReadDeadline(time.Now().Add(wait)) == nil
+	c.expire.Store(time.Now().Add(idleTimeout).UnixNano())
+	return true
 }
 
 // serveNext serves the request that has begun to arrive; false closes the
@@ -237,9 +245,7 @@ func peekAll(br *bufio.Reader) []byte {
 func (c *conn) serveOne() bool {
 	e := c.e
 	start := time.Now()
-	if err := c.c.SetDeadline(start.Add(headerTimeout + e.opt.Timeout)); err != nil {
-		return false
-	}
+	c.expire.Store(start.Add(headerTimeout + e.opt.Timeout).UnixNano())
 	c.req = request{fwd: c.req.fwd[:0], connTokens: c.req.connTokens[:0], contentLength: -1}
 	c.head, c.body, c.out = c.head[:0], c.body[:0], c.out[:0]
 	status, msg := c.readHead()
