@@ -65,7 +65,7 @@ func (m *Manager) process(ctx context.Context, j *job) *result {
 	}
 	start := time.Now()
 	root := filepath.Join(j.src.dir, j.name)
-	if j.spec.Data.Format == config.FormatImages && !j.batch {
+	if j.spec.Data.Format == config.FormatImages && !j.batch && lateLabelsFormat(j.spec, j.src.kind, []string{j.name}) == "" {
 		if _, err := os.Lstat(root); errors.Is(err, fs.ErrNotExist) {
 			return res
 		}

@@ -52,6 +52,8 @@ func (m *Manager) commitBatch(ctx context.Context, in commitIn) (storage.Dataset
 	var violations []Violation
 	if b.tab != nil {
 		t := b.tab
+		// An images pipeline's late labels are the CSV or JSONL they came in.
+		d.Format, man.Format = t.format, t.format
 		schema, prof := t.finish()
 		man.Rows, man.Label, man.Schema, man.Profile = t.rows, spec.Data.Label, schema, prof
 		if in.kind == storage.KindFeedback {

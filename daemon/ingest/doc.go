@@ -44,7 +44,11 @@
 // Each file is opened once, fstat'ed (it must be the inode lstat saw), read once and
 // streamed into the blob store (storage.PutBlob hashes while copying); the same bytes feed
 // the parser: files up to 1 MiB from memory, bigger ones through a pipe, so hashing runs on
-// one core and parsing on the other (at most two big files at a time). After the read the
+// one core and parsing on the other (at most two big files at a time). The files of an
+// images or files batch, mostly small, are read 16 at a time into one storage.BlobBatch:
+// each blob's content is fsynced as it is stored, the blob folders once each when the last
+// file is in, before the version is recorded; images are decoded as they arrive and
+// recorded in file order, so reasons do not depend on timing. After the read the
 // path must still name the same inode (else "deleted/replaced while being read": an
 // ingest.rejected event and nothing recorded) and the inode must be unchanged (else the
 // read is retried).
@@ -94,7 +98,11 @@
 // bytes and evaluate.holdout.seed against the fraction; the version's Files carry each image's
 // Label and Holdout, Train and Holdout stay nil, Rows counts the images, and the manifest's
 // parts count the images of each side (no blob of their own) and Classes those of each class.
-// A labelled image batch in feedback/<p>/ is a feedback version of type rows.
+// A labelled image batch in feedback/<p>/ is a feedback version of type rows. Late labels
+// (see Feedback) are the other feedback an images pipeline takes: a loose file or a batch
+// folder in feedback/<p>/ with no image in it, only .csv files (or only .jsonl/.ndjson), is
+// read as request_id,label rows (JSONL: id and label), and its version's Format is csv (or
+// jsonl); any other header is quarantined (feedback_columns).
 //
 // A batch becomes one storage.Dataset: Files are the dropped files plus MetaName, a JSON blob
 // holding the Manifest (files, parts with rows, schema, split, a profile of each column for

@@ -77,6 +77,10 @@ func (t *tabular) feedbackHeader(names []string) bool {
 	got := strings.Join(names, ",")
 	labelsText := strings.Join(labelsHdr, ",") + " (late labels)"
 	switch {
+	case t.labelsOnly && typ != storage.FeedbackLabels:
+		t.fbType = storage.FeedbackLabels
+		t.fail(RuleFeedbackColumns, "", got, lateLabelsOnly)
+		return false
 	case typ == "" && t.refCols == nil:
 		// Not late labels, so meant as rows: typed so, should a person release it.
 		t.fbType = storage.FeedbackRows

@@ -41,9 +41,22 @@ func (m *Manager) read(ctx context.Context, j *job, ents []entry) (*batchRead, t
 		b.owner = st.Uid
 	}
 	var p parser
-	switch j.spec.Data.Format {
-	case config.FormatFiles:
-	case config.FormatImages:
+	names := make([]string, len(ents))
+	for i, e := range ents {
+		names[i] = e.rel
+	}
+	labels := lateLabelsFormat(j.spec, j.src.kind, names)
+	switch {
+	case j.spec.Data.Format == config.FormatFiles:
+	case labels != "":
+		// Late labels of an images pipeline: read as rows of their own format; there are no
+		// data columns to hold labelled rows to.
+		b.train = &partSink{ctx: ctx, store: m.opt.Store}
+		b.holdout = &partSink{ctx: ctx, store: m.opt.Store}
+		b.tab = newTabular(j.spec, string(j.src.kind), nil, b.train, b.holdout)
+		b.tab.format, b.tab.labelsOnly = labels, true
+		p = b.tab
+	case j.spec.Data.Format == config.FormatImages:
 		b.img = newImageBatch(j.spec, j.src.kind, j.name, ents)
 		p = b.img
 	default:

@@ -123,17 +123,18 @@ type tabular struct {
 
 	// Feedback (see feedback.go): the batch's type, decided by its first header, and the
 	// rows left out of the version (counted per rule, the first of each kept).
-	feedback  bool
-	fbType    string
-	leftOut   []*Violation
-	leftBy    map[string]*Violation
-	dropRow   bool                // the row being checked is left out
-	ids       map[uint64]struct{} // late labels: xxh64 of each request id taken so far
-	usable    int64               // late labels: rows stored
-	labelsBuf []byte
-	seen      []bool   // jsonl: the columns the current object set
-	jvals     [][]byte // jsonl: the current object's values in header order
-	jstr      []bool   // jsonl: which of them are JSON strings
+	feedback   bool
+	fbType     string
+	labelsOnly bool // an images pipeline's feedback: late labels are all it may be
+	leftOut    []*Violation
+	leftBy     map[string]*Violation
+	dropRow    bool                // the row being checked is left out
+	ids        map[uint64]struct{} // late labels: xxh64 of each request id taken so far
+	usable     int64               // late labels: rows stored
+	labelsBuf  []byte
+	seen       []bool   // jsonl: the columns the current object set
+	jvals      [][]byte // jsonl: the current object's values in header order
+	jstr       []bool   // jsonl: which of them are JSON strings
 
 	fields  [][]byte
 	quoted  bool // the record splitCSV split last had a quote
