@@ -113,34 +113,34 @@ func (d *demo) digits(ctx context.Context) error {
 	d.say("b1 (1,000 digits) and b2 (%d) dropped as ImageFolder batches closed by _SUCCESS: %s accepted, %d and %d images decoded (%.1fs)",
 		rest-1000, batchIDs(batches), batches[0].Rows, batches[1].Rows, time.Since(t0).Seconds())
 
-	// A live model, from a run that trained on the second batch (alone or
-	// with the first, as the debounce gathered them).
-	var run api.Run
+	// A live model, after the run that trained on the second batch (alone
+	// or with the first, as the debounce gathered them) was evaluated.
+	var runs []api.Run
+	var ms []api.Model
 	var live api.Model
 	if err := d.b.until(ctx, 10*time.Minute, "a digits model live after b2", func() (bool, error) {
-		var runs []api.Run
 		if err := d.b.kilnJSON(ctx, &runs, "runs", "-p", digitsPipeline); err != nil {
 			return false, err
 		}
-		found := false
-		for _, r := range runs {
+		var last *api.Run
+		for i, r := range runs {
 			if slices.Contains(r.Datasets, batches[1].ID) {
-				run, found = r, true
+				last = &runs[i]
 			}
 			if r.State == "failed" || r.State == "cancelled" {
 				return false, fmt.Errorf("run %s %s: %s", r.ID, r.State, r.Reason)
 			}
 		}
-		if !found || run.State != "succeeded" {
+		if last == nil || last.State != "succeeded" {
 			return false, nil
 		}
-		var ms []api.Model
 		if err := d.b.kilnJSON(ctx, &ms, "models", "-p", digitsPipeline); err != nil {
 			return false, err
 		}
 		settled := false
+		live = api.Model{}
 		for _, m := range ms {
-			if m.Run == run.ID && m.State != "candidate" && m.State != "evaluating" {
+			if m.Run == last.ID && m.State != "candidate" && m.State != "evaluating" {
 				settled = true
 			}
 			if m.State == "live" {
@@ -151,12 +151,21 @@ func (d *demo) digits(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
+	slices.SortFunc(runs, func(a, b api.Run) int { return idNum(a.ID) - idNum(b.ID) })
+	for _, r := range runs {
+		line := fmt.Sprintf("%s on %s: the CNN trained in a container in %.1fs", r.ID, strings.Join(r.Datasets, " and "),
+			r.Finished.Sub(r.Started).Seconds())
+		for _, m := range ms {
+			if m.Run == r.ID {
+				line += fmt.Sprintf(" -> %s: %s -> %s", m.ID, d.gateWords(ctx, m.ID), m.State)
+			}
+		}
+		d.say("%s", line)
+	}
 	d.rep.DigitsLive, d.rep.DigitsAccuracy = live.ID, live.Metrics["accuracy"]
 	d.rep.DigitsHoldout = int(live.Metrics["holdout_rows"])
-	d.say("%s trained the CNN on %s in a container (%.1fs); %s live %.1fs after b1 was dropped",
-		run.ID, batchIDs(batches), run.Finished.Sub(run.Started).Seconds(), live.ID, time.Since(t0).Seconds())
-	d.say("%s scored by kilnd through its own serving container: accuracy %.3f on %d held-back images: %s",
-		live.ID, d.rep.DigitsAccuracy, d.rep.DigitsHoldout, d.digitsGate(ctx, live.ID))
+	d.say("%s live %.1fs after b1 was dropped: kilnd measured accuracy %.3f on the %d images it held back, through the model's own server",
+		live.ID, time.Since(t0).Seconds(), d.rep.DigitsAccuracy, d.rep.DigitsHoldout)
 	if d.rep.DigitsAccuracy < 0.9 {
 		return fmt.Errorf("%s: holdout accuracy %.3f; want at least 0.9", live.ID, d.rep.DigitsAccuracy)
 	}
@@ -252,20 +261,6 @@ func (d *demo) digitsDatasets(ctx context.Context) ([]api.Dataset, error) {
 	}
 	slices.SortFunc(out, func(a, b api.Dataset) int { return idNum(a.ID) - idNum(b.ID) })
 	return out, err
-}
-
-// digitsGate is what the gate said of a digits model.
-func (d *demo) digitsGate(ctx context.Context, id string) string {
-	var m api.Model
-	if err := d.b.kilnJSON(ctx, &m, "models", "show", id); err != nil {
-		return err.Error()
-	}
-	for i := len(m.History) - 1; i >= 0; i-- {
-		if e := m.History[i]; e.Details["gate"] != "" && e.Kind == "model.promoted" {
-			return e.Details["gate"]
-		}
-	}
-	return m.Reason
 }
 
 func batchIDs(ds []api.Dataset) string {
