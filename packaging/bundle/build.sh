@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # build.sh: bin/kiln-$VERSION-offline.tar.gz, the offline bundle: the packages
-# of bin/packages/, the example images (bin/images/*.tar, OCI archives, when
-# `make images` made them), install.sh, and SHA256SUMS over all of it. Run by
+# of bin/packages/, the example images (OCI archives: those IMAGES names, else
+# bin/images/*.tar, when `make images-go` made them), install.sh, and SHA256SUMS over all of it. Run by
 # `make bundle` from the repository root with VERSION (the package version).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -14,7 +14,13 @@ shopt -s nullglob
 pkgs=(bin/packages/kiln_"$VERSION"-1_*.deb bin/packages/kiln-"$VERSION"-1.*.rpm)
 [ ${#pkgs[@]} -gt 0 ] || { echo "bundle: no packages of version $VERSION in bin/packages (make packages)" >&2; exit 1; }
 cp "${pkgs[@]}" "$work/$name/packages/"
-imgs=(bin/images/*.tar)
+# IMAGES (the Makefile's GO_IMAGES) names the archives to carry; by default every one built.
+if [ -n "${IMAGES:-}" ]; then
+	imgs=()
+	for f in $IMAGES; do [ -f "$f" ] && imgs+=("$f"); done
+else
+	imgs=(bin/images/*.tar)
+fi
 if [ ${#imgs[@]} -eq 0 ]; then
 	echo "bundle: warning: no example images in bin/images/ (make images): the bundle carries none" >&2
 else
