@@ -203,6 +203,14 @@ func TestGPUPipelineCDI(t *testing.T) {
 		t.Errorf("trainer log %q; want %q (the CDI spec's device and env)", log.String(), want)
 	}
 
+	lin, err := c.Lineage(ctx, model.ID, "up", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(lin.Nodes, func(n api.LineageNode) bool { return n.ID == "gpu:"+uuid && n.Edge == "ran_on" }) {
+		t.Errorf("lineage of %s = %+v; want gpu:%s (ran_on)", model.ID, lin.Nodes, uuid)
+	}
+
 	evs, err := c.Events(ctx, 0, 1000)
 	if err != nil {
 		t.Fatal(err)

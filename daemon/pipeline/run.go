@@ -565,6 +565,15 @@ func (c *controller) putRun(ctx context.Context, run storage.Run, kind string, d
 		if err := tx.PutRun(run); err != nil {
 			return err
 		}
+		if run.State == storage.RunRunning && run.GPU != "" {
+			// Lineage names the GPUs a run trained on (gpu:<uuid>
+			// -ran_on-> run); the lease comes after the run is created.
+			for _, u := range strings.Split(run.GPU, ",") {
+				if err := tx.Link("gpu:"+u, run.ID, storage.EdgeRanOn); err != nil {
+					return err
+				}
+			}
+		}
 		_, err := tx.Append(storage.Event{Actor: actorKilnd, Kind: kind, Pipeline: c.name, Refs: []string{run.ID}, Details: details})
 		return err
 	})
