@@ -25,6 +25,7 @@ import (
 	"github.com/kiln-edge/kiln/examples/tabular/images"
 	"github.com/kiln-edge/kiln/gpu"
 	"github.com/kiln-edge/kiln/gpu/gputest"
+	"github.com/kiln-edge/kiln/storage"
 )
 
 // gpuShapesSpec is an images pipeline on the Go example image pair whose
@@ -299,5 +300,50 @@ func removeTestContainers(addr, ns string) {
 		time.Sleep(200 * time.Millisecond)
 		_ = exec.Command("ctr", "-a", addr, "-n", ns, "tasks", "delete", "-f", id).Run()
 		_ = exec.Command("ctr", "-a", addr, "-n", ns, "containers", "delete", id).Run()
+	}
+}
+
+// TestGPUWaitingStatus: on a machine with a driver but no GPU a lease is
+// refused in plain words, and kiln status names the run while it is
+// queued, not once it ended or gave its place back.
+func TestGPUWaitingStatus(t *testing.T) {
+	td := startTestDaemon(t, shortRoot(t), gputest.New(0, gpus.A100_SXM4_40GB))
+	ctx := context.Background()
+	var run storage.Run
+	err := td.d.store.Update(ctx, func(tx *storage.Tx) (err error) {
+		run, err = tx.CreateRun(storage.Run{Pipeline: "p"})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = td.d.leaser.Lease(ctx, "p", run.ID, 1, 0)
+	const want = "need 1 GPU, but this machine has no NVIDIA GPU kilnd can use (NVIDIA driver but no GPU: CPU-only): " +
+		"the run waits until a GPU and its driver are installed and kilnd is restarted; set train.gpus: 0 to train on the CPU"
+	if err == nil || err.Error() != want {
+		t.Fatalf("Lease() = %v; want %q", err, want)
+	}
+	status := func() string {
+		st, err := td.client.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Message
+	}
+	if got, want := status(), "; 1 run waiting for a GPU: "+run.ID+" (kiln runs -p p says why)"; !strings.HasSuffix(got, want) {
+		t.Errorf("status message %q; want it to end %q", got, want)
+	}
+	run.State = storage.RunFailed
+	if err := td.d.store.Update(ctx, func(tx *storage.Tx) error { return tx.PutRun(run) }); err != nil {
+		t.Fatal(err)
+	}
+	if got := status(); strings.Contains(got, "waiting for a GPU") {
+		t.Errorf("status message after the run failed %q; want no run waiting", got)
+	}
+	if err := td.d.leaser.Release(ctx, run.ID); err != nil {
+		t.Fatal(err)
+	}
+	if w := td.d.leaser.Waiting(); len(w) != 0 {
+		t.Errorf("Waiting() after Release = %v; want none", w)
 	}
 }
