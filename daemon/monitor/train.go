@@ -72,27 +72,13 @@ func (c *trainCache) load(model string, spec pipelineSpec) (*trainInfo, error) {
 	if spec.format == contract.FormatImages {
 		return c.loadImages(model)
 	}
+	window, err := c.window(model)
 	var parts []storage.BlobRef
-	err := c.store.View(func(tx *storage.Tx) error {
-		m, err := tx.Model(model)
-		if err != nil {
-			return err
+	for _, d := range window {
+		if d.Train != nil {
+			parts = append(parts, *d.Train)
 		}
-		run, err := tx.Run(m.Run)
-		if err != nil {
-			return err
-		}
-		for _, id := range run.Datasets {
-			d, err := tx.Dataset(id)
-			if err != nil {
-				return err
-			}
-			if d.Train != nil {
-				parts = append(parts, *d.Train)
-			}
-		}
-		return nil
-	})
+	}
 	if err != nil {
 		return nil, fmt.Errorf("training data of %s: %w", model, err)
 	}
@@ -180,6 +166,25 @@ func identity(n int) []int {
 func (c *trainCache) loadImages(model string) (*trainInfo, error) {
 	ti := &trainInfo{columns: []string{imageColumn}, keys: map[uint64]struct{}{}, values: map[string][]float64{}, labels: map[string]int64{}}
 	idx := identity(1)
+	window, err := c.window(model)
+	if err != nil {
+		return nil, fmt.Errorf("training data of %s: %w", model, err)
+	}
+	for _, d := range window {
+		for _, f := range d.Files {
+			if f.Label == "" || f.Holdout {
+				continue
+			}
+			ti.keys[c.key([]string{f.Blob.Digest}, idx)] = struct{}{}
+			ti.labels[f.Label]++
+		}
+	}
+	return ti, nil
+}
+
+// window is the dataset versions model's run trained on.
+func (c *trainCache) window(model string) ([]storage.Dataset, error) {
+	var out []storage.Dataset
 	err := c.store.View(func(tx *storage.Tx) error {
 		m, err := tx.Model(model)
 		if err != nil {
@@ -194,18 +199,9 @@ func (c *trainCache) loadImages(model string) (*trainInfo, error) {
 			if err != nil {
 				return err
 			}
-			for _, f := range d.Files {
-				if f.Label == "" || f.Holdout {
-					continue
-				}
-				ti.keys[c.key([]string{f.Blob.Digest}, idx)] = struct{}{}
-				ti.labels[f.Label]++
-			}
+			out = append(out, d)
 		}
 		return nil
 	})
-	if err != nil {
-		return nil, fmt.Errorf("training data of %s: %w", model, err)
-	}
-	return ti, nil
+	return out, err
 }
