@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -45,7 +46,7 @@ func (s *rawSrc) Read(p []byte) (int, error) {
 		return s.c.Read(p)
 	}
 	for {
-		n, err := syscall.Read(s.fd, p)
+		n, err := rawRead(s.fd, p)
 		switch {
 		case err == syscall.EINTR:
 			continue
@@ -60,6 +61,77 @@ func (s *rawSrc) Read(p []byte) (int, error) {
 		s.drained = n < len(p)
 		return n, nil
 	}
+}
+
+// rawSink is the destination of a client connection's bufio.Writer:
+// write(2) on fd while a RawConn.Read callback holds the connection (fd >=
+// 0), net.Conn's Write otherwise, and for whatever a full socket did not
+// take (net.Conn waits for room, within the connection's deadline).
+type rawSink struct {
+	c  net.Conn
+	fd int
+}
+
+func (s *rawSink) Write(p []byte) (int, error) {
+	if s.fd < 0 {
+		return s.c.Write(p)
+	}
+	n := 0
+	for n < len(p) {
+		m, err := rawWritev(s.fd, [][]byte{p[n:]})
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			m, err = s.c.Write(p[n:])
+			return n + m, err
+		case err != nil:
+			return n, os.NewSyscallError("write", err)
+		}
+		n += m
+	}
+	return n, nil
+}
+
+// rawRead and rawWritev are read(2) and writev(2) without the runtime's
+// syscall bookkeeping (syscall.RawSyscall): on a non-blocking socket they
+// return at once, so the P need not be marked as in a syscall, which under
+// contention (the thread descheduled mid-call) also makes sysmon hand the P
+// to another thread.
+func rawRead(fd int, p []byte) (int, error) {
+	var ptr unsafe.Pointer
+	if len(p) > 0 {
+		ptr = unsafe.Pointer(&p[0])
+	}
+	n, _, e := syscall.RawSyscall(syscall.SYS_READ, uintptr(fd), uintptr(ptr), uintptr(len(p)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+func rawWritev(fd int, bufs [][]byte) (int, error) {
+	var iov [4]unix.Iovec
+	k := 0
+	for _, b := range bufs {
+		if len(b) == 0 {
+			continue
+		}
+		if k == len(iov) {
+			break
+		}
+		iov[k].Base = &b[0]
+		iov[k].SetLen(len(b))
+		k++
+	}
+	if k == 0 {
+		return 0, nil
+	}
+	n, _, e := syscall.RawSyscall(syscall.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(k))
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
 }
 
 // rawConn is c's syscall.RawConn, nil when c has none (then every read is
@@ -79,7 +151,7 @@ func rawConn(c net.Conn) syscall.RawConn {
 // net.Conn, which waits). It trims bufs' elements in place.
 func writeAll(fd int, bufs [][]byte) (rest [][]byte, err error) {
 	for len(bufs) > 0 {
-		n, err := unix.Writev(fd, bufs)
+		n, err := rawWritev(fd, bufs)
 		if err == unix.EINTR {
 			continue
 		}

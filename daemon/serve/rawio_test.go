@@ -167,3 +167,36 @@ func TestReapClosesExpired(t *testing.T) {
 		t.Errorf("closed after %v, want within reapEvery (%v)", d, reapEvery)
 	}
 }
+
+// TestRawSinkFull: an answer larger than the client socket takes at once,
+// to a whole request served on the fast path, is written through net.Conn
+// once write(2) finds the socket full, and arrives whole.
+func TestRawSinkFull(t *testing.T) {
+	te := startEndpoint(t, Options{})
+	b := startBackend(t, "iris/m1")
+	big := bytes.Repeat([]byte("0123456789abcde\n"), 16<<20/16)
+	b.handler = func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write(big) }
+	te.Flip(b)
+	c, err := net.Dial("tcp", strings.TrimPrefix(te.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	br := bufio.NewReader(c)
+	for i := range 2 {
+		if _, err := io.WriteString(c, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(200 * time.Millisecond) // let the endpoint fill the socket
+		res, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(res.Body)
+		res.Body.Close()
+		if err != nil || res.StatusCode != 200 || !bytes.Equal(got, big) {
+			t.Fatalf("answer %d: %d, %d bytes (%v), want 200 and %d bytes", i, res.StatusCode, len(got), err, len(big))
+		}
+	}
+}

@@ -62,6 +62,7 @@ type conn struct {
 	// The fast path's state (rawio.go): br reads through src; step is the
 	// RawConn.Read callback, made once per connection.
 	src          rawSrc
+	sink         rawSink // bw's destination
 	step         func(fd uintptr) bool
 	slow, closed bool // how the last step ended: a request for the blocking path, or the end
 
@@ -106,8 +107,9 @@ func (e *Endpoint) Serve(l net.Listener) error {
 			continue
 		}
 		delay = 0
-		c := &conn{e: e, c: nc, src: rawSrc{c: nc, fd: -1}, bw: bufio.NewWriterSize(nc, 4<<10)}
+		c := &conn{e: e, c: nc, src: rawSrc{c: nc, fd: -1}, sink: rawSink{c: nc, fd: -1}}
 		c.br = bufio.NewReaderSize(&c.src, lineBufBytes)
+		c.bw = bufio.NewWriterSize(&c.sink, 4<<10)
 		c.step = c.serveRaw
 		c.expire.Store(time.Now().Add(idleTimeout).UnixNano())
 		e.mu.Lock()
@@ -194,7 +196,7 @@ func (c *conn) serveNext() bool {
 // done, c.slow for a request the blocking path must serve (a head or body
 // larger than br's buffer).
 func (c *conn) serveRaw(fd uintptr) bool {
-	c.src.fd = int(fd)
+	c.src.fd, c.sink.fd = int(fd), int(fd)
 	woke := true // the socket may have something: this call is the first, or after an edge
 	for {
 		if n := c.br.Buffered(); n == 0 || !requestWhole(peekAll(c.br)) {
@@ -213,7 +215,7 @@ func (c *conn) serveRaw(fd uintptr) bool {
 					c.closed = true
 					break
 				}
-				c.src.fd = -1
+				c.src.fd, c.sink.fd = -1, -1
 				return false // wait for the next request
 			}
 			woke = false
@@ -230,7 +232,7 @@ func (c *conn) serveRaw(fd uintptr) bool {
 			break
 		}
 	}
-	c.src.fd = -1
+	c.src.fd, c.sink.fd = -1, -1
 	return true
 }
 
