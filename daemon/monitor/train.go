@@ -73,14 +73,14 @@ func (c *trainCache) load(model string, spec pipelineSpec) (*trainInfo, error) {
 		return c.loadImages(model)
 	}
 	window, err := c.window(model)
+	if err != nil {
+		return nil, fmt.Errorf("training data of %s: %w", model, err)
+	}
 	var parts []storage.BlobRef
 	for _, d := range window {
 		if d.Train != nil {
 			parts = append(parts, *d.Train)
 		}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("training data of %s: %w", model, err)
 	}
 	var rows contract.Labelled
 	for _, ref := range parts {
