@@ -439,9 +439,10 @@ func benchServe(ctx context.Context, opt Options) []Figure {
 				rng(kiln.p50, "%.0f"), rng(direct.p50, "%.0f"), rng(nginx.p50, "%.0f"), rng(added, "%.0f"), note)),
 		measured(nginxName, median(kiln.rps)/median(nginx.rps), "x", nginxGoal,
 			fmt.Sprintf("%d conns rps: kiln %s vs nginx %s (%d workers, keepalive 64, access_log buffer=64k); per-round ratio %s; p99 us kiln %s nginx %s; "+
-				"CPU us per request: kiln %s, nginx %s, backend %s%s",
+				"CPU us per request: kiln %s, nginx %s, backend %s (behind kiln %s, behind nginx %s, direct %s)%s",
 				conns, k(kiln.rps), k(nginx.rps), goruntime.NumCPU(), ratios(kiln.rps, nginx.rps), rng(kiln.p99, "%.0f"), rng(nginx.p99, "%.0f"),
-				rng(kiln.proxyUS, "%.1f"), rng(nginx.proxyUS, "%.1f"), rng(slices.Concat(direct.backendUS, kiln.backendUS, nginx.backendUS), "%.0f"), note)),
+				rng(kiln.proxyUS, "%.1f"), rng(nginx.proxyUS, "%.1f"), rng(slices.Concat(direct.backendUS, kiln.backendUS, nginx.backendUS), "%.0f"),
+				rng(kiln.backendUS, "%.0f"), rng(nginx.backendUS, "%.0f"), rng(direct.backendUS, "%.0f"), note)),
 		measured(directName, median(kiln.rps)/median(direct.rps), "x", directGoal,
 			fmt.Sprintf("%d conns rps: kiln %s vs direct %s; per-round ratio %s; p99 us direct %s",
 				conns, k(kiln.rps), k(direct.rps), ratios(kiln.rps, direct.rps), rng(direct.p99, "%.0f"))),
