@@ -26,10 +26,25 @@ func openTestStore(t *testing.T) *Store {
 
 // TestBlobBatch: blobs put from several goroutines at once, small ones from memory and a
 // big one streamed, come out with their digests, read-only and intact; until Sync every
-// folder naming one (also that of a blob that was there already) waits to be fsynced, and
+// folder naming one (also that of a blob that was there already) and the parent of the
+// folders it made wait to be fsynced, and
 // none once it returned; the temp folder is left empty.
 func TestBlobBatch(t *testing.T) {
-	s := openTestStore(t)
+	for _, named := range []bool{false, true} {
+		t.Run(fmt.Sprintf("named=%v", named), func(t *testing.T) {
+			s := openTestStore(t)
+			if named {
+				s.unnamed.once.Do(func() {}) // as on a filesystem without O_TMPFILE
+			}
+			testBlobBatch(t, s)
+			if !named && !s.unnamed.ok {
+				t.Logf("%s has no unnamed temp files: the named ones were tested twice", s.blobs)
+			}
+		})
+	}
+}
+
+func testBlobBatch(t *testing.T, s *Store) {
 	old, err := s.PutBlob(context.Background(), strings.NewReader("there before"))
 	if err != nil {
 		t.Fatal(err)
@@ -76,6 +91,9 @@ func TestBlobBatch(t *testing.T) {
 		if _, waits := b.dirs[filepath.Dir(p)]; !waits {
 			t.Errorf("blob %d: its folder is not waiting for Sync", i)
 		}
+	}
+	if _, waits := b.dirs[filepath.Join(s.blobs, "sha256")]; !waits {
+		t.Error("blobs/sha256, where the batch made folders, is not waiting for Sync")
 	}
 	if err := b.Sync(context.Background()); err != nil {
 		t.Fatal(err)

@@ -10,10 +10,13 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 const digestPrefix = "sha256:"
@@ -58,9 +61,14 @@ func (c ctxReader) Read(p []byte) (int, error) {
 // visible only once complete and durable (temp file, fsync, rename, dir
 // fsync); a blob already present is kept and the copy discarded.
 func (s *Store) PutBlob(ctx context.Context, r io.Reader) (BlobRef, error) {
-	ref, dir, err := s.putBlob(ctx, r)
+	ref, dir, made, err := s.putBlob(ctx, r)
 	if err != nil {
 		return BlobRef{}, err
+	}
+	if made {
+		if err := syncDir(filepath.Dir(dir)); err != nil {
+			return BlobRef{}, err
+		}
 	}
 	return ref, syncDir(dir)
 }
@@ -84,12 +92,15 @@ func (s *Store) NewBlobBatch() *BlobBatch {
 
 // Put stores r as PutBlob does, leaving the fsync of its folder to Sync.
 func (b *BlobBatch) Put(ctx context.Context, r io.Reader) (BlobRef, error) {
-	ref, dir, err := b.s.putBlob(ctx, r)
+	ref, dir, made, err := b.s.putBlob(ctx, r)
 	if err != nil {
 		return BlobRef{}, err
 	}
 	b.mu.Lock()
 	b.dirs[dir] = struct{}{}
+	if made {
+		b.dirs[filepath.Dir(dir)] = struct{}{}
+	}
 	b.mu.Unlock()
 	return ref, nil
 }
@@ -138,11 +149,12 @@ func (b *BlobBatch) Sync(ctx context.Context) error {
 
 // putBlob stores r durably under its digest's name and returns the folder whose fsync makes
 // that name durable: the caller's to do. That is also so when the blob was there already:
-// whoever renamed it in may not have fsynced the folder yet.
-func (s *Store) putBlob(ctx context.Context, r io.Reader) (BlobRef, string, error) {
-	tmp, err := os.CreateTemp(filepath.Join(s.blobs, "tmp"), "put-*")
+// whoever renamed it in may not have fsynced the folder yet. made says the folder was
+// created: its parent needs an fsync too (a fresh store's first puts make all 256).
+func (s *Store) putBlob(ctx context.Context, r io.Reader) (ref BlobRef, dir string, made bool, err error) {
+	tmp, named, err := s.createTemp()
 	if err != nil {
-		return BlobRef{}, "", fmt.Errorf("put blob: %w", err)
+		return BlobRef{}, "", false, fmt.Errorf("put blob: %w", err)
 	}
 	ok := false
 	defer func() {
@@ -150,7 +162,9 @@ func (s *Store) putBlob(ctx context.Context, r io.Reader) (BlobRef, string, erro
 			// Discarding a failed put: the copy is garbage whatever these
 			// return, and Reconcile sweeps a temp file left behind.
 			_ = tmp.Close()
-			_ = os.Remove(tmp.Name())
+			if named {
+				_ = os.Remove(tmp.Name())
+			}
 		}
 	}()
 	h := sha256.New()
@@ -160,56 +174,129 @@ func (s *Store) putBlob(ctx context.Context, r io.Reader) (BlobRef, string, erro
 		buf := make([]byte, br.Len())
 		_, _ = br.Read(buf) // a bytes.Reader reads all it holds
 		if err := ctx.Err(); err != nil {
-			return BlobRef{}, "", err
+			return BlobRef{}, "", false, err
 		}
 		h.Write(buf)
 		m, err := tmp.Write(buf)
 		if err != nil {
-			return BlobRef{}, "", fmt.Errorf("put blob: write %s: %w", tmp.Name(), err)
+			return BlobRef{}, "", false, fmt.Errorf("put blob: write %s: %w", tmp.Name(), err)
 		}
 		n = int64(m)
 	} else {
 		n, err = io.CopyBuffer(io.MultiWriter(tmp, h), ctxReader{ctx, r}, make([]byte, 256<<10))
 		if err != nil {
-			return BlobRef{}, "", fmt.Errorf("put blob: write %s: %w", tmp.Name(), err)
+			return BlobRef{}, "", false, fmt.Errorf("put blob: write %s: %w", tmp.Name(), err)
 		}
 	}
 	if err := tmp.Chmod(0o444); err != nil {
-		return BlobRef{}, "", fmt.Errorf("put blob: %w", err)
+		return BlobRef{}, "", false, fmt.Errorf("put blob: %w", err)
 	}
 	if err := tmp.Sync(); err != nil {
-		return BlobRef{}, "", fmt.Errorf("put blob: fsync %s: %w", tmp.Name(), err)
+		return BlobRef{}, "", false, fmt.Errorf("put blob: fsync %s: %w", tmp.Name(), err)
 	}
-	if err := tmp.Close(); err != nil {
-		return BlobRef{}, "", fmt.Errorf("put blob: close %s: %w", tmp.Name(), err)
+	if named {
+		// A named temp file is closed before its rename; an unnamed one stays open until
+		// it is linked in (its descriptor is its only name).
+		if err := tmp.Close(); err != nil {
+			return BlobRef{}, "", false, fmt.Errorf("put blob: close %s: %w", tmp.Name(), err)
+		}
 	}
-	ref := BlobRef{Digest: digestPrefix + hex.EncodeToString(h.Sum(nil)), Size: n}
+	ref = BlobRef{Digest: digestPrefix + hex.EncodeToString(h.Sum(nil)), Size: n}
 	final, _ := s.BlobPath(ref.Digest)
-	dir := filepath.Dir(final)
-	if _, err := os.Stat(final); err == nil {
+	dir = filepath.Dir(final)
+	present := func() (BlobRef, string, bool, error) {
 		// Refresh the mtime so GC's grace period covers the record about
 		// to name this blob again.
 		now := time.Now()
 		if err := os.Chtimes(final, now, now); err != nil {
-			return BlobRef{}, "", fmt.Errorf("put blob: refresh mtime of %s: %w", final, err)
+			return BlobRef{}, "", false, fmt.Errorf("put blob: refresh mtime of %s: %w", final, err)
 		}
-		_ = os.Remove(tmp.Name()) // a leftover duplicate is swept by Reconcile
+		if named {
+			_ = os.Remove(tmp.Name()) // a leftover duplicate is swept by Reconcile
+		} else {
+			_ = tmp.Close() // unnamed: closing frees it
+		}
 		ok = true
-		return ref, dir, nil
+		return ref, dir, made, nil
+	}
+	if _, err := os.Stat(final); err == nil {
+		return present()
 	}
 	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
 		if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
-			return BlobRef{}, "", fmt.Errorf("put blob: %w", err)
+			return BlobRef{}, "", false, fmt.Errorf("put blob: %w", err)
 		}
-		if err := syncDir(filepath.Dir(dir)); err != nil {
-			return BlobRef{}, "", err
-		}
+		made = true
 	}
-	if err := os.Rename(tmp.Name(), final); err != nil {
-		return BlobRef{}, "", fmt.Errorf("put blob: %w", err)
+	if named {
+		if err := os.Rename(tmp.Name(), final); err != nil {
+			return BlobRef{}, "", false, fmt.Errorf("put blob: %w", err)
+		}
+		ok = true
+		return ref, dir, made, nil
+	}
+	err = linkUnnamed(tmp, final)
+	if errors.Is(err, unix.EEXIST) {
+		return present() // the same content, put meanwhile by another caller
+	}
+	if err != nil {
+		return BlobRef{}, "", false, fmt.Errorf("put blob: link %s: %w", final, err)
 	}
 	ok = true
-	return ref, dir, nil
+	if err := tmp.Close(); err != nil {
+		return BlobRef{}, "", false, fmt.Errorf("put blob: close %s: %w", final, err)
+	}
+	return ref, dir, made, nil
+}
+
+// unnamedTemps remembers whether the blob folder's filesystem takes unnamed temp files
+// (O_TMPFILE) that can then be linked in by their descriptor: tried once, on the first put.
+type unnamedTemps struct {
+	once sync.Once
+	ok   bool
+}
+
+// createTemp opens a temp file for a blob in blobs/tmp: unnamed where the filesystem allows
+// (ext4, xfs, btrfs, tmpfs: no name to create in a folder every put shares, none to rename
+// across folders, nothing left to sweep after a crash), else named put-*, which Reconcile
+// sweeps.
+func (s *Store) createTemp() (f *os.File, named bool, err error) {
+	tmpDir := filepath.Join(s.blobs, "tmp")
+	s.unnamed.once.Do(func() { s.unnamed.ok = probeUnnamed(tmpDir) })
+	if s.unnamed.ok {
+		fd, err := unix.Open(tmpDir, unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o444)
+		if err == nil {
+			return os.NewFile(uintptr(fd), filepath.Join(tmpDir, "(unnamed)")), false, nil
+		}
+		if !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.EISDIR) && !errors.Is(err, unix.EINVAL) {
+			return nil, false, err
+		}
+	}
+	f, err = os.CreateTemp(tmpDir, "put-*")
+	return f, true, err
+}
+
+// linkUnnamed gives the unnamed file f the name final (which must not exist), through
+// /proc/self/fd: linkat with AT_EMPTY_PATH would need CAP_DAC_READ_SEARCH.
+func linkUnnamed(f *os.File, final string) error {
+	return unix.Linkat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(int(f.Fd())), unix.AT_FDCWD, final, unix.AT_SYMLINK_FOLLOW)
+}
+
+// probeUnnamed says whether an unnamed temp file can be made in dir and linked in by name;
+// the probe's name starts with put-, so Reconcile sweeps it should it be left behind.
+func probeUnnamed(dir string) bool {
+	fd, err := unix.Open(dir, unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o444)
+	if err != nil {
+		return false
+	}
+	f := os.NewFile(uintptr(fd), "probe")
+	defer func() { _ = f.Close() }() // nothing written
+	name := filepath.Join(dir, fmt.Sprintf("put-probe-%d-%d", os.Getpid(), time.Now().UnixNano()))
+	if linkUnnamed(f, name) != nil {
+		return false
+	}
+	_ = os.Remove(name)
+	return true
 }
 
 // smallBlob is the size up to which a blob given as a bytes.Reader is written in one piece.

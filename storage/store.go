@@ -70,6 +70,8 @@ type Store struct {
 	closing  chan struct{} // closed by Close, ends subscriptions
 	reconMu  sync.Mutex
 	lastRecn ReconcileReport
+
+	unnamed unnamedTemps // whether blob temp files can be unnamed (blobs.go)
 }
 
 type request struct {
