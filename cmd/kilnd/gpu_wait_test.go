@@ -86,17 +86,7 @@ func TestGPUWaitCPUOnly(t *testing.T) {
 
 	// The CPU pipeline beside it is not held up: it trains, goes live and
 	// answers.
-	waitLong(t, 3*time.Minute, "shapes live", func() bool {
-		for _, m := range listJSON[api.Model](t, k, "models", "-p", "shapes") {
-			if m.State == "rejected" {
-				t.Fatalf("shapes model rejected: %s", m.Reason)
-			}
-			if m.State == "live" {
-				return true
-			}
-		}
-		return false
-	})
+	waitLive(t, k, "shapes", 3*time.Minute)
 	fresh, err := imagedata.Generate(shapesClasses, 1, 99, imagedata.Options{})
 	if err != nil {
 		t.Fatal(err)

@@ -74,20 +74,7 @@ func TestLoopImages(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var live api.Model
-	waitLong(t, 3*time.Minute, "a live model", func() bool {
-		ms := listJSON[api.Model](t, k, "models", "-p", "shapes")
-		for _, m := range ms {
-			if m.State == "rejected" {
-				t.Fatalf("model rejected: %s", m.Reason)
-			}
-			if m.State == "live" {
-				live = m
-				return true
-			}
-		}
-		return false
-	})
+	live := waitLive(t, k, "shapes", 3*time.Minute)
 	t.Logf("batch closed -> model live in %s; metrics %v", time.Since(t0).Round(time.Millisecond), live.Metrics)
 	if live.Metrics["accuracy"] < 0.9 || live.Metrics["holdout_rows"] < 10 {
 		t.Errorf("live model measured by kilnd: accuracy %v on %v holdout images; want >= 0.9 on >= 10", live.Metrics["accuracy"], live.Metrics["holdout_rows"])
@@ -192,6 +179,26 @@ func TestLoopImages(t *testing.T) {
 	if acc, err := strconv.ParseFloat(details["live_accuracy"], 64); err != nil || acc < 0.9 {
 		t.Errorf("live accuracy on the feedback images = %q; want >= 0.9: %v", details["live_accuracy"], details)
 	}
+}
+
+// waitLive waits for pipeline's first live model and returns it; a
+// rejected model fails the test with the gate's reason.
+func waitLive(t *testing.T, k *kilnd, pipeline string, d time.Duration) api.Model {
+	t.Helper()
+	var live api.Model
+	waitLong(t, d, pipeline+" live", func() bool {
+		for _, m := range listJSON[api.Model](t, k, "models", "-p", pipeline) {
+			if m.State == "rejected" {
+				t.Fatalf("model %s rejected: %s", m.ID, m.Reason)
+			}
+			if m.State == "live" {
+				live = m
+				return true
+			}
+		}
+		return false
+	})
+	return live
 }
 
 // listJSON runs a kiln listing with -o json and decodes it; a failing

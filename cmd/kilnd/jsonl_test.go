@@ -17,7 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kiln-edge/kiln/daemon/api"
 )
 
 // cancerJSONLSpec is the example pipeline on JSON Lines data: the same
@@ -131,19 +130,7 @@ func TestLoopJSONL(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var live api.Model
-	waitLong(t, 3*time.Minute, "a live model", func() bool {
-		for _, m := range listJSON[api.Model](t, k, "models", "-p", "cancer") {
-			if m.State == "rejected" {
-				t.Fatalf("model rejected: %s", m.Reason)
-			}
-			if m.State == "live" {
-				live = m
-				return true
-			}
-		}
-		return false
-	})
+	live := waitLive(t, k, "cancer", 3*time.Minute)
 	t.Logf("JSON Lines renamed in -> model live in %s; metrics %v", time.Since(t0).Round(time.Millisecond), live.Metrics)
 	if live.Metrics["accuracy"] < 0.9 || live.Metrics["holdout_rows"] < 50 {
 		t.Errorf("live model measured by kilnd: accuracy %v on %v holdout rows; want >= 0.9 on >= 50", live.Metrics["accuracy"], live.Metrics["holdout_rows"])

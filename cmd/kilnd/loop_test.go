@@ -97,27 +97,7 @@ func TestLoopDropToServing(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var live api.Model
-	waitLong(t, 3*time.Minute, "a live model", func() bool {
-		out, _, err := k.kiln(nil, "models", "-p", "cancer", "-o", "json")
-		if err != nil {
-			return false
-		}
-		var ms []api.Model
-		if json.Unmarshal([]byte(out), &ms) != nil {
-			return false
-		}
-		for _, m := range ms {
-			if m.State == "rejected" {
-				t.Fatalf("model rejected: %s", m.Reason)
-			}
-			if m.State == "live" {
-				live = m
-				return true
-			}
-		}
-		return false
-	})
+	live := waitLive(t, k, "cancer", 3*time.Minute)
 	t.Logf("data renamed in -> model live in %s; metrics %v", time.Since(t0).Round(time.Millisecond), live.Metrics)
 	if live.Metrics["accuracy"] < 0.9 {
 		t.Errorf("live model accuracy %v measured by kilnd; want >= 0.9", live.Metrics["accuracy"])
