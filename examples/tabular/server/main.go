@@ -13,23 +13,22 @@
 //
 // It listens on the unix socket $KILN_SOCKET when set (no network needed),
 // else on TCP port $SAGEMAKER_BIND_TO_PORT (default 8080) on all addresses.
-// SIGTERM drains in-flight requests and exits 0.
+// SIGTERM drains in-flight requests and exits 0. The listening, draining and the
+// shared routes are examples/internal/sagemaker's; the model and its
+// request formats are examples/tabular/model's.
 package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
-	"time"
 
+	"github.com/kiln-edge/kiln/examples/internal/sagemaker"
 	"github.com/kiln-edge/kiln/examples/tabular/model"
 )
 
@@ -47,45 +46,15 @@ func main() {
 }
 
 func run(modelDir string) error {
+	// PID 1 in a container: without a handler SIGTERM would be ignored;
+	// sagemaker.Serve drains and returns when it comes.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	m, err := model.Load(filepath.Join(modelDir, "model.json"))
 	if err != nil {
 		return err
 	}
-	name := os.Getenv("KILN_PIPELINE")
-	if name == "" {
-		name = "model"
-	}
-	var ln net.Listener
-	if sock := os.Getenv("KILN_SOCKET"); sock != "" {
-		_ = os.Remove(sock) //nolint:gosec // G703: kilnd sets KILN_SOCKET to a path in the folder it mounts for this server; a stale socket goes
-		ln, err = net.Listen("unix", sock)
-	} else {
-		port := os.Getenv("SAGEMAKER_BIND_TO_PORT")
-		if port == "" {
-			port = "8080"
-		}
-		ln, err = net.Listen("tcp", ":"+port)
-	}
-	if err != nil {
-		return err
-	}
-	srv := &http.Server{Handler: model.NewHandler(m, name), ReadHeaderTimeout: 10 * time.Second}
-	fmt.Printf("serving model %s (%d features, classes %s) on %s\n", name, len(m.Features),
-		strings.Join(m.Classes, ","), ln.Addr())
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	fmt.Println("stopped by SIGTERM")
-	return nil
+	name := sagemaker.ModelName()
+	return sagemaker.Serve(ctx, model.NewHandler(m, name),
+		fmt.Sprintf("serving model %s (%d features, classes %s)", name, len(m.Features), strings.Join(m.Classes, ",")))
 }
