@@ -292,23 +292,35 @@ func inIngestOnce(ctx context.Context, dir, src, data string) (secs, cpu float64
 		return 0, 0, err
 	}
 	took, cpu := time.Since(t0).Seconds(), cpuSeconds()-cpu0
+	if err := checkAccepted(r.store, "tp", len(ents), -1); err != nil {
+		return 0, 0, err
+	}
+	return took, cpu, nil
+}
+
+// checkAccepted fails unless pipeline has exactly versions dataset versions, all accepted,
+// each with rows rows (rows < 0: any).
+func checkAccepted(store *storage.Store, pipeline string, versions int, rows int64) error {
 	var bad []string
-	_ = r.store.View(func(tx *storage.Tx) error {
-		ds, err := tx.Datasets("tp")
+	err := store.View(func(tx *storage.Tx) error {
+		ds, err := tx.Datasets(pipeline)
 		for _, d := range ds {
-			if d.State != storage.DatasetAccepted {
-				bad = append(bad, d.ID+": "+d.Reason)
+			if d.State != storage.DatasetAccepted || rows >= 0 && d.Rows != rows {
+				bad = append(bad, fmt.Sprintf("%s: %s, %d rows: %s", d.ID, d.State, d.Rows, d.Reason))
 			}
 		}
-		if err == nil && len(ds) != len(ents) {
-			bad = append(bad, fmt.Sprintf("%d versions for %d files", len(ds), len(ents)))
+		if err == nil && len(ds) != versions {
+			bad = append(bad, fmt.Sprintf("%d versions for %d drops", len(ds), versions))
 		}
 		return err
 	})
-	if len(bad) > 0 {
-		return 0, 0, fmt.Errorf("not accepted: %s", strings.Join(bad, "; "))
+	if err != nil {
+		return err
 	}
-	return took, cpu, nil
+	if len(bad) > 0 {
+		return fmt.Errorf("not accepted: %s", strings.Join(bad, "; "))
+	}
+	return nil
 }
 
 // cpuSeconds is the user and system CPU time of this process so far.

@@ -8,12 +8,10 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/kiln-edge/kiln/daemon/ingest"
 	"github.com/kiln-edge/kiln/examples/images/imagedata"
-	"github.com/kiln-edge/kiln/storage"
 )
 
 const imagesName = "ingest.images_vs_baseline"
@@ -116,21 +114,8 @@ func inIngestBatch(ctx context.Context, dir, src string, images int) (secs, cpu 
 		return 0, 0, err
 	}
 	took, cpu := time.Since(t0).Seconds(), cpuSeconds()-cpu0
-	var bad []string
-	_ = r.store.View(func(tx *storage.Tx) error {
-		ds, err := tx.Datasets("img")
-		for _, d := range ds {
-			if d.State != storage.DatasetAccepted || d.Rows != int64(images) {
-				bad = append(bad, fmt.Sprintf("%s: %s with %d images: %s", d.ID, d.State, d.Rows, d.Reason))
-			}
-		}
-		if err == nil && len(ds) != 1 {
-			bad = append(bad, fmt.Sprintf("%d versions for one batch", len(ds)))
-		}
-		return err
-	})
-	if len(bad) > 0 {
-		return 0, 0, fmt.Errorf("not accepted: %s", strings.Join(bad, "; "))
+	if err := checkAccepted(r.store, "img", 1, int64(images)); err != nil {
+		return 0, 0, err
 	}
 	return took, cpu, nil
 }
