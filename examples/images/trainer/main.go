@@ -21,7 +21,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -38,6 +37,7 @@ import (
 	"time"
 
 	"github.com/kiln-edge/kiln/examples/images/model"
+	"github.com/kiln-edge/kiln/examples/internal/sagemaker"
 )
 
 func main() {
@@ -61,9 +61,7 @@ func run(ctx context.Context, root, dev string) int {
 	fmt.Printf("GPUs visible: %d (%s)\n", n, how)
 	met, err := train(ctx, root, n)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "train: "+err.Error())
-		_ = os.MkdirAll(filepath.Join(root, "output"), 0o755)
-		_ = os.WriteFile(filepath.Join(root, "output", "failure"), []byte(err.Error()+"\n"), 0o644)
+		sagemaker.Layout{Root: root}.Fail(err)
 		return 1
 	}
 	fmt.Printf("trained on %d images (%d classes, %dx%d); train accuracy %.4f in %.2fs\n",
@@ -86,12 +84,9 @@ type Metrics struct {
 
 func train(ctx context.Context, root string, gpus int) (Metrics, error) {
 	start := time.Now()
-	hp := map[string]string{}
-	if b, err := os.ReadFile(filepath.Join(root, "input", "config", "hyperparameters.json")); err == nil {
-		if err := json.Unmarshal(b, &hp); err != nil {
-			return Metrics{}, fmt.Errorf("hyperparameters.json: %w", err)
-		}
-	} else if !errors.Is(err, os.ErrNotExist) {
+	ml := sagemaker.Layout{Root: root}
+	hp, err := ml.Hyperparameters()
+	if err != nil {
 		return Metrics{}, err
 	}
 	size := 8
@@ -102,17 +97,16 @@ func train(ctx context.Context, root string, gpus int) (Metrics, error) {
 		}
 		size = n
 	}
-	data := filepath.Join(root, "input", "data")
-	tr, err := readChannel(ctx, filepath.Join(data, "train"), size)
+	tr, err := readChannel(ctx, ml.Channel("train"), size)
 	if err != nil {
 		return Metrics{}, err
 	}
 	if len(tr) == 0 {
-		return Metrics{}, fmt.Errorf("no images in the train channel %s: want <label>/<file>.png|.jpg", filepath.Join(data, "train"))
+		return Metrics{}, fmt.Errorf("no images in the train channel %s: want <label>/<file>.png|.jpg", ml.Channel("train"))
 	}
 	var va []model.Sample
-	if _, err := os.Stat(filepath.Join(data, "validation")); err == nil {
-		if va, err = readChannel(ctx, filepath.Join(data, "validation"), size); err != nil {
+	if _, err := os.Stat(ml.Channel("validation")); err == nil {
+		if va, err = readChannel(ctx, ml.Channel("validation"), size); err != nil {
 			return Metrics{}, err
 		}
 	}
@@ -126,11 +120,11 @@ func train(ctx context.Context, root string, gpus int) (Metrics, error) {
 		a := m.Accuracy(va)
 		met.ValidationAccuracy = &a
 	}
-	if err := writeJSON(filepath.Join(root, "model", "model.json"), m); err != nil {
+	if err := sagemaker.WriteJSON(ml.ModelFile(), m); err != nil {
 		return Metrics{}, err
 	}
 	met.Seconds = time.Since(start).Seconds()
-	if err := writeJSON(filepath.Join(root, "output", "metrics.json"), met); err != nil {
+	if err := sagemaker.WriteJSON(ml.MetricsFile(), met); err != nil {
 		return Metrics{}, err
 	}
 	return met, nil
@@ -235,15 +229,4 @@ func readChannel(ctx context.Context, dir string, size int) ([]model.Sample, err
 		}
 	}
 	return out, nil
-}
-
-func writeJSON(path string, v any) error {
-	b, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
-	}
-	return os.WriteFile(path, append(b, '\n'), 0o644)
 }

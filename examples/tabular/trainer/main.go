@@ -15,7 +15,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -28,6 +27,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kiln-edge/kiln/examples/internal/sagemaker"
 	"github.com/kiln-edge/kiln/examples/tabular/model"
 )
 
@@ -43,8 +43,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	if err := train(ctx, *root); err != nil {
-		fmt.Fprintln(os.Stderr, "train: "+err.Error())
-		_ = os.WriteFile(filepath.Join(*root, "output", "failure"), []byte(err.Error()+"\n"), 0o644)
+		sagemaker.Layout{Root: *root}.Fail(err)
 		os.Exit(1)
 	}
 }
@@ -63,16 +62,12 @@ type Metrics struct {
 
 func train(ctx context.Context, root string) error {
 	start := time.Now()
-	hp := map[string]string{}
-	if b, err := os.ReadFile(filepath.Join(root, "input", "config", "hyperparameters.json")); err == nil {
-		if err := json.Unmarshal(b, &hp); err != nil {
-			return fmt.Errorf("hyperparameters.json: %w", err)
-		}
-	} else if !errors.Is(err, os.ErrNotExist) {
+	ml := sagemaker.Layout{Root: root}
+	hp, err := ml.Hyperparameters()
+	if err != nil {
 		return err
 	}
-	channel := filepath.Join(root, "input", "data", "train")
-	table, err := readChannel(channel, hp["label"])
+	table, err := readChannel(ml.Channel("train"), hp["label"])
 	if err != nil {
 		return err
 	}
@@ -100,10 +95,10 @@ func train(ctx context.Context, root string) error {
 		TrainRows: len(tr.X), ValidationRows: len(va.X), Features: len(m.Features),
 		Classes: len(m.Classes), Epochs: epochs, Seconds: time.Since(start).Seconds(),
 	}
-	if err := writeJSON(filepath.Join(root, "model", "model.json"), m); err != nil {
+	if err := sagemaker.WriteJSON(ml.ModelFile(), m); err != nil {
 		return err
 	}
-	if err := writeJSON(filepath.Join(root, "output", "metrics.json"), met); err != nil {
+	if err := sagemaker.WriteJSON(ml.MetricsFile(), met); err != nil {
 		return err
 	}
 	fmt.Printf("trained on %d rows (%d features, %d classes); validation accuracy %.4f on %d rows\n",
@@ -223,15 +218,4 @@ func floatParam(hp map[string]string, key string, def float64) (float64, error) 
 		return 0, fmt.Errorf("hyperparameter %s=%q: want a number", key, v)
 	}
 	return f, nil
-}
-
-func writeJSON(path string, v any) error {
-	b, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
-	}
-	return os.WriteFile(path, append(b, '\n'), 0o644)
 }

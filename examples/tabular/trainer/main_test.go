@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/kiln-edge/kiln/examples/internal/sagemaker"
 	"github.com/kiln-edge/kiln/examples/tabular/model"
 )
 
@@ -88,7 +89,7 @@ func mlRoot(t *testing.T, files map[string][]byte, hp map[string]string) string 
 			t.Fatal(err)
 		}
 	}
-	if err := writeJSON(filepath.Join(root, "input", "config", "hyperparameters.json"), hp); err != nil {
+	if err := sagemaker.WriteJSON(filepath.Join(root, "input", "config", "hyperparameters.json"), hp); err != nil {
 		t.Fatal(err)
 	}
 	return root
