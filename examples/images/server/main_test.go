@@ -22,6 +22,7 @@ import (
 
 	"github.com/kiln-edge/kiln/examples/images/imagedata"
 	"github.com/kiln-edge/kiln/examples/images/model"
+	"github.com/kiln-edge/kiln/examples/internal/goldentest"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/golden.json's responses from the server")
@@ -32,43 +33,16 @@ const goldenPath = "../testdata/golden.json"
 // contract pinned byte for byte for the example image server and kiln's
 // contract package. A binary request body (an image) is request_base64.
 type Golden struct {
-	Comment  string       `json:"comment"`
-	Pipeline string       `json:"pipeline"`
-	Model    *model.Model `json:"model"`
-	Cases    []GoldenCase `json:"cases"`
-}
-
-// GoldenCase is one request and the exact answer.
-type GoldenCase struct {
-	Name                string `json:"name"`
-	Method              string `json:"method"`
-	Path                string `json:"path"`
-	ContentType         string `json:"content_type,omitempty"`
-	Request             string `json:"request,omitempty"`
-	RequestBase64       string `json:"request_base64,omitempty"`
-	Status              int    `json:"status"`
-	ResponseContentType string `json:"response_content_type"`
-	Response            string `json:"response"`
-}
-
-// Body is the request's bytes.
-func (c GoldenCase) Body() ([]byte, error) {
-	if c.RequestBase64 != "" {
-		return base64.StdEncoding.DecodeString(c.RequestBase64)
-	}
-	return []byte(c.Request), nil
+	Comment  string            `json:"comment"`
+	Pipeline string            `json:"pipeline"`
+	Model    *model.Model      `json:"model"`
+	Cases    []goldentest.Case `json:"cases"`
 }
 
 func readGolden(t *testing.T) Golden {
 	t.Helper()
-	b, err := os.ReadFile(goldenPath)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var g Golden
-	if err := json.Unmarshal(b, &g); err != nil {
-		t.Fatal(err)
-	}
+	goldentest.Read(t, goldenPath, &g)
 	if err := g.Model.Check(); err != nil {
 		t.Fatalf("golden model: %v", err)
 	}
@@ -77,46 +51,9 @@ func readGolden(t *testing.T) Golden {
 
 func TestGolden(t *testing.T) {
 	g := readGolden(t)
-	srv := httptest.NewServer(model.NewHandler(g.Model, g.Pipeline))
-	defer srv.Close()
-	for i, c := range g.Cases {
-		body, err := c.Body()
-		if err != nil {
-			t.Fatalf("%s: request_base64: %v", c.Name, err)
-		}
-		req, err := http.NewRequest(c.Method, srv.URL+c.Path, bytes.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if c.ContentType != "" {
-			req.Header.Set("Content-Type", c.ContentType)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, _ := io.ReadAll(resp.Body)
-		_ = resp.Body.Close()
-		ct := resp.Header.Get("Content-Type")
-		if *update {
-			g.Cases[i].Status, g.Cases[i].ResponseContentType, g.Cases[i].Response = resp.StatusCode, ct, string(got)
-			continue
-		}
-		if resp.StatusCode != c.Status || ct != c.ResponseContentType {
-			t.Errorf("%s: status %d, Content-Type %q; want %d, %q", c.Name, resp.StatusCode, ct, c.Status, c.ResponseContentType)
-		}
-		if diff := cmp.Diff(c.Response, string(got)); diff != "" {
-			t.Errorf("%s: response (-want +got):\n%s", c.Name, diff)
-		}
-		if resp.StatusCode >= 400 && strings.Count(strings.TrimSuffix(string(got), "\n"), "\n") > 0 {
-			t.Errorf("%s: error answer spans lines: %q", c.Name, got)
-		}
-	}
+	goldentest.Check(t, model.NewHandler(g.Model, g.Pipeline), g.Cases, *update)
 	if *update {
-		out, _ := json.MarshalIndent(g, "", "  ")
-		if err := os.WriteFile(goldenPath, append(out, '\n'), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		goldentest.Write(t, goldenPath, g)
 	}
 }
 
@@ -191,7 +128,7 @@ func TestServeUnixSocket(t *testing.T) {
 	go func() { done <- cmd.Wait() }()
 	t.Cleanup(func() { _ = cmd.Process.Kill() })
 	hc := unixClient(sock)
-	var c GoldenCase
+	var c goldentest.Case
 	for _, gc := range g.Cases {
 		if gc.Path == "/invocations" && gc.Status == 200 {
 			c = gc

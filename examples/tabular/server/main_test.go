@@ -16,6 +16,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/kiln-edge/kiln/examples/internal/goldentest"
 	"github.com/kiln-edge/kiln/examples/tabular/model"
 )
 
@@ -27,66 +28,18 @@ const goldenPath = "../testdata/golden.json"
 // serving protocols, byte for byte, for the example server, the evaluator,
 // `kiln predict` and the monitor.
 type Golden struct {
-	Comment  string       `json:"comment"`
-	Pipeline string       `json:"pipeline"`
-	Model    *model.Model `json:"model"`
-	Cases    []GoldenCase `json:"cases"`
-}
-
-// GoldenCase is one request and the exact answer.
-type GoldenCase struct {
-	Name                string `json:"name"`
-	Method              string `json:"method"`
-	Path                string `json:"path"`
-	ContentType         string `json:"content_type,omitempty"`
-	Request             string `json:"request,omitempty"`
-	Status              int    `json:"status"`
-	ResponseContentType string `json:"response_content_type"`
-	Response            string `json:"response"`
+	Comment  string            `json:"comment"`
+	Pipeline string            `json:"pipeline"`
+	Model    *model.Model      `json:"model"`
+	Cases    []goldentest.Case `json:"cases"`
 }
 
 func TestGolden(t *testing.T) {
-	b, err := os.ReadFile(goldenPath)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var g Golden
-	if err := json.Unmarshal(b, &g); err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(model.NewHandler(g.Model, g.Pipeline))
-	defer srv.Close()
-	for i, c := range g.Cases {
-		req, err := http.NewRequest(c.Method, srv.URL+c.Path, strings.NewReader(c.Request))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if c.ContentType != "" {
-			req.Header.Set("Content-Type", c.ContentType)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		ct := resp.Header.Get("Content-Type")
-		if *update {
-			g.Cases[i].Status, g.Cases[i].ResponseContentType, g.Cases[i].Response = resp.StatusCode, ct, string(body)
-			continue
-		}
-		if resp.StatusCode != c.Status || ct != c.ResponseContentType {
-			t.Errorf("%s: status %d, Content-Type %q; want %d, %q", c.Name, resp.StatusCode, ct, c.Status, c.ResponseContentType)
-		}
-		if diff := cmp.Diff(c.Response, string(body)); diff != "" {
-			t.Errorf("%s: response (-want +got):\n%s", c.Name, diff)
-		}
-	}
+	goldentest.Read(t, goldenPath, &g)
+	goldentest.Check(t, model.NewHandler(g.Model, g.Pipeline), g.Cases, *update)
 	if *update {
-		out, _ := json.MarshalIndent(g, "", "  ")
-		if err := os.WriteFile(goldenPath, append(out, '\n'), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		goldentest.Write(t, goldenPath, g)
 	}
 }
 
