@@ -29,20 +29,12 @@ var update = flag.Bool("update", false, "rewrite testdata/golden.json's response
 
 const goldenPath = "../testdata/golden.json"
 
-// Golden is examples/images/testdata/golden.json: the image serving
+// readGolden reads examples/images/testdata/golden.json: the image serving
 // contract pinned byte for byte for the example image server and kiln's
 // contract package. A binary request body (an image) is request_base64.
-type Golden struct {
-	Comment  string            `json:"comment"`
-	Pipeline string            `json:"pipeline"`
-	Model    *model.Model      `json:"model"`
-	Cases    []goldentest.Case `json:"cases"`
-}
-
-func readGolden(t *testing.T) Golden {
+func readGolden(t *testing.T) goldentest.File[*model.Model] {
 	t.Helper()
-	var g Golden
-	goldentest.Read(t, goldenPath, &g)
+	g := goldentest.Read[*model.Model](t, goldenPath)
 	if err := g.Model.Check(); err != nil {
 		t.Fatalf("golden model: %v", err)
 	}
@@ -51,10 +43,7 @@ func readGolden(t *testing.T) Golden {
 
 func TestGolden(t *testing.T) {
 	g := readGolden(t)
-	goldentest.Check(t, model.NewHandler(g.Model, g.Pipeline), g.Cases, *update)
-	if *update {
-		goldentest.Write(t, goldenPath, g)
-	}
+	goldentest.Replay(t, goldenPath, g, model.NewHandler(g.Model, g.Pipeline), *update)
 }
 
 // TestGoldenCoversContract keeps golden.json honest: it must hold a

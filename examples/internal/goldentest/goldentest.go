@@ -42,23 +42,44 @@ func (c Case) Body() ([]byte, error) {
 	return []byte(c.Request), nil
 }
 
-// Read decodes the golden file at path into g, the example's own struct.
-func Read(t testing.TB, path string, g any) {
+// File is one golden.json: the model the server loads (M is the example's
+// model type), the pipeline whose name the server answers v2 requests
+// under, and the cases.
+type File[M any] struct {
+	Comment  string `json:"comment"`
+	Pipeline string `json:"pipeline"`
+	Model    M      `json:"model"`
+	Cases    []Case `json:"cases"`
+}
+
+// Read decodes the golden file at path.
+func Read[M any](t testing.TB, path string) File[M] {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := json.Unmarshal(b, g); err != nil {
+	var g File[M]
+	if err := json.Unmarshal(b, &g); err != nil {
 		t.Fatalf("%s: %v", path, err)
+	}
+	return g
+}
+
+// Replay sends every case of g (read from path) to h over real HTTP and
+// fails t where the status, Content-Type or body differs from the case, or
+// where an error answer spans more than one line. With update it checks
+// nothing and rewrites path with h's answers instead.
+func Replay[M any](t *testing.T, path string, g File[M], h http.Handler, update bool) {
+	t.Helper()
+	check(t, h, g.Cases, update)
+	if update {
+		write(t, path, g)
 	}
 }
 
-// Check sends every case to h over real HTTP and fails t where the status,
-// Content-Type or body differs from the case, or where an error answer
-// spans more than one line. With update it checks nothing and records each
-// answer into cases instead; Write then saves them.
-func Check(t *testing.T, h http.Handler, cases []Case, update bool) {
+// check is Replay's loop; with update it records each answer into cases.
+func check(t *testing.T, h http.Handler, cases []Case, update bool) {
 	t.Helper()
 	srv := httptest.NewServer(h)
 	defer srv.Close()
@@ -97,8 +118,8 @@ func Check(t *testing.T, h http.Handler, cases []Case, update bool) {
 	}
 }
 
-// Write saves g to path as indented JSON and a newline: the -update path.
-func Write(t testing.TB, path string, g any) {
+// write saves g to path as indented JSON and a newline: the -update path.
+func write(t testing.TB, path string, g any) {
 	t.Helper()
 	out, err := json.MarshalIndent(g, "", "  ")
 	if err != nil {

@@ -24,23 +24,12 @@ var update = flag.Bool("update", false, "rewrite testdata/golden.json's response
 
 const goldenPath = "../testdata/golden.json"
 
-// Golden is examples/tabular/testdata/golden.json: one file pinning both
-// serving protocols, byte for byte, for the example server, the evaluator,
-// `kiln predict` and the monitor.
-type Golden struct {
-	Comment  string            `json:"comment"`
-	Pipeline string            `json:"pipeline"`
-	Model    *model.Model      `json:"model"`
-	Cases    []goldentest.Case `json:"cases"`
-}
-
+// TestGolden replays examples/tabular/testdata/golden.json: one file
+// pinning both serving protocols, byte for byte, for the example server,
+// the evaluator, `kiln predict` and the monitor.
 func TestGolden(t *testing.T) {
-	var g Golden
-	goldentest.Read(t, goldenPath, &g)
-	goldentest.Check(t, model.NewHandler(g.Model, g.Pipeline), g.Cases, *update)
-	if *update {
-		goldentest.Write(t, goldenPath, g)
-	}
+	g := goldentest.Read[*model.Model](t, goldenPath)
+	goldentest.Replay(t, goldenPath, g, model.NewHandler(g.Model, g.Pipeline), *update)
 }
 
 // TestAccuracyOnUnseenRows trains on the shipped dataset minus every fifth
