@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"io"
@@ -29,6 +30,61 @@ import (
 
 // errWouldBlock is a raw read that found nothing to read.
 var errWouldBlock = errors.New("would block")
+
+// serveRaw is a client connection's RawConn.Read callback: it is called at
+// once and then each time the socket has become readable, reads with
+// read(2), serves each whole request it finds, and asks to wait (false)
+// after a read that emptied the socket, with no read to find that out
+// again. It returns true to leave: c.closed when the connection is done,
+// c.slow for a request the blocking path must serve (one that did not come
+// whole: a chunked body, a body larger than br's buffer or sent after a
+// pause).
+func (c *conn) serveRaw(fd uintptr) bool {
+	c.src.fd, c.sink.fd = int(fd), int(fd)
+	woke := true // the socket may have something: this call is the first, or after an edge
+	for {
+		if n := c.br.Buffered(); n == 0 || !requestWhole(peekAll(c.br)) {
+			if n == c.br.Size() {
+				c.slow = true
+				break
+			}
+			if c.src.drained && !woke {
+				if n > 0 {
+					// Part of a request (or one the guess cannot frame):
+					// the blocking path reads the rest, or refuses it.
+					c.slow = true
+					break
+				}
+				if !c.idleDeadline() {
+					c.closed = true
+					break
+				}
+				c.src.fd, c.sink.fd = -1, -1
+				return false // wait for the next request
+			}
+			woke = false
+			if _, err := c.br.Peek(n + 1); err != nil && !errors.Is(err, errWouldBlock) {
+				c.closed = true // the client closed, or the read failed
+				break
+			}
+			continue
+		}
+		// A whole request: the parser reads it from br alone (a read that
+		// would block fails it, which requestWhole's fuzz test rules out).
+		if !c.serveNext() {
+			c.closed = true
+			break
+		}
+	}
+	c.src.fd, c.sink.fd = -1, -1
+	return true
+}
+
+// peekAll is br's buffered bytes, unread.
+func peekAll(br *bufio.Reader) []byte {
+	b, _ := br.Peek(br.Buffered())
+	return b
+}
 
 // rawSrc is the source of a connection's bufio.Reader: net.Conn's Read, or
 // read(2) on fd while a RawConn.Read callback holds the connection's read

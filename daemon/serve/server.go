@@ -188,60 +188,6 @@ func (c *conn) serveNext() bool {
 	return !(e.closing.Load() && c.state.CompareAndSwap(connIdle, connClosed))
 }
 
-// serveRaw is the connection's RawConn.Read callback (rawio.go): it is
-// called at once and then each time the socket has become readable, reads
-// with read(2), serves each whole request it finds, and asks to wait
-// (false) after a read that emptied the socket, with no read to find that
-// out again. It returns true to leave: c.closed when the connection is
-// done, c.slow for a request the blocking path must serve (a head or body
-// larger than br's buffer).
-func (c *conn) serveRaw(fd uintptr) bool {
-	c.src.fd, c.sink.fd = int(fd), int(fd)
-	woke := true // the socket may have something: this call is the first, or after an edge
-	for {
-		if n := c.br.Buffered(); n == 0 || !requestWhole(peekAll(c.br)) {
-			if n == c.br.Size() {
-				c.slow = true
-				break
-			}
-			if c.src.drained && !woke {
-				if n > 0 {
-					// Part of a request (or one the guess cannot frame):
-					// the blocking path reads the rest, or refuses it.
-					c.slow = true
-					break
-				}
-				if !c.idleDeadline() {
-					c.closed = true
-					break
-				}
-				c.src.fd, c.sink.fd = -1, -1
-				return false // wait for the next request
-			}
-			woke = false
-			if _, err := c.br.Peek(n + 1); err != nil && !errors.Is(err, errWouldBlock) {
-				c.closed = true // the client closed, or the read failed
-				break
-			}
-			continue
-		}
-		// A whole request: the parser reads it from br alone (a read that
-		// would block fails it, which requestWhole's fuzz test rules out).
-		if !c.serveNext() {
-			c.closed = true
-			break
-		}
-	}
-	c.src.fd, c.sink.fd = -1, -1
-	return true
-}
-
-// peekAll is br's buffered bytes, unread.
-func peekAll(br *bufio.Reader) []byte {
-	b, _ := br.Peek(br.Buffered())
-	return b
-}
-
 // serveOne reads, proxies and answers one request; false closes the
 // connection.
 func (c *conn) serveOne() bool {
