@@ -92,15 +92,15 @@ func (s *Store) NewBlobBatch() *BlobBatch {
 
 // Put stores r as PutBlob does, leaving the fsync of its folder to Sync.
 func (b *BlobBatch) Put(ctx context.Context, r io.Reader) (BlobRef, error) {
-	ref, dir, made, err := b.s.putBlob(ctx, r)
+	ref, dir, _, err := b.s.putBlob(ctx, r)
 	if err != nil {
 		return BlobRef{}, err
 	}
 	b.mu.Lock()
+	// blobs/sha256 too, made or not: the folder may be another batch's, made and not
+	// synced yet. One fsync a batch.
 	b.dirs[dir] = struct{}{}
-	if made {
-		b.dirs[filepath.Dir(dir)] = struct{}{}
-	}
+	b.dirs[filepath.Dir(dir)] = struct{}{}
 	b.mu.Unlock()
 	return ref, nil
 }
@@ -219,25 +219,42 @@ func (s *Store) putBlob(ctx context.Context, r io.Reader) (ref BlobRef, dir stri
 		ok = true
 		return ref, dir, made, nil
 	}
-	if _, err := os.Stat(final); err == nil {
-		return present()
-	}
-	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
-		if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
-			return BlobRef{}, "", false, fmt.Errorf("put blob: %w", err)
+	mkdir := func() error {
+		err := os.Mkdir(dir, 0o755)
+		switch {
+		case errors.Is(err, os.ErrExist):
+			return nil
+		case err != nil:
+			return fmt.Errorf("put blob: %w", err)
 		}
 		made = true
+		return nil
 	}
 	if named {
+		if _, err := os.Stat(final); err == nil {
+			return present()
+		}
+		if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+			if err := mkdir(); err != nil {
+				return BlobRef{}, "", false, err
+			}
+		}
 		if err := os.Rename(tmp.Name(), final); err != nil {
 			return BlobRef{}, "", false, fmt.Errorf("put blob: %w", err)
 		}
 		ok = true
 		return ref, dir, made, nil
 	}
+	// A link refuses a name that exists (the blob is there: the same content) and says when
+	// the folder is missing (made, then linked again): no stat needed first.
 	err = linkUnnamed(tmp, final)
+	if errors.Is(err, unix.ENOENT) {
+		if err = mkdir(); err == nil {
+			err = linkUnnamed(tmp, final)
+		}
+	}
 	if errors.Is(err, unix.EEXIST) {
-		return present() // the same content, put meanwhile by another caller
+		return present()
 	}
 	if err != nil {
 		return BlobRef{}, "", false, fmt.Errorf("put blob: link %s: %w", final, err)
