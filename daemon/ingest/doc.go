@@ -45,7 +45,7 @@
 // streamed into the blob store (storage.PutBlob hashes while copying); the same bytes feed
 // the parser: files up to 1 MiB from memory, bigger ones through a pipe, so hashing runs on
 // one core and parsing on the other (at most two big files at a time). The files of an
-// images or files batch, mostly small, are read 16 at a time into one storage.BlobBatch:
+// images or files batch, mostly small, are read 48 at a time into one storage.BlobBatch:
 // each blob's content is fsynced as it is stored, the blob folders once each when the last
 // file is in, before the version is recorded; images are decoded as they arrive and
 // recorded in file order, so reasons do not depend on timing. After the read the

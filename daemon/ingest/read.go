@@ -123,8 +123,10 @@ func (b blobBatch) PutBlob(ctx context.Context, r io.Reader) (storage.BlobRef, e
 
 // filesAtOnce is how many files of one images or files batch are read at once. Such files
 // are mostly small and each costs a blob's creation and fsyncs, which wait on the disk, not
-// the CPU: concurrent ones share the journal's commits. (Rows are parsed in order instead.)
-const filesAtOnce = 16
+// the CPU: concurrent ones share the journal's commits (BenchmarkImageBatch on the 2-core
+// VM: 48 at once ~20% more images/s than 16). Files over 1 MiB are still read at most
+// ParallelFiles at a time. (Rows are parsed in order instead.)
+const filesAtOnce = 48
 
 // readAll reads the files of a batch whose files are taken one by one (images, files),
 // filesAtOnce at a time. img, when set, examines each image as it is read. The first file
