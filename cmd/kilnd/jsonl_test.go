@@ -16,7 +16,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
 )
 
 // cancerJSONLSpec is the example pipeline on JSON Lines data: the same
