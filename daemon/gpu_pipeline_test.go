@@ -235,9 +235,10 @@ func TestGPUPipelineCDI(t *testing.T) {
 	}
 }
 
-// startDaemonConfig is startTestDaemon with more of the daemon config
-// (yaml lines after the admin group).
-func startDaemonConfig(t *testing.T, root string, srv *gputest.Server, extra string) *testDaemon {
+// startDaemonConfig runs a whole kilnd in-process on root with GPUs from srv
+// and the daemon config extra (yaml lines after the admin group, which is
+// the test's own primary group so the API lets the test write without root).
+func startDaemonConfig(t testing.TB, root string, srv *gputest.Server, extra string) *testDaemon {
 	t.Helper()
 	grp, err := user.LookupGroupId(strconv.Itoa(os.Getgid()))
 	if err != nil {
