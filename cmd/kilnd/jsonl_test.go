@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -73,20 +72,7 @@ func withLabel(rows [][]string, labels []string) [][]string {
 // returns the request id and the answers.
 func invokeJSONL(t *testing.T, hc *http.Client, keys []string, rows [][]string, rng *rand.Rand) (string, []string) {
 	t.Helper()
-	resp, err := hc.Post("http://kiln/invocations", "application/jsonlines", strings.NewReader(jsonLines(keys, rows, rng)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 {
-		t.Fatalf("endpoint answered %s to application/jsonlines: %s", resp.Status, body)
-	}
-	id := resp.Header.Get("X-Kiln-Request-Id")
-	if id == "" {
-		t.Fatal("endpoint answer has no X-Kiln-Request-Id")
-	}
-	return id, strings.Split(strings.TrimSpace(string(body)), "\n")
+	return invokeBody(t, hc, "application/jsonlines", jsonLines(keys, rows, rng))
 }
 
 // TestLoopJSONL is issue 17's loop for JSON Lines data on the example

@@ -106,20 +106,27 @@ func endpointClient(sock string) *http.Client {
 // invoke sends rows to the endpoint and returns the request id and the answers.
 func invoke(t *testing.T, hc *http.Client, rows [][]string) (string, []string) {
 	t.Helper()
-	resp, err := hc.Post("http://kiln/invocations", "text/csv", strings.NewReader(csvText(nil, rows)))
+	return invokeBody(t, hc, "text/csv", csvText(nil, rows))
+}
+
+// invokeBody posts body as contentType to the endpoint's /invocations and
+// returns the request id and the answer's lines.
+func invokeBody(t *testing.T, hc *http.Client, contentType, body string) (string, []string) {
+	t.Helper()
+	resp, err := hc.Post("http://kiln/invocations", contentType, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
+	answer, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != 200 {
-		t.Fatalf("endpoint answered %s: %s", resp.Status, body)
+		t.Fatalf("endpoint answered %s to %s: %s", resp.Status, contentType, answer)
 	}
 	id := resp.Header.Get("X-Kiln-Request-Id")
 	if id == "" {
 		t.Fatal("endpoint answer has no X-Kiln-Request-Id")
 	}
-	return id, strings.Split(strings.TrimSpace(string(body)), "\n")
+	return id, strings.Split(strings.TrimSpace(string(answer)), "\n")
 }
 
 func datasetsOf(t *testing.T, k *kilnd) []api.Dataset {
